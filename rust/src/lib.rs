@@ -1,0 +1,17 @@
+//! reprkit-core: the numerical kernels of reprkit, in plain Rust.
+//!
+//! Every kernel works on row-major slices, is generic over `f32`/`f64` through
+//! [`Real`], runs its parallel loops on the *current* rayon pool (the Python
+//! layer installs reprkit's own pool around each call) and returns
+//! [`Result`] instead of panicking on bad input.
+//!
+//! Parallel loops split work into fixed-size tiles that do not depend on the
+//! number of threads, so results are bit-identical for any thread count.
+
+pub mod distances;
+pub mod error;
+pub mod linalg;
+pub mod real;
+
+pub use error::{Error, Result};
+pub use real::Real;

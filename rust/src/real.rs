@@ -1,0 +1,63 @@
+//! The float trait the kernels are generic over, with the per-type GEMM.
+
+use num_traits::{Float, FromPrimitive, NumAssign};
+use std::fmt::Debug;
+use std::iter::Sum;
+
+pub trait Real:
+    Float + FromPrimitive + NumAssign + Sum + Debug + Default + Send + Sync + Copy + 'static
+{
+    /// Machine epsilon of the type.
+    const EPS: Self;
+    /// Relative size of a squared distance (against the squared norms) under
+    /// which the fast product form ‖x‖²+‖y‖²−2x·y is recomputed as Σ(x−y)².
+    const CANCEL_TOL: Self;
+
+    /// `C = alpha * A·B + beta * C` with arbitrary (row, column) strides.
+    ///
+    /// # Safety
+    /// The pointers and strides must describe valid `m×k`, `k×n`, `m×n` matrices,
+    /// and `c` must not alias `a` or `b`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_raw(
+        m: usize, k: usize, n: usize, alpha: Self,
+        a: *const Self, rsa: isize, csa: isize,
+        b: *const Self, rsb: isize, csb: isize,
+        beta: Self, c: *mut Self, rsc: isize, csc: isize,
+    );
+
+    #[inline(always)]
+    fn c(v: f64) -> Self {
+        Self::from_f64(v).unwrap()
+    }
+    #[inline(always)]
+    fn to_f64_(self) -> f64 {
+        self.to_f64().unwrap()
+    }
+}
+
+impl Real for f32 {
+    const EPS: Self = f32::EPSILON;
+    const CANCEL_TOL: Self = 1.0 / 1024.0;
+    unsafe fn gemm_raw(
+        m: usize, k: usize, n: usize, alpha: f32,
+        a: *const f32, rsa: isize, csa: isize,
+        b: *const f32, rsb: isize, csb: isize,
+        beta: f32, c: *mut f32, rsc: isize, csc: isize,
+    ) {
+        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
+}
+
+impl Real for f64 {
+    const EPS: Self = f64::EPSILON;
+    const CANCEL_TOL: Self = 1.0e-7;
+    unsafe fn gemm_raw(
+        m: usize, k: usize, n: usize, alpha: f64,
+        a: *const f64, rsa: isize, csa: isize,
+        b: *const f64, rsb: isize, csb: isize,
+        beta: f64, c: *mut f64, rsc: isize, csc: isize,
+    ) {
+        matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
+}
