@@ -1,0 +1,54 @@
+"""reprkit: fast representation learning with a Rust core.
+
+* loss kernels for metric and contrastive learning (``reprkit.losses``,
+  ``reprkit.functional``, ``reprkit.miners``) — need torch;
+* classical embeddings: t-SNE, Laplacian eigenmaps, classical MDS, PCA;
+* pairwise distances for numpy arrays and differentiable torch tensors.
+
+Importing reprkit never imports torch; torch-facing APIs raise an ImportError
+naming the ``reprkit[torch]`` extra when torch is missing.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+from . import _core, errors
+from ._threads import get_num_threads, set_num_threads
+from .distances import pairwise_distances
+from .errors import (
+    DTypeError,
+    InvalidInputError,
+    InvalidParameterError,
+    MissingDependencyError,
+    NonFiniteError,
+    ReprkitError,
+    ShapeError,
+)
+
+__version__: str = _core.__version__
+
+__all__ = [
+    "__version__",
+    "pairwise_distances",
+    "set_num_threads",
+    "get_num_threads",
+    "errors",
+    "ReprkitError",
+    "InvalidInputError",
+    "ShapeError",
+    "NonFiniteError",
+    "InvalidParameterError",
+    "DTypeError",
+    "MissingDependencyError",
+]
+
+_LAZY = {"reference", "functional", "losses", "miners", "plot"}
+
+
+def __getattr__(name: str):  # PEP 562: torch-backed submodules load on first use
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'reprkit' has no attribute {name!r}")
