@@ -84,54 +84,85 @@ fn centred<T: Real>(x: &[T], n: usize, d: usize, mean: &[f64]) -> Vec<T> {
     c
 }
 
-/// Squared Euclidean distances into `out` (n × m) with the cancellation guard.
-fn sq_euclidean_into<T: Real>(x: &[T], n: usize, y: &[T], m: usize, d: usize, same: bool, out: &mut [T]) {
-    // Centre both sets on their joint mean.
-    let mut mean = col_means(x, n, d);
-    if !same {
-        let my = col_means(y, m, d);
-        let w = n as f64 / (n + m) as f64;
-        for (a, b) in mean.iter_mut().zip(&my) {
-            *a = w * *a + (1.0 - w) * b;
+/// Squared Euclidean distances prepared for tiled evaluation: both sets centred
+/// on their joint mean, with squared norms, plus the original rows for the
+/// direct recomputation of cancelled entries.
+pub struct SqEuclid<'a, T> {
+    x: &'a [T],
+    y: &'a [T],
+    xc: Vec<T>,
+    yc: Option<Vec<T>>,
+    nx: Vec<T>,
+    ny: Option<Vec<T>>,
+    pub n: usize,
+    pub m: usize,
+    pub d: usize,
+    same: bool,
+}
+
+impl<'a, T: Real> SqEuclid<'a, T> {
+    /// `y = None` means the rows of `x` against themselves.
+    pub fn new(x: &'a [T], n: usize, y: Option<(&'a [T], usize)>, d: usize) -> Self {
+        let same = y.is_none();
+        let (y, m) = y.unwrap_or((x, n));
+        let mut mean = col_means(x, n, d);
+        if !same {
+            let my = col_means(y, m, d);
+            let w = n as f64 / (n + m) as f64;
+            for (a, b) in mean.iter_mut().zip(&my) {
+                *a = w * *a + (1.0 - w) * b;
+            }
         }
+        let xc = centred(x, n, d, &mean);
+        let nx = row_sq_norms(&xc, n, d);
+        let (yc, ny) = if same {
+            (None, None)
+        } else {
+            let yc = centred(y, m, d, &mean);
+            let ny = row_sq_norms(&yc, m, d);
+            (Some(yc), Some(ny))
+        };
+        SqEuclid { x, y, xc, yc, nx, ny, n, m, d, same }
     }
-    let xc = centred(x, n, d, &mean);
-    let yc_owned;
-    let yc: &[T] = if same {
-        &xc
-    } else {
-        yc_owned = centred(y, m, d, &mean);
-        &yc_owned
-    };
-    let nx = row_sq_norms(&xc, n, d);
-    let ny_owned;
-    let ny: &[T] = if same {
-        &nx
-    } else {
-        ny_owned = row_sq_norms(yc, m, d);
-        &ny_owned
-    };
-    let two = T::c(2.0);
-    let tol = T::CANCEL_TOL;
-    let a = MatRef::new(&xc, n, d);
-    let b = MatRef::new(yc, m, d).t();
-    out[..n * m].par_chunks_mut(ROW_TILE * m).enumerate().for_each(|(t, tile)| {
-        let r0 = t * ROW_TILE;
-        let r1 = (r0 + ROW_TILE).min(n);
-        gemm(-two, a.rows_range(r0, r1), b, T::zero(), tile);
+
+    /// Writes the squared distances of rows `r0..r1` of x to all rows of y into
+    /// `out` ((r1−r0) × m, row-major). Single-threaded: callers parallelise over tiles.
+    pub fn fill_rows(&self, r0: usize, r1: usize, out: &mut [T]) {
+        let (m, d) = (self.m, self.d);
+        let yc = self.yc.as_deref().unwrap_or(&self.xc);
+        let ny = self.ny.as_deref().unwrap_or(&self.nx);
+        let a = MatRef::new(&self.xc, self.n, d).rows_range(r0, r1);
+        let b = MatRef::new(yc, m, d).t();
+        gemm(-T::c(2.0), a, b, T::zero(), out);
+        let tol = T::CANCEL_TOL;
         for i in r0..r1 {
-            let row = &mut tile[(i - r0) * m..(i - r0 + 1) * m];
-            let xi = &x[i * d..(i + 1) * d];
+            let row = &mut out[(i - r0) * m..(i - r0 + 1) * m];
+            let xi = &self.x[i * d..(i + 1) * d];
+            let nxi = self.nx[i];
             for (j, v) in row.iter_mut().enumerate() {
-                let scale = nx[i] + ny[j];
+                let scale = nxi + ny[j];
                 let mut s = *v + scale;
                 if s <= tol * scale {
-                    s = if same && i == j { T::zero() } else { sq_dist(xi, &y[j * d..(j + 1) * d]) };
+                    s = if self.same && i == j { T::zero() } else { sq_dist(xi, &self.y[j * d..(j + 1) * d]) };
                 }
                 *v = s.max(T::zero());
             }
         }
+    }
+}
+
+/// Squared Euclidean distances into `out` (n × m) with the cancellation guard.
+fn sq_euclidean_into<T: Real>(x: &[T], n: usize, y: &[T], m: usize, d: usize, same: bool, out: &mut [T]) {
+    let prep = SqEuclid::new(x, n, if same { None } else { Some((y, m)) }, d);
+    out[..n * m].par_chunks_mut(ROW_TILE * m).enumerate().for_each(|(t, tile)| {
+        let r0 = t * ROW_TILE;
+        prep.fill_rows(r0, (r0 + ROW_TILE).min(n), tile);
     });
+}
+
+/// Unit rows (zero rows stay zero) and each row's norm. Public for kNN on cosine.
+pub fn unit_rows<T: Real>(x: &[T], n: usize, d: usize) -> (Vec<T>, Vec<T>) {
+    normalise(x, n, d)
 }
 
 /// Pairwise distances between the rows of `x` and of `y` (or of `x` with

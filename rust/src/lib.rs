@@ -10,6 +10,7 @@
 
 pub mod distances;
 pub mod error;
+pub mod knn;
 pub mod linalg;
 pub mod real;
 
