@@ -63,7 +63,22 @@ fn validate<T: Real>(x: Rows<T>, y: Option<Rows<T>>, d: usize) -> Result<()> {
 
 /// Unit rows (zero rows stay zero) and each row's norm.
 fn normalise<T: Real>(x: &[T], n: usize, d: usize) -> (Vec<T>, Vec<T>) {
-    let norms: Vec<T> = row_sq_norms(x, n, d).into_iter().map(|v| v.sqrt()).collect();
+    // Norms that survive underflow and overflow of the sum of squares (tiny or huge rows).
+    let norms: Vec<T> = row_sq_norms(x, n, d)
+        .into_iter()
+        .enumerate()
+        .map(|(i, ss)| {
+            if ss >= T::min_positive_value() && ss.is_finite() {
+                return ss.sqrt();
+            }
+            let row = &x[i * d..(i + 1) * d];
+            let mx = row.iter().fold(T::zero(), |a, &v| a.max(v.abs()));
+            if mx == T::zero() {
+                return T::zero();
+            }
+            mx * row.iter().map(|&v| (v / mx) * (v / mx)).sum::<T>().sqrt()
+        })
+        .collect();
     let mut u = x.to_vec();
     u.par_chunks_mut(d).zip(norms.par_iter()).for_each(|(row, &nr)| {
         if nr > T::zero() {
