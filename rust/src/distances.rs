@@ -3,17 +3,29 @@
 //!
 //! Forward uses the fast product form ‖x‖² + ‖y‖² − 2x·y on *centred* data
 //! (distances are translation invariant, and centring shrinks the norms that
-//! cancel), computed with a tiled GEMM. Any entry whose squared distance is
-//! small against the squared norms (`Real::CANCEL_TOL`) has lost digits to
-//! cancellation and is recomputed directly as Σ(x−y)² on the original rows, so
-//! a row's distance to itself is exactly 0 and near-duplicates keep full
-//! relative precision. Cosine distance is ‖x̂−ŷ‖²/2 on the unit vectors, so it
-//! gets the same treatment.
+//! cancel), computed by GEMM in cache-sized blocks with the finishing steps
+//! (guard, clamp, square root) fused into each block. Any entry whose squared
+//! distance is small against the squared norms (`Real::CANCEL_TOL`) has lost
+//! digits to cancellation and is recomputed directly as Σ(x−y)² on the
+//! original rows, so a row's distance to itself is exactly 0 and
+//! near-duplicates keep full relative precision. Cosine distance is ‖x̂−ŷ‖²/2
+//! on the unit vectors, so it gets the same treatment.
+//!
+//! Distances of a set to itself compute only the upper block triangle and
+//! mirror it: half the arithmetic, and an exactly symmetric result.
+//!
+//! Backward never materialises an n×m weight matrix: weights are formed tile
+//! by tile from the upstream gradient and the saved distances, once by row
+//! tiles (for ∂x) and once by column tiles (for ∂y).
 
 use crate::error::{check_finite, check_len, Error, Result};
-use crate::linalg::{col_means, gemm, par_gemm, row_sq_norms, sq_dist, MatRef, ROW_TILE};
+use crate::linalg::{col_means, gemm, row_sq_norms, sq_dist, MatRef, ROW_TILE};
 use crate::Real;
 use rayon::prelude::*;
+
+/// Columns per GEMM block: a ROW_TILE × COL_BLOCK block of f32 is 128 KiB, so the
+/// fused finishing pass reads it back from L2.
+const COL_BLOCK: usize = 512;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Metric {
@@ -89,6 +101,11 @@ fn normalise<T: Real>(x: &[T], n: usize, d: usize) -> (Vec<T>, Vec<T>) {
     (u, norms)
 }
 
+/// Unit rows (zero rows stay zero) and each row's norm. Public for kNN on cosine.
+pub fn unit_rows<T: Real>(x: &[T], n: usize, d: usize) -> (Vec<T>, Vec<T>) {
+    normalise(x, n, d)
+}
+
 fn centred<T: Real>(x: &[T], n: usize, d: usize, mean: &[f64]) -> Vec<T> {
     let mut c = x.to_vec();
     c.par_chunks_mut(d).take(n).for_each(|row| {
@@ -99,9 +116,18 @@ fn centred<T: Real>(x: &[T], n: usize, d: usize, mean: &[f64]) -> Vec<T> {
     c
 }
 
-/// Squared Euclidean distances prepared for tiled evaluation: both sets centred
-/// on their joint mean, with squared norms, plus the original rows for the
-/// direct recomputation of cancelled entries.
+/// What the fused finishing pass turns a squared distance into.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    Squared,
+    Sqrt,
+    /// Cosine on unit rows: d²/2, capped at 2.
+    HalfCapped,
+}
+
+/// Squared Euclidean distances prepared for blocked evaluation: both sets
+/// centred on their joint mean, with squared norms, plus the original rows for
+/// the direct recomputation of cancelled entries.
 pub struct SqEuclid<'a, T> {
     x: &'a [T],
     y: &'a [T],
@@ -140,44 +166,105 @@ impl<'a, T: Real> SqEuclid<'a, T> {
         SqEuclid { x, y, xc, yc, nx, ny, n, m, d, same }
     }
 
-    /// Writes the squared distances of rows `r0..r1` of x to all rows of y into
-    /// `out` ((r1−r0) × m, row-major). Single-threaded: callers parallelise over tiles.
-    pub fn fill_rows(&self, r0: usize, r1: usize, out: &mut [T]) {
-        let (m, d) = (self.m, self.d);
+    /// Squared distances of rows `r0..r1` of x to rows `c0..c1` of y, written
+    /// into `out` with row stride `ld`, then finished by `finish`.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_block(&self, r0: usize, r1: usize, c0: usize, c1: usize, out: &mut [T], ld: usize, finish: Finish) {
+        if r0 == r1 || c0 == c1 {
+            return;
+        }
+        let d = self.d;
         let yc = self.yc.as_deref().unwrap_or(&self.xc);
         let ny = self.ny.as_deref().unwrap_or(&self.nx);
         let a = MatRef::new(&self.xc, self.n, d).rows_range(r0, r1);
-        let b = MatRef::new(yc, m, d).t();
-        gemm(-T::c(2.0), a, b, T::zero(), out);
+        let b = MatRef::new(yc, self.m, d).rows_range(c0, c1).t();
+        let (bm, bn, bk) = (r1 - r0, c1 - c0, d);
+        assert!(out.len() >= (bm - 1) * ld + bn);
+        // SAFETY: `out` holds bm rows of stride ld with at least bn values each (checked above).
+        unsafe {
+            T::gemm_raw(
+                bm, bk, bn, -T::c(2.0), a.data.as_ptr(), a.rs, a.cs, b.data.as_ptr(), b.rs, b.cs, T::zero(),
+                out.as_mut_ptr(), ld as isize, 1,
+            );
+        }
         let tol = T::CANCEL_TOL;
+        let half = T::c(0.5);
+        let two = T::c(2.0);
         for i in r0..r1 {
-            let row = &mut out[(i - r0) * m..(i - r0 + 1) * m];
+            let row = &mut out[(i - r0) * ld..(i - r0) * ld + bn];
             let xi = &self.x[i * d..(i + 1) * d];
             let nxi = self.nx[i];
-            for (j, v) in row.iter_mut().enumerate() {
+            for (jj, v) in row.iter_mut().enumerate() {
+                let j = c0 + jj;
                 let scale = nxi + ny[j];
                 let mut s = *v + scale;
                 if s <= tol * scale {
                     s = if self.same && i == j { T::zero() } else { sq_dist(xi, &self.y[j * d..(j + 1) * d]) };
                 }
-                *v = s.max(T::zero());
+                s = s.max(T::zero());
+                *v = match finish {
+                    Finish::Squared => s,
+                    Finish::Sqrt => s.sqrt(),
+                    Finish::HalfCapped => (s * half).min(two),
+                };
             }
+        }
+    }
+
+    /// Writes the squared distances of rows `r0..r1` of x to all rows of y into
+    /// `out` ((r1−r0) × m, row-major). Single-threaded: callers parallelise over tiles.
+    pub fn fill_rows(&self, r0: usize, r1: usize, out: &mut [T]) {
+        let m = self.m;
+        let mut c0 = 0;
+        while c0 < m {
+            let c1 = (c0 + COL_BLOCK).min(m);
+            self.fill_block(r0, r1, c0, c1, &mut out[c0..], m, Finish::Squared);
+            c0 = c1;
+        }
+    }
+
+    /// The full n × m matrix, finished by `finish`, in parallel over row tiles.
+    fn fill_all(&self, out: &mut [T], finish: Finish) {
+        let (n, m) = (self.n, self.m);
+        out[..n * m].par_chunks_mut(ROW_TILE * m).enumerate().for_each(|(t, tile)| {
+            let r0 = t * ROW_TILE;
+            let r1 = (r0 + ROW_TILE).min(n);
+            // Self distances: only blocks on or right of the diagonal tile.
+            let start = if self.same { r0 } else { 0 };
+            let mut c0 = start;
+            while c0 < m {
+                let c1 = (c0 + COL_BLOCK).min(m);
+                self.fill_block(r0, r1, c0, c1, &mut tile[c0..], m, finish);
+                c0 = c1;
+            }
+        });
+        if self.same {
+            mirror_lower(out, n);
         }
     }
 }
 
-/// Squared Euclidean distances into `out` (n × m) with the cancellation guard.
-fn sq_euclidean_into<T: Real>(x: &[T], n: usize, y: &[T], m: usize, d: usize, same: bool, out: &mut [T]) {
-    let prep = SqEuclid::new(x, n, if same { None } else { Some((y, m)) }, d);
-    out[..n * m].par_chunks_mut(ROW_TILE * m).enumerate().for_each(|(t, tile)| {
-        let r0 = t * ROW_TILE;
-        prep.fill_rows(r0, (r0 + ROW_TILE).min(n), tile);
+/// Copies the upper block triangle (tiles of ROW_TILE) onto the lower one, and
+/// makes the diagonal tiles symmetric, so out[j][i] == out[i][j] exactly.
+fn mirror_lower<T: Real>(out: &mut [T], n: usize) {
+    struct Ptr<T>(*mut T);
+    unsafe impl<T> Send for Ptr<T> {}
+    unsafe impl<T> Sync for Ptr<T> {}
+    let p = Ptr(out.as_mut_ptr());
+    let tiles = n.div_ceil(ROW_TILE);
+    (0..tiles).into_par_iter().for_each(|ti| {
+        let p = &p;
+        let r0 = ti * ROW_TILE;
+        let r1 = (r0 + ROW_TILE).min(n);
+        for i in r0..r1 {
+            for j in 0..i {
+                // SAFETY: task ti writes only row i's entries left of the diagonal
+                // (rows r0..r1) and reads entries (j, i) with j < i, which lie on or
+                // above the diagonal and are written by no task in this pass.
+                unsafe { *p.0.add(i * n + j) = *p.0.add(j * n + i) };
+            }
+        }
     });
-}
-
-/// Unit rows (zero rows stay zero) and each row's norm. Public for kNN on cosine.
-pub fn unit_rows<T: Real>(x: &[T], n: usize, d: usize) -> (Vec<T>, Vec<T>) {
-    normalise(x, n, d)
 }
 
 /// Pairwise distances between the rows of `x` and of `y` (or of `x` with
@@ -185,43 +272,99 @@ pub fn unit_rows<T: Real>(x: &[T], n: usize, d: usize) -> (Vec<T>, Vec<T>) {
 pub fn pairwise<T: Real>(x: Rows<T>, y: Option<Rows<T>>, d: usize, metric: Metric, out: &mut [T]) -> Result<()> {
     validate(x, y, d)?;
     let same = y.is_none();
-    let y = y.unwrap_or(x);
-    let (n, m) = (x.n, y.n);
+    let (n, m) = (x.n, y.map_or(x.n, |r| r.n));
     check_len("out", out.len(), n, m)?;
     match metric {
         Metric::Euclidean | Metric::SqEuclidean => {
-            sq_euclidean_into(x.data, n, y.data, m, d, same, out);
-            if metric == Metric::Euclidean {
-                out.par_iter_mut().for_each(|v| *v = v.sqrt());
-            }
+            let prep = SqEuclid::new(x.data, n, y.map(|r| (r.data, r.n)), d);
+            prep.fill_all(out, if metric == Metric::Euclidean { Finish::Sqrt } else { Finish::Squared });
         }
         Metric::Cosine => {
             let (ux, nxs) = normalise(x.data, n, d);
-            let (uy_owned, nys_owned);
-            let (uy, nys): (&[T], &[T]) = if same {
-                (&ux, &nxs)
-            } else {
-                (uy_owned, nys_owned) = normalise(y.data, m, d);
-                (&uy_owned, &nys_owned)
-            };
-            sq_euclidean_into(&ux, n, uy, m, d, same, out);
-            let half = T::c(0.5);
-            let two = T::c(2.0);
-            out.par_chunks_mut(m).enumerate().for_each(|(i, row)| {
-                for (j, v) in row.iter_mut().enumerate() {
-                    *v = if same && i == j {
-                        T::zero()
-                    } else if nxs[i] == T::zero() || nys[j] == T::zero() {
-                        // A zero vector has no direction: similarity 0, distance 1.
-                        T::one()
-                    } else {
-                        (*v * half).min(two)
-                    };
+            let uy = y.map(|r| normalise(r.data, r.n, d));
+            let prep = SqEuclid::new(&ux, n, uy.as_ref().map(|(u, _)| (u.as_slice(), m)), d);
+            prep.fill_all(out, Finish::HalfCapped);
+            let nys: &[T] = uy.as_ref().map_or(&nxs, |(_, nr)| nr);
+            // A zero vector has no direction: similarity 0, distance 1 (0 to itself).
+            let zx: Vec<usize> = (0..n).filter(|&i| nxs[i] == T::zero()).collect();
+            let zy: Vec<usize> = (0..m).filter(|&j| nys[j] == T::zero()).collect();
+            for &i in &zx {
+                out[i * m..(i + 1) * m].iter_mut().for_each(|v| *v = T::one());
+            }
+            for &j in &zy {
+                (0..n).for_each(|i| out[i * m + j] = T::one());
+            }
+            if same {
+                for &i in &zx {
+                    out[i * m + i] = T::zero();
                 }
-            });
+            }
         }
     }
     Ok(())
+}
+
+/// For a weight matrix W (n × m) given element-wise by `w(i, j)`, and a second
+/// element-wise matrix S given by `s(i, j)`, computes without materialising
+/// either: W·q (n × d) and the row sums of S (by row tiles), Wᵀ·p (m × d) and
+/// the column sums of S (by column tiles). Deterministic for any thread count.
+#[allow(clippy::type_complexity)]
+fn weighted_products<T: Real, W, S>(
+    n: usize, m: usize, d: usize, w: W, s: S, q: &[T], p: &[T],
+) -> (Vec<T>, Vec<T>, Vec<T>, Vec<T>)
+where
+    W: Fn(usize, usize) -> T + Sync,
+    S: Fn(usize, usize) -> T + Sync,
+{
+    let mut wq = vec![T::zero(); n * d];
+    let mut rs = vec![T::zero(); n];
+    wq.par_chunks_mut(ROW_TILE * d).zip(rs.par_chunks_mut(ROW_TILE)).enumerate().for_each(|(t, (out, rsum))| {
+        let r0 = t * ROW_TILE;
+        let r1 = (r0 + ROW_TILE).min(n);
+        let mut buf = vec![T::zero(); (r1 - r0) * m];
+        for i in r0..r1 {
+            let row = &mut buf[(i - r0) * m..(i - r0 + 1) * m];
+            let mut acc = T::zero();
+            for (j, b) in row.iter_mut().enumerate() {
+                *b = w(i, j);
+                acc += s(i, j);
+            }
+            rsum[i - r0] = acc;
+        }
+        gemm(T::one(), MatRef::new(&buf, r1 - r0, m), MatRef::new(q, m, d), T::zero(), out);
+    });
+    let mut wtp = vec![T::zero(); m * d];
+    let mut cs = vec![T::zero(); m];
+    wtp.par_chunks_mut(ROW_TILE * d).zip(cs.par_chunks_mut(ROW_TILE)).enumerate().for_each(|(t, (out, csum))| {
+        let c0 = t * ROW_TILE;
+        let c1 = (c0 + ROW_TILE).min(m);
+        let bw = c1 - c0;
+        // Column block of W stored row-major as n × bw.
+        let mut buf = vec![T::zero(); n * bw];
+        for i in 0..n {
+            let row = &mut buf[i * bw..(i + 1) * bw];
+            for (jj, b) in row.iter_mut().enumerate() {
+                *b = w(i, c0 + jj);
+                csum[jj] += s(i, c0 + jj);
+            }
+        }
+        gemm(T::one(), MatRef::new(&buf, n, bw).t(), MatRef::new(p, n, d), T::zero(), out);
+    });
+    (wq, rs, wtp, cs)
+}
+
+/// out_i = scale_i · (c_i · u_i − a_i [− b_i]) row by row (the shared last step of every backward).
+fn combine<T: Real>(out: &mut [T], d: usize, c: &[T], u: &[T], a: &[T], b: Option<&[T]>, scale: Option<&[T]>) {
+    out.par_chunks_mut(d).enumerate().for_each(|(i, o)| {
+        let sc = scale.map_or(T::one(), |s| s[i]);
+        for k in 0..d {
+            let mut v = c[i] * u[i * d + k] - a[i * d + k];
+            if let Some(b) = b {
+                v -= b[i * d + k];
+            }
+            o[k] = sc * v;
+        }
+    });
 }
 
 /// Backward of [`pairwise`]: given the forward output `dist` and the upstream
@@ -230,9 +373,9 @@ pub fn pairwise<T: Real>(x: Rows<T>, y: Option<Rows<T>>, d: usize, metric: Metri
 /// are summed into `gx` and `gy` is left untouched.
 ///
 /// * Euclidean: W = G ⊘ D (0 where D = 0, so duplicates get a zero gradient),
-///   ∂x_i = x_i Σ_j W_ij − Σ_j W_ij y_j.
+///   ∂x_i = x_i Σ_j W_ij − Σ_j W_ij y_j, ∂y_j = y_j Σ_i W_ij − Σ_i W_ij x_i.
 /// * squared Euclidean: the same with W = 2G.
-/// * cosine: with c = 1 − D, ∂x_i = −(Σ_j G_ij ŷ_j − (Σ_j G_ij c_ij) x̂_i) / ‖x_i‖.
+/// * cosine: with c = 1 − D, ∂x_i = (x̂_i Σ_j G_ij c_ij − Σ_j G_ij ŷ_j) / ‖x_i‖.
 #[allow(clippy::too_many_arguments)]
 pub fn pairwise_backward<T: Real>(
     x: Rows<T>, y: Option<Rows<T>>, d: usize, metric: Metric,
@@ -249,136 +392,42 @@ pub fn pairwise_backward<T: Real>(
     if !same {
         check_len("grad_y", gy.len(), m, d)?;
     }
+    let sum = |a: &[T], b: &[T]| -> Vec<T> { a.iter().zip(b).map(|(&u, &v)| u + v).collect() };
     match metric {
         Metric::Euclidean | Metric::SqEuclidean => {
-            let mut w = vec![T::zero(); n * m];
             let two = T::c(2.0);
-            w.par_chunks_mut(m).zip(dist.par_chunks(m).zip(grad.par_chunks(m))).for_each(|(wr, (dr, gr))| {
-                for ((wv, &dv), &gv) in wr.iter_mut().zip(dr).zip(gr) {
-                    *wv = match metric {
-                        Metric::Euclidean => {
-                            if dv > T::zero() { gv / dv } else { T::zero() }
-                        }
-                        _ => two * gv,
-                    };
+            let w = |i: usize, j: usize| -> T {
+                let g = grad[i * m + j];
+                if metric == Metric::SqEuclidean {
+                    return two * g;
                 }
-            });
-            let ones_x = vec![T::one(); n];
-            let ones_y = vec![T::one(); m];
-            weighted_grad(&w, &ones_x, &ones_y, x.data, y.data, x.data, y.data, n, m, d, same, gx, gy);
+                let dv = dist[i * m + j];
+                if dv > T::zero() { g / dv } else { T::zero() }
+            };
+            let (wy, rs, wtx, cs) = weighted_products(n, m, d, w, w, y.data, x.data);
+            if same {
+                combine(gx, d, &sum(&rs, &cs), x.data, &wy, Some(&wtx), None);
+            } else {
+                combine(gx, d, &rs, x.data, &wy, None, None);
+                combine(gy, d, &cs, y.data, &wtx, None, None);
+            }
         }
         Metric::Cosine => {
             let (ux, nx) = normalise(x.data, n, d);
             let (uy, ny) = if same { (ux.clone(), nx.clone()) } else { normalise(y.data, m, d) };
-            // Σ_j G_ij c_ij per row / per column enters as the "diagonal" weight,
-            // Σ_j G_ij ŷ_j as the product term: the same shape as the Euclidean case.
-            let mut gc = vec![T::zero(); n * m];
-            gc.par_chunks_mut(m).zip(dist.par_chunks(m).zip(grad.par_chunks(m))).for_each(|(r, (dr, gr))| {
-                for ((o, &dv), &gv) in r.iter_mut().zip(dr).zip(gr) {
-                    *o = gv * (T::one() - dv);
-                }
-            });
-            let rows_c: Vec<T> = gc.par_chunks(m).map(|r| r.iter().copied().sum()).collect();
-            let cols_c = col_sums(&gc, n, m);
-            drop(gc);
-            // gx_i = (rows_c_i x̂_i − (G ŷ)_i) / ‖x_i‖, so pass "x" = x̂ and scale afterwards.
-            let zero_safe_inv = |v: &[T]| -> Vec<T> {
-                v.iter().map(|&r| if r > T::zero() { T::one() / r } else { T::zero() }).collect()
-            };
-            let ix = zero_safe_inv(&nx);
-            let iy = zero_safe_inv(&ny);
-            cosine_grad(grad, &rows_c, &cols_c, &ux, &uy, &ix, &iy, n, m, d, same, gx, gy);
+            let inv = |v: &[T]| -> Vec<T> { v.iter().map(|&r| if r > T::zero() { T::one() / r } else { T::zero() }).collect() };
+            let w = |i: usize, j: usize| grad[i * m + j];
+            let s = |i: usize, j: usize| grad[i * m + j] * (T::one() - dist[i * m + j]);
+            let (gu, rs, gtu, cs) = weighted_products(n, m, d, w, s, &uy, &ux);
+            if same {
+                combine(gx, d, &sum(&rs, &cs), &ux, &gu, Some(&gtu), Some(&inv(&nx)));
+            } else {
+                combine(gx, d, &rs, &ux, &gu, None, Some(&inv(&nx)));
+                combine(gy, d, &cs, &uy, &gtu, None, Some(&inv(&ny)));
+            }
         }
     }
     Ok(())
-}
-
-fn col_sums<T: Real>(w: &[T], n: usize, m: usize) -> Vec<T> {
-    // Column sums in fixed row blocks, then combined in order: deterministic.
-    let partial: Vec<Vec<T>> = w
-        .par_chunks(ROW_TILE * m)
-        .map(|blk| {
-            let mut acc = vec![T::zero(); m];
-            for r in blk.chunks(m) {
-                for (a, &v) in acc.iter_mut().zip(r) {
-                    *a += v;
-                }
-            }
-            acc
-        })
-        .collect();
-    let mut out = vec![T::zero(); m];
-    for p in partial {
-        for (o, v) in out.iter_mut().zip(p) {
-            *o += v;
-        }
-    }
-    let _ = n;
-    out
-}
-
-/// gx_i = sx_i·(Σ_j W_ij)·px_i − Σ_j W_ij qy_j and symmetrically for y,
-/// where p* are the rows scaled by the row sums and q* the rows multiplied.
-#[allow(clippy::too_many_arguments)]
-fn weighted_grad<T: Real>(
-    w: &[T], sx: &[T], sy: &[T], px: &[T], py: &[T], qx: &[T], qy: &[T],
-    n: usize, m: usize, d: usize, same: bool, gx: &mut [T], gy: &mut [T],
-) {
-    let wm = MatRef::new(w, n, m);
-    let rs: Vec<T> = w.par_chunks(m).map(|r| r.iter().copied().sum()).collect();
-    let cs = col_sums(w, n, m);
-    if same {
-        // x plays both roles: gx = (rs + cs) x − (W + Wᵀ) x.
-        par_gemm(-T::one(), wm, MatRef::new(qx, n, d), T::zero(), gx);
-        par_gemm(-T::one(), wm.t(), MatRef::new(qx, n, d), T::one(), gx);
-        gx.par_chunks_mut(d).enumerate().for_each(|(i, g)| {
-            let s = sx[i] * (rs[i] + cs[i]);
-            for (gv, &xv) in g.iter_mut().zip(&px[i * d..(i + 1) * d]) {
-                *gv += s * xv;
-            }
-        });
-    } else {
-        par_gemm(-T::one(), wm, MatRef::new(qy, m, d), T::zero(), gx);
-        par_gemm(-T::one(), wm.t(), MatRef::new(qx, n, d), T::zero(), gy);
-        gx.par_chunks_mut(d).enumerate().for_each(|(i, g)| {
-            let s = sx[i] * rs[i];
-            for (gv, &xv) in g.iter_mut().zip(&px[i * d..(i + 1) * d]) {
-                *gv += s * xv;
-            }
-        });
-        gy.par_chunks_mut(d).enumerate().for_each(|(j, g)| {
-            let s = sy[j] * cs[j];
-            for (gv, &yv) in g.iter_mut().zip(&py[j * d..(j + 1) * d]) {
-                *gv += s * yv;
-            }
-        });
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn cosine_grad<T: Real>(
-    g: &[T], rows_c: &[T], cols_c: &[T], ux: &[T], uy: &[T], ix: &[T], iy: &[T],
-    n: usize, m: usize, d: usize, same: bool, gx: &mut [T], gy: &mut [T],
-) {
-    let gm = MatRef::new(g, n, m);
-    let scale_rows = |out: &mut [T], u: &[T], c: &[T], inv: &[T]| {
-        out.par_chunks_mut(d).enumerate().for_each(|(i, o)| {
-            for (ov, &uv) in o.iter_mut().zip(&u[i * d..(i + 1) * d]) {
-                *ov = (*ov + c[i] * uv) * inv[i];
-            }
-        });
-    };
-    if same {
-        par_gemm(-T::one(), gm, MatRef::new(uy, m, d), T::zero(), gx);
-        par_gemm(-T::one(), gm.t(), MatRef::new(ux, n, d), T::one(), gx);
-        let c: Vec<T> = rows_c.iter().zip(cols_c).map(|(&a, &b)| a + b).collect();
-        scale_rows(gx, ux, &c, ix);
-    } else {
-        par_gemm(-T::one(), gm, MatRef::new(uy, m, d), T::zero(), gx);
-        par_gemm(-T::one(), gm.t(), MatRef::new(ux, n, d), T::zero(), gy);
-        scale_rows(gx, ux, rows_c, ix);
-        scale_rows(gy, uy, cols_c, iy);
-    }
 }
 
 #[cfg(test)]
@@ -418,7 +467,7 @@ mod tests {
     #[test]
     fn forward_matches_naive() {
         for &metric in &[Metric::Euclidean, Metric::SqEuclidean, Metric::Cosine] {
-            for &(n, m, d) in &[(1, 1, 1), (3, 70, 5), (130, 2, 17)] {
+            for &(n, m, d) in &[(1, 1, 1), (3, 70, 5), (130, 2, 17), (200, 1100, 3)] {
                 let x = lcg(1, n * d);
                 let y = lcg(2, m * d);
                 let mut out = vec![0.0; n * m];
@@ -426,6 +475,24 @@ mod tests {
                 let want = naive(&x, n, &y, m, d, metric);
                 for (a, b) in out.iter().zip(&want) {
                     assert!((a - b).abs() < 1e-10, "{metric:?} {a} {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn self_distances_are_exactly_symmetric_across_blocks() {
+        let (n, d) = (700, 5);
+        let x = lcg(9, n * d);
+        for &metric in &[Metric::Euclidean, Metric::Cosine] {
+            let mut out = vec![0.0; n * n];
+            pairwise(Rows { data: &x, n }, None, d, metric, &mut out).unwrap();
+            let want = naive(&x, n, &x, n, d, metric);
+            for i in 0..n {
+                assert_eq!(out[i * n + i], 0.0);
+                for j in 0..n {
+                    assert_eq!(out[i * n + j], out[j * n + i]);
+                    assert!((out[i * n + j] - want[i * n + j]).abs() < 1e-10);
                 }
             }
         }
