@@ -256,3 +256,16 @@ def test_mixed_float_dtypes_are_promoted():
     out = reprkit.pairwise_distances(x, y)
     assert out.dtype == np.float64
     np.testing.assert_allclose(out, np.full((2, 2), np.sqrt(3.0)))
+
+
+def test_gradient_of_near_duplicates_does_not_cancel():
+    # W = G/D is huge for the near pair; the product form of the gradient would cancel.
+    x = torch.tensor([[0.0, 0.0], [1e-30, 1.0], [0.3, -2.0]], dtype=torch.float64)
+    y = torch.tensor([[0.0, 1.0], [5.0, 5.0]], dtype=torch.float64)
+    w = torch.tensor([[1.0, -2.0], [0.5, 3.0], [-1.0, 1.0]], dtype=torch.float64)
+    gx, gy = _grads(lambda a, c: reprkit.pairwise_distances(a, c), x, y, w)
+    rx, ry = _grads(lambda a, c: reference.pairwise_distances(a, c), x, y, w)
+    torch.testing.assert_close(gx, rx)
+    torch.testing.assert_close(gy, ry)
+    # d/dx of |x - y| along the axis where they differ is sign(x - y) = +1.
+    assert gx[1, 0].item() == pytest.approx(0.5 * 1.0 + 3.0 * (1e-30 - 5.0) / np.hypot(5.0, 4.0))

@@ -20,6 +20,7 @@
 
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::linalg::{col_means, gemm, row_sq_norms, sq_dist, MatRef, ROW_TILE};
+use crate::simd;
 use crate::Real;
 use rayon::prelude::*;
 
@@ -118,7 +119,7 @@ fn centred<T: Real>(x: &[T], n: usize, d: usize, mean: &[f64]) -> Vec<T> {
 
 /// What the fused finishing pass turns a squared distance into.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Finish {
+pub(crate) enum Finish {
     Squared,
     Sqrt,
     /// Cosine on unit rows: d²/2, capped at 2.
@@ -187,27 +188,21 @@ impl<'a, T: Real> SqEuclid<'a, T> {
                 out.as_mut_ptr(), ld as isize, 1,
             );
         }
-        let tol = T::CANCEL_TOL;
-        let half = T::c(0.5);
-        let two = T::c(2.0);
+        let ny = &ny[c0..c1];
         for i in r0..r1 {
             let row = &mut out[(i - r0) * ld..(i - r0) * ld + bn];
-            let xi = &self.x[i * d..(i + 1) * d];
-            let nxi = self.nx[i];
-            for (jj, v) in row.iter_mut().enumerate() {
-                let j = c0 + jj;
-                let scale = nxi + ny[j];
-                let mut s = *v + scale;
-                if s <= tol * scale {
-                    s = if self.same && i == j { T::zero() } else { sq_dist(xi, &self.y[j * d..(j + 1) * d]) };
+            // Vectorised pass; the rare cancelled entries are fixed up afterwards.
+            if simd::add_norms(row, self.nx[i], ny, T::CANCEL_TOL) {
+                let xi = &self.x[i * d..(i + 1) * d];
+                let scale_i = self.nx[i];
+                for (jj, v) in row.iter_mut().enumerate() {
+                    let j = c0 + jj;
+                    if *v <= T::CANCEL_TOL * (scale_i + ny[jj]) {
+                        *v = if self.same && i == j { T::zero() } else { sq_dist(xi, &self.y[j * d..(j + 1) * d]) };
+                    }
                 }
-                s = s.max(T::zero());
-                *v = match finish {
-                    Finish::Squared => s,
-                    Finish::Sqrt => s.sqrt(),
-                    Finish::HalfCapped => (s * half).min(two),
-                };
             }
+            simd::finish(row, finish);
         }
     }
 
@@ -246,22 +241,29 @@ impl<'a, T: Real> SqEuclid<'a, T> {
 
 /// Copies the upper block triangle (tiles of ROW_TILE) onto the lower one, and
 /// makes the diagonal tiles symmetric, so out[j][i] == out[i][j] exactly.
+/// Works block by block so that the transposed reads stay in cache.
 fn mirror_lower<T: Real>(out: &mut [T], n: usize) {
     struct Ptr<T>(*mut T);
     unsafe impl<T> Send for Ptr<T> {}
     unsafe impl<T> Sync for Ptr<T> {}
     let p = Ptr(out.as_mut_ptr());
+    const B: usize = 32;
     let tiles = n.div_ceil(ROW_TILE);
     (0..tiles).into_par_iter().for_each(|ti| {
         let p = &p;
         let r0 = ti * ROW_TILE;
         let r1 = (r0 + ROW_TILE).min(n);
-        for i in r0..r1 {
-            for j in 0..i {
-                // SAFETY: task ti writes only row i's entries left of the diagonal
-                // (rows r0..r1) and reads entries (j, i) with j < i, which lie on or
-                // above the diagonal and are written by no task in this pass.
-                unsafe { *p.0.add(i * n + j) = *p.0.add(j * n + i) };
+        // Task ti writes only entries (i, j) with j < i for its rows r0..r1, and reads
+        // entries (j, i) with j < i, which lie above the diagonal: no task writes those.
+        for jb in (0..r1).step_by(B) {
+            for ib in (r0..r1).step_by(B) {
+                let (i_end, j_end) = ((ib + B).min(r1), (jb + B).min(r1));
+                for j in jb..j_end {
+                    for i in ib.max(j + 1)..i_end {
+                        // SAFETY: see above; indices are < n*n.
+                        unsafe { *p.0.add(i * n + j) = *p.0.add(j * n + i) };
+                    }
+                }
             }
         }
     });
@@ -304,63 +306,162 @@ pub fn pairwise<T: Real>(x: Rows<T>, y: Option<Rows<T>>, d: usize, metric: Metri
     Ok(())
 }
 
-/// For a weight matrix W (n × m) given element-wise by `w(i, j)`, and a second
-/// element-wise matrix S given by `s(i, j)`, computes without materialising
-/// either: W·q (n × d) and the row sums of S (by row tiles), Wᵀ·p (m × d) and
-/// the column sums of S (by column tiles). Deterministic for any thread count.
-#[allow(clippy::type_complexity)]
-fn weighted_products<T: Real, W, S>(
-    n: usize, m: usize, d: usize, w: W, s: S, q: &[T], p: &[T],
-) -> (Vec<T>, Vec<T>, Vec<T>, Vec<T>)
-where
-    W: Fn(usize, usize) -> T + Sync,
-    S: Fn(usize, usize) -> T + Sync,
-{
-    let mut wq = vec![T::zero(); n * d];
-    let mut rs = vec![T::zero(); n];
-    wq.par_chunks_mut(ROW_TILE * d).zip(rs.par_chunks_mut(ROW_TILE)).enumerate().for_each(|(t, (out, rsum))| {
-        let r0 = t * ROW_TILE;
-        let r1 = (r0 + ROW_TILE).min(n);
-        let mut buf = vec![T::zero(); (r1 - r0) * m];
-        for i in r0..r1 {
-            let row = &mut buf[(i - r0) * m..(i - r0 + 1) * m];
-            let mut acc = T::zero();
-            for (j, b) in row.iter_mut().enumerate() {
-                *b = w(i, j);
-                acc += s(i, j);
-            }
-            rsum[i - r0] = acc;
-        }
-        gemm(T::one(), MatRef::new(&buf, r1 - r0, m), MatRef::new(q, m, d), T::zero(), out);
-    });
-    let mut wtp = vec![T::zero(); m * d];
-    let mut cs = vec![T::zero(); m];
-    wtp.par_chunks_mut(ROW_TILE * d).zip(cs.par_chunks_mut(ROW_TILE)).enumerate().for_each(|(t, (out, csum))| {
-        let c0 = t * ROW_TILE;
-        let c1 = (c0 + ROW_TILE).min(m);
-        let bw = c1 - c0;
-        // Column block of W stored row-major as n × bw.
-        let mut buf = vec![T::zero(); n * bw];
-        for i in 0..n {
-            let row = &mut buf[i * bw..(i + 1) * bw];
-            for (jj, b) in row.iter_mut().enumerate() {
-                *b = w(i, c0 + jj);
-                csum[jj] += s(i, c0 + jj);
-            }
-        }
-        gemm(T::one(), MatRef::new(&buf, n, bw).t(), MatRef::new(p, n, d), T::zero(), out);
-    });
-    (wq, rs, wtp, cs)
+/// Rows the Euclidean backward needs to treat near-zero distances exactly:
+/// there W = G/D is huge and the product form Σ_j W_ij (x_i − y_j) =
+/// x_i Σ_j W_ij − Σ_j W_ij y_j would cancel, so those pairs are left out of
+/// the GEMM and added directly from the exact differences.
+#[derive(Clone, Copy)]
+struct Near<'a, T> {
+    x: &'a [T],
+    y: &'a [T],
+    cnx: &'a [T],
+    cny: &'a [T],
+    d: usize,
 }
 
-/// out_i = scale_i · (c_i · u_i − a_i [− b_i]) row by row (the shared last step of every backward).
-fn combine<T: Real>(out: &mut [T], d: usize, c: &[T], u: &[T], a: &[T], b: Option<&[T]>, scale: Option<&[T]>) {
+/// The backward weight matrices, formed tile by tile from G and D:
+/// W multiplies the rows, S is summed by rows and by columns.
+#[derive(Clone, Copy)]
+enum Weights<'a, T> {
+    /// W = S = G ⊘ D (0 where D = 0).
+    Euclidean { g: &'a [T], dist: &'a [T], near: Near<'a, T> },
+    /// W = S = 2G.
+    SqEuclidean { g: &'a [T] },
+    /// W = G, S = G ∘ (1 − D).
+    Cosine { g: &'a [T], dist: &'a [T] },
+}
+
+/// Where the exact contributions of near pairs go: the row pass accumulates
+/// Σ_j W_ij (x_i − y_j) for its row i, the column pass Σ_i W_ij (y_j − x_i)
+/// for each column j of its block (bw × d).
+enum Direct<'b, T> {
+    Row(&'b mut [T]),
+    Cols(&'b mut [T]),
+}
+
+impl<T: Real> Weights<'_, T> {
+    /// Fills `w` with W[i, c0..c1] and returns Σ S[i, c0..c1]; when `s_acc` is given,
+    /// adds S[i, c0..c1] into it instead (column sums).
+    #[inline]
+    fn row(&self, i: usize, m: usize, c0: usize, c1: usize, w: &mut [T], s_acc: Option<&mut [T]>, direct: Direct<'_, T>) -> T {
+        let r = i * m + c0..i * m + c1;
+        match *self {
+            Weights::Euclidean { g, dist, near } => {
+                simd::div_or_zero(w, &g[r.clone()], &dist[r.clone()]);
+                let dr = &dist[r];
+                let cny = &near.cny[c0..c1];
+                if simd::any_near(dr, near.cnx[i], cny, T::CANCEL_TOL) {
+                    let d = near.d;
+                    let xi = &near.x[i * d..(i + 1) * d];
+                    let mut direct = direct;
+                    for jj in 0..w.len() {
+                        let dv = dr[jj];
+                        if w[jj] == T::zero() || dv * dv > T::CANCEL_TOL * (near.cnx[i] + cny[jj]) {
+                            continue;
+                        }
+                        let wij = w[jj];
+                        w[jj] = T::zero();
+                        let yj = &near.y[(c0 + jj) * d..(c0 + jj + 1) * d];
+                        match &mut direct {
+                            Direct::Row(acc) => acc.iter_mut().zip(xi).zip(yj).for_each(|((a, &p), &q)| *a += wij * (p - q)),
+                            Direct::Cols(acc) => acc[jj * d..(jj + 1) * d]
+                                .iter_mut()
+                                .zip(xi)
+                                .zip(yj)
+                                .for_each(|((a, &p), &q)| *a += wij * (q - p)),
+                        }
+                    }
+                }
+            }
+            Weights::SqEuclidean { g } => w.iter_mut().zip(&g[r]).for_each(|(o, &v)| *o = v + v),
+            Weights::Cosine { g, dist } => {
+                w.copy_from_slice(&g[r.clone()]);
+                return match s_acc {
+                    Some(acc) => {
+                        acc.iter_mut().zip(&g[r.clone()]).zip(&dist[r]).for_each(|((a, &gv), &dv)| *a += gv * (T::one() - dv));
+                        T::zero()
+                    }
+                    None => simd::dot_one_minus(&g[r.clone()], &dist[r]),
+                };
+            }
+        }
+        // For the Euclidean case the near pairs were zeroed in `w`: they are fully
+        // accounted for by the direct terms, so S = W (as zeroed) is what the
+        // product form needs.
+        match s_acc {
+            Some(acc) => {
+                simd::add_assign(acc, w);
+                T::zero()
+            }
+            None => w.iter().copied().sum(),
+        }
+    }
+}
+
+/// What [`weighted_products`] returns: W·q, row sums of S, Wᵀ·p, column sums of
+/// S, and the direct terms of near pairs for the rows (n × d) and columns (m × d).
+struct Products<T> {
+    wq: Vec<T>,
+    rs: Vec<T>,
+    wtp: Vec<T>,
+    cs: Vec<T>,
+    direct_x: Vec<T>,
+    direct_y: Vec<T>,
+}
+
+/// Computes, without materialising the n × m weights: W·q (n × d) and the row
+/// sums of S (by row tiles), Wᵀ·p (m × d) and the column sums of S (by column
+/// tiles). Deterministic for any thread count.
+fn weighted_products<T: Real>(n: usize, m: usize, d: usize, wts: Weights<T>, q: &[T], p: &[T]) -> Products<T> {
+    let mut wq = vec![T::zero(); n * d];
+    let mut rs = vec![T::zero(); n];
+    let mut direct_x = vec![T::zero(); n * d];
+    wq.par_chunks_mut(ROW_TILE * d)
+        .zip(rs.par_chunks_mut(ROW_TILE))
+        .zip(direct_x.par_chunks_mut(ROW_TILE * d))
+        .enumerate()
+        .for_each(|(t, ((out, rsum), dx))| {
+            let r0 = t * ROW_TILE;
+            let r1 = (r0 + ROW_TILE).min(n);
+            let mut buf = vec![T::zero(); (r1 - r0) * m];
+            for i in r0..r1 {
+                let k = i - r0;
+                rsum[k] = wts.row(i, m, 0, m, &mut buf[k * m..(k + 1) * m], None, Direct::Row(&mut dx[k * d..(k + 1) * d]));
+            }
+            gemm(T::one(), MatRef::new(&buf, r1 - r0, m), MatRef::new(q, m, d), T::zero(), out);
+        });
+    let mut wtp = vec![T::zero(); m * d];
+    let mut cs = vec![T::zero(); m];
+    let mut direct_y = vec![T::zero(); m * d];
+    wtp.par_chunks_mut(ROW_TILE * d)
+        .zip(cs.par_chunks_mut(ROW_TILE))
+        .zip(direct_y.par_chunks_mut(ROW_TILE * d))
+        .enumerate()
+        .for_each(|(t, ((out, csum), dy))| {
+            let c0 = t * ROW_TILE;
+            let c1 = (c0 + ROW_TILE).min(m);
+            let bw = c1 - c0;
+            // Column block of W stored row-major as n × bw.
+            let mut buf = vec![T::zero(); n * bw];
+            for i in 0..n {
+                wts.row(i, m, c0, c1, &mut buf[i * bw..(i + 1) * bw], Some(&mut *csum), Direct::Cols(&mut *dy));
+            }
+            gemm(T::one(), MatRef::new(&buf, n, bw).t(), MatRef::new(p, n, d), T::zero(), out);
+        });
+    Products { wq, rs, wtp, cs, direct_x, direct_y }
+}
+
+/// out_i = scale_i · (c_i · u_i − Σ minus_i + Σ plus_i) row by row (the shared last step of every backward).
+fn combine<T: Real>(out: &mut [T], d: usize, c: &[T], u: &[T], minus: &[&[T]], plus: &[&[T]], scale: Option<&[T]>) {
     out.par_chunks_mut(d).enumerate().for_each(|(i, o)| {
         let sc = scale.map_or(T::one(), |s| s[i]);
         for k in 0..d {
-            let mut v = c[i] * u[i * d + k] - a[i * d + k];
-            if let Some(b) = b {
-                v -= b[i * d + k];
+            let mut v = c[i] * u[i * d + k];
+            for a in minus {
+                v -= a[i * d + k];
+            }
+            for a in plus {
+                v += a[i * d + k];
             }
             o[k] = sc * v;
         }
@@ -395,35 +496,36 @@ pub fn pairwise_backward<T: Real>(
     let sum = |a: &[T], b: &[T]| -> Vec<T> { a.iter().zip(b).map(|(&u, &v)| u + v).collect() };
     match metric {
         Metric::Euclidean | Metric::SqEuclidean => {
-            let two = T::c(2.0);
-            let w = |i: usize, j: usize| -> T {
-                let g = grad[i * m + j];
-                if metric == Metric::SqEuclidean {
-                    return two * g;
-                }
-                let dv = dist[i * m + j];
-                if dv > T::zero() { g / dv } else { T::zero() }
-            };
-            let (wy, rs, wtx, cs) = weighted_products(n, m, d, w, w, y.data, x.data);
-            if same {
-                combine(gx, d, &sum(&rs, &cs), x.data, &wy, Some(&wtx), None);
+            // Centred rows: the product form below is translation invariant, and
+            // centring keeps its terms small (as in the forward pass).
+            let prep = SqEuclid::new(x.data, n, if same { None } else { Some((y.data, m)) }, d);
+            let xc = &prep.xc;
+            let yc: &[T] = prep.yc.as_deref().unwrap_or(xc);
+            let cny: &[T] = prep.ny.as_deref().unwrap_or(&prep.nx);
+            let wts = if metric == Metric::Euclidean {
+                let near = Near { x: x.data, y: y.data, cnx: &prep.nx, cny, d };
+                Weights::Euclidean { g: grad, dist, near }
             } else {
-                combine(gx, d, &rs, x.data, &wy, None, None);
-                combine(gy, d, &cs, y.data, &wtx, None, None);
+                Weights::SqEuclidean { g: grad }
+            };
+            let pr = weighted_products(n, m, d, wts, yc, xc);
+            if same {
+                combine(gx, d, &sum(&pr.rs, &pr.cs), xc, &[&pr.wq, &pr.wtp], &[&pr.direct_x, &pr.direct_y], None);
+            } else {
+                combine(gx, d, &pr.rs, xc, &[&pr.wq], &[&pr.direct_x], None);
+                combine(gy, d, &pr.cs, yc, &[&pr.wtp], &[&pr.direct_y], None);
             }
         }
         Metric::Cosine => {
             let (ux, nx) = normalise(x.data, n, d);
             let (uy, ny) = if same { (ux.clone(), nx.clone()) } else { normalise(y.data, m, d) };
             let inv = |v: &[T]| -> Vec<T> { v.iter().map(|&r| if r > T::zero() { T::one() / r } else { T::zero() }).collect() };
-            let w = |i: usize, j: usize| grad[i * m + j];
-            let s = |i: usize, j: usize| grad[i * m + j] * (T::one() - dist[i * m + j]);
-            let (gu, rs, gtu, cs) = weighted_products(n, m, d, w, s, &uy, &ux);
+            let pr = weighted_products(n, m, d, Weights::Cosine { g: grad, dist }, &uy, &ux);
             if same {
-                combine(gx, d, &sum(&rs, &cs), &ux, &gu, Some(&gtu), Some(&inv(&nx)));
+                combine(gx, d, &sum(&pr.rs, &pr.cs), &ux, &[&pr.wq, &pr.wtp], &[], Some(&inv(&nx)));
             } else {
-                combine(gx, d, &rs, &ux, &gu, None, Some(&inv(&nx)));
-                combine(gy, d, &cs, &uy, &gtu, None, Some(&inv(&ny)));
+                combine(gx, d, &pr.rs, &ux, &[&pr.wq], &[], Some(&inv(&nx)));
+                combine(gy, d, &pr.cs, &uy, &[&pr.wtp], &[], Some(&inv(&ny)));
             }
         }
     }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod knn;
 pub mod linalg;
 pub mod real;
+mod simd;
 
 pub use error::{Error, Result};
 pub use real::Real;

@@ -1,0 +1,117 @@
+//! Element-wise loops compiled twice: for the x86-64 baseline and for
+//! AVX2+FMA, chosen at run time (wheels must run on any x86-64, so no
+//! `-C target-cpu=native`). The bodies are plain loops the compiler vectorises.
+
+use crate::distances::Finish;
+use crate::Real;
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// Declares `pub fn $name` that dispatches to an AVX2+FMA build of `$body` when available.
+macro_rules! multiversion {
+    ($(#[$m:meta])* fn $name:ident<$T:ident>($($arg:ident : $ty:ty),*) -> $ret:ty $body:block) => {
+        $(#[$m])*
+        pub fn $name<$T: Real>($($arg: $ty),*) -> $ret {
+            #[inline(always)]
+            fn body<$T: Real>($($arg: $ty),*) -> $ret $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<$T: Real>($($arg: $ty),*) -> $ret { body($($arg),*) }
+                if has_avx2() {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+multiversion! {
+    /// row_j ← row_j + nx + ny_j (turning −2x·y into ‖x−y‖²); returns whether any
+    /// entry is ≤ tol·(nx + ny_j), i.e. lost its digits to cancellation.
+    fn add_norms<T>(row: &mut [T], nx: T, ny: &[T], tol: T) -> bool {
+        let mut bad = false;
+        for (v, &nyj) in row.iter_mut().zip(ny) {
+            let scale = nx + nyj;
+            let s = *v + scale;
+            bad |= s <= tol * scale;
+            *v = s;
+        }
+        bad
+    }
+}
+
+multiversion! {
+    /// Clamps squared distances at 0 and applies the metric's last step.
+    fn finish<T>(row: &mut [T], how: Finish) -> () {
+        let zero = T::zero();
+        match how {
+            Finish::Squared => row.iter_mut().for_each(|v| *v = if *v > zero { *v } else { zero }),
+            Finish::Sqrt => row.iter_mut().for_each(|v| *v = (if *v > zero { *v } else { zero }).sqrt()),
+            Finish::HalfCapped => {
+                let (half, two) = (T::c(0.5), T::c(2.0));
+                row.iter_mut().for_each(|v| {
+                    let s = if *v > zero { *v * half } else { zero };
+                    *v = if s < two { s } else { two };
+                })
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// out_j ← g_j / d_j where d_j > 0, else 0 (Euclidean backward weights).
+    fn div_or_zero<T>(out: &mut [T], g: &[T], d: &[T]) -> () {
+        let zero = T::zero();
+        for ((o, &gv), &dv) in out.iter_mut().zip(g).zip(d) {
+            let safe = if dv > zero { dv } else { T::one() };
+            *o = if dv > zero { gv / safe } else { zero };
+        }
+    }
+}
+
+multiversion! {
+    /// Σ_j g_j (1 − d_j) (cosine backward row sums).
+    fn dot_one_minus<T>(g: &[T], d: &[T]) -> T {
+        let mut acc = [T::zero(); 8];
+        let n = g.len().min(d.len());
+        let chunks = n / 8;
+        for c in 0..chunks {
+            for l in 0..8 {
+                acc[l] += g[c * 8 + l] * (T::one() - d[c * 8 + l]);
+            }
+        }
+        let mut s = T::zero();
+        for k in chunks * 8..n {
+            s += g[k] * (T::one() - d[k]);
+        }
+        s + ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    }
+}
+
+multiversion! {
+    /// acc_j += w_j (column sums, one row at a time in a fixed order).
+    fn add_assign<T>(acc: &mut [T], w: &[T]) -> () {
+        for (a, &v) in acc.iter_mut().zip(w) {
+            *a += v;
+        }
+    }
+}
+
+multiversion! {
+    /// Whether any d_j² ≤ tol·(a + b_j): a near pair whose backward weight 1/d is huge.
+    fn any_near<T>(dist: &[T], a: T, b: &[T], tol: T) -> bool {
+        let mut any = false;
+        for (&dv, &bv) in dist.iter().zip(b) {
+            any |= dv * dv <= tol * (a + bv);
+        }
+        any
+    }
+}
