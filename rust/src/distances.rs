@@ -331,69 +331,50 @@ enum Weights<'a, T> {
     Cosine { g: &'a [T], dist: &'a [T] },
 }
 
-/// Where the exact contributions of near pairs go: the row pass accumulates
-/// Σ_j W_ij (x_i − y_j) for its row i, the column pass Σ_i W_ij (y_j − x_i)
-/// for each column j of its block (bw × d).
-enum Direct<'b, T> {
-    Row(&'b mut [T]),
-    Cols(&'b mut [T]),
-}
-
 impl<T: Real> Weights<'_, T> {
-    /// Fills `w` with W[i, c0..c1] and returns Σ S[i, c0..c1]; when `s_acc` is given,
-    /// adds S[i, c0..c1] into it instead (column sums).
+    /// Fills `w` with row i of W, adds row i of S into the column sums `cs`,
+    /// and returns the row sum of S. Near pairs (Euclidean) are zeroed in W and
+    /// their exact terms added to `dx` (this row, d values) and `dy` (m × d).
     #[inline]
-    fn row(&self, i: usize, m: usize, c0: usize, c1: usize, w: &mut [T], s_acc: Option<&mut [T]>, direct: Direct<'_, T>) -> T {
-        let r = i * m + c0..i * m + c1;
+    fn row(&self, i: usize, m: usize, w: &mut [T], cs: &mut [T], dx: &mut [T], dy: &mut Option<Vec<T>>) -> T {
+        let r = i * m..(i + 1) * m;
         match *self {
             Weights::Euclidean { g, dist, near } => {
                 simd::div_or_zero(w, &g[r.clone()], &dist[r.clone()]);
                 let dr = &dist[r];
-                let cny = &near.cny[c0..c1];
-                if simd::any_near(dr, near.cnx[i], cny, T::CANCEL_TOL) {
+                if simd::any_near(dr, near.cnx[i], near.cny, T::CANCEL_TOL) {
                     let d = near.d;
                     let xi = &near.x[i * d..(i + 1) * d];
-                    let mut direct = direct;
-                    for jj in 0..w.len() {
-                        let dv = dr[jj];
-                        if w[jj] == T::zero() || dv * dv > T::CANCEL_TOL * (near.cnx[i] + cny[jj]) {
+                    for j in 0..m {
+                        let dv = dr[j];
+                        if w[j] == T::zero() || dv * dv > T::CANCEL_TOL * (near.cnx[i] + near.cny[j]) {
                             continue;
                         }
-                        let wij = w[jj];
-                        w[jj] = T::zero();
-                        let yj = &near.y[(c0 + jj) * d..(c0 + jj + 1) * d];
-                        match &mut direct {
-                            Direct::Row(acc) => acc.iter_mut().zip(xi).zip(yj).for_each(|((a, &p), &q)| *a += wij * (p - q)),
-                            Direct::Cols(acc) => acc[jj * d..(jj + 1) * d]
-                                .iter_mut()
-                                .zip(xi)
-                                .zip(yj)
-                                .for_each(|((a, &p), &q)| *a += wij * (q - p)),
+                        let wij = w[j];
+                        w[j] = T::zero();
+                        let yj = &near.y[j * d..(j + 1) * d];
+                        let dyv = dy.get_or_insert_with(|| vec![T::zero(); m * d]);
+                        for k in 0..d {
+                            let diff = wij * (xi[k] - yj[k]);
+                            dx[k] += diff;
+                            dyv[j * d + k] -= diff;
                         }
                     }
                 }
+                // Near pairs are fully accounted for by the direct terms: S = W as zeroed.
+                simd::add_assign(cs, w);
+                w.iter().copied().sum()
             }
-            Weights::SqEuclidean { g } => w.iter_mut().zip(&g[r]).for_each(|(o, &v)| *o = v + v),
+            Weights::SqEuclidean { g } => {
+                w.iter_mut().zip(&g[r]).for_each(|(o, &v)| *o = v + v);
+                simd::add_assign(cs, w);
+                w.iter().copied().sum()
+            }
             Weights::Cosine { g, dist } => {
                 w.copy_from_slice(&g[r.clone()]);
-                return match s_acc {
-                    Some(acc) => {
-                        acc.iter_mut().zip(&g[r.clone()]).zip(&dist[r]).for_each(|((a, &gv), &dv)| *a += gv * (T::one() - dv));
-                        T::zero()
-                    }
-                    None => simd::dot_one_minus(&g[r.clone()], &dist[r]),
-                };
+                cs.iter_mut().zip(&g[r.clone()]).zip(&dist[r.clone()]).for_each(|((a, &gv), &dv)| *a += gv * (T::one() - dv));
+                simd::dot_one_minus(&g[r.clone()], &dist[r])
             }
-        }
-        // For the Euclidean case the near pairs were zeroed in `w`: they are fully
-        // accounted for by the direct terms, so S = W (as zeroed) is what the
-        // product form needs.
-        match s_acc {
-            Some(acc) => {
-                simd::add_assign(acc, w);
-                T::zero()
-            }
-            None => w.iter().copied().sum(),
         }
     }
 }
@@ -409,45 +390,64 @@ struct Products<T> {
     direct_y: Vec<T>,
 }
 
-/// Computes, without materialising the n × m weights: W·q (n × d) and the row
-/// sums of S (by row tiles), Wᵀ·p (m × d) and the column sums of S (by column
-/// tiles). Deterministic for any thread count.
+/// Rows per backward tile: large enough that re-packing the m × d operand per
+/// tile is cheap against the tile's GEMM work.
+const BACK_TILE: usize = 256;
+
+/// Computes in one pass over G and D, without materialising the n × m weights:
+/// W·q (n × d), Wᵀ·p (m × d), and the row and column sums of S.
+///
+/// Rows are split into a fixed number of groups (from the shapes alone, never
+/// the thread count); each group accumulates its own Wᵀ·p and column sums, and
+/// the groups are added in order, so results are identical for any thread count.
 fn weighted_products<T: Real>(n: usize, m: usize, d: usize, wts: Weights<T>, q: &[T], p: &[T]) -> Products<T> {
+    let tiles = n.div_ceil(BACK_TILE);
+    // At most 8 groups, and at most ~256 MiB of per-group partials.
+    let per_group_bytes = (2 * m * d + m) * std::mem::size_of::<T>();
+    let groups = tiles.min(8).min((256usize << 20) / per_group_bytes.max(1)).max(1);
+    let rows_per_group = tiles.div_ceil(groups) * BACK_TILE;
     let mut wq = vec![T::zero(); n * d];
     let mut rs = vec![T::zero(); n];
     let mut direct_x = vec![T::zero(); n * d];
-    wq.par_chunks_mut(ROW_TILE * d)
-        .zip(rs.par_chunks_mut(ROW_TILE))
-        .zip(direct_x.par_chunks_mut(ROW_TILE * d))
+    let partials: Vec<(Vec<T>, Vec<T>, Option<Vec<T>>)> = wq
+        .par_chunks_mut(rows_per_group * d)
+        .zip(rs.par_chunks_mut(rows_per_group))
+        .zip(direct_x.par_chunks_mut(rows_per_group * d))
         .enumerate()
-        .for_each(|(t, ((out, rsum), dx))| {
-            let r0 = t * ROW_TILE;
-            let r1 = (r0 + ROW_TILE).min(n);
-            let mut buf = vec![T::zero(); (r1 - r0) * m];
-            for i in r0..r1 {
-                let k = i - r0;
-                rsum[k] = wts.row(i, m, 0, m, &mut buf[k * m..(k + 1) * m], None, Direct::Row(&mut dx[k * d..(k + 1) * d]));
+        .map(|(gi, ((wq_g, rs_g), dx_g))| {
+            let g0 = gi * rows_per_group;
+            let g1 = (g0 + rows_per_group).min(n);
+            let mut wtp = vec![T::zero(); m * d];
+            let mut cs = vec![T::zero(); m];
+            let mut dy: Option<Vec<T>> = None;
+            let mut buf = vec![T::zero(); BACK_TILE.min(g1 - g0) * m];
+            let mut r0 = g0;
+            while r0 < g1 {
+                let r1 = (r0 + BACK_TILE).min(g1);
+                let rows = r1 - r0;
+                for i in r0..r1 {
+                    let k = i - g0;
+                    let (wrow, dxi) = (&mut buf[(i - r0) * m..(i - r0 + 1) * m], &mut dx_g[k * d..(k + 1) * d]);
+                    rs_g[k] = wts.row(i, m, wrow, &mut cs, dxi, &mut dy);
+                }
+                let w_tile = MatRef::new(&buf[..rows * m], rows, m);
+                gemm(T::one(), w_tile, MatRef::new(q, m, d), T::zero(), &mut wq_g[(r0 - g0) * d..(r1 - g0) * d]);
+                gemm(T::one(), w_tile.t(), MatRef::new(&p[r0 * d..r1 * d], rows, d), T::one(), &mut wtp);
+                r0 = r1;
             }
-            gemm(T::one(), MatRef::new(&buf, r1 - r0, m), MatRef::new(q, m, d), T::zero(), out);
-        });
+            (wtp, cs, dy)
+        })
+        .collect();
     let mut wtp = vec![T::zero(); m * d];
     let mut cs = vec![T::zero(); m];
     let mut direct_y = vec![T::zero(); m * d];
-    wtp.par_chunks_mut(ROW_TILE * d)
-        .zip(cs.par_chunks_mut(ROW_TILE))
-        .zip(direct_y.par_chunks_mut(ROW_TILE * d))
-        .enumerate()
-        .for_each(|(t, ((out, csum), dy))| {
-            let c0 = t * ROW_TILE;
-            let c1 = (c0 + ROW_TILE).min(m);
-            let bw = c1 - c0;
-            // Column block of W stored row-major as n × bw.
-            let mut buf = vec![T::zero(); n * bw];
-            for i in 0..n {
-                wts.row(i, m, c0, c1, &mut buf[i * bw..(i + 1) * bw], Some(&mut *csum), Direct::Cols(&mut *dy));
-            }
-            gemm(T::one(), MatRef::new(&buf, n, bw).t(), MatRef::new(p, n, d), T::zero(), out);
-        });
+    for (pw, pc, pd) in partials {
+        simd::add_assign(&mut wtp, &pw);
+        simd::add_assign(&mut cs, &pc);
+        if let Some(pd) = pd {
+            simd::add_assign(&mut direct_y, &pd);
+        }
+    }
     Products { wq, rs, wtp, cs, direct_x, direct_y }
 }
 
@@ -664,6 +664,36 @@ mod tests {
             for k in 0..n * d {
                 assert!((g1[k] - ga[k] - gb[k]).abs() < 1e-9);
             }
+        }
+    }
+
+    #[test]
+    fn backward_over_many_tiles_and_groups_matches_naive() {
+        let (n, m, d) = (1100, 70, 3);
+        let x = lcg(11, n * d);
+        let mut y = lcg(12, m * d);
+        y[..d].copy_from_slice(&x[..d]); // a duplicate pair: zero distance, zero weight
+        let g = lcg(13, n * m);
+        let mut dist = vec![0.0; n * m];
+        pairwise(Rows { data: &x, n }, Some(Rows { data: &y, n: m }), d, Metric::Euclidean, &mut dist).unwrap();
+        let (mut gx, mut gy) = (vec![0.0; n * d], vec![0.0; m * d]);
+        pairwise_backward(Rows { data: &x, n }, Some(Rows { data: &y, n: m }), d, Metric::Euclidean, &dist, &g, &mut gx, &mut gy).unwrap();
+        let (mut wx, mut wy) = (vec![0.0; n * d], vec![0.0; m * d]);
+        for i in 0..n {
+            for j in 0..m {
+                let dv = dist[i * m + j];
+                if dv == 0.0 {
+                    continue;
+                }
+                for k in 0..d {
+                    let t = g[i * m + j] * (x[i * d + k] - y[j * d + k]) / dv;
+                    wx[i * d + k] += t;
+                    wy[j * d + k] -= t;
+                }
+            }
+        }
+        for (a, b) in gx.iter().zip(&wx).chain(gy.iter().zip(&wy)) {
+            assert!((a - b).abs() < 1e-9, "{a} {b}");
         }
     }
 
