@@ -269,3 +269,10 @@ def test_gradient_of_near_duplicates_does_not_cancel():
     torch.testing.assert_close(gy, ry)
     # d/dx of |x - y| along the axis where they differ is sign(x - y) = +1.
     assert gx[1, 0].item() == pytest.approx(0.5 * 1.0 + 3.0 * (1e-30 - 5.0) / np.hypot(5.0, 4.0))
+
+
+def test_double_backward_is_refused_clearly():
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(reprkit.pairwise_distances(x).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        g.sum().backward()

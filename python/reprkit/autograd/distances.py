@@ -7,6 +7,8 @@ from typing import Any, Optional
 from .. import _core
 from ._bridge import as_numpy, as_tensor, compute_dtype, torch
 
+from torch.autograd.function import once_differentiable
+
 
 class PairwiseDistances(torch.autograd.Function):
     """D = pairwise_distances(x, y); backward is the analytic Rust kernel."""
@@ -23,6 +25,7 @@ class PairwiseDistances(torch.autograd.Function):
         return as_tensor(dist, x)
 
     @staticmethod
+    @once_differentiable  # the Rust backward is not itself differentiable: say so on double backward
     def backward(ctx: Any, grad: Any) -> Any:  # type: ignore[override]
         xa, ya, dist = ctx.arrays
         need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
