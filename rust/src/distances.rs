@@ -107,6 +107,22 @@ pub fn unit_rows<T: Real>(x: &[T], n: usize, d: usize) -> (Vec<T>, Vec<T>) {
     normalise(x, n, d)
 }
 
+/// Row-major transpose of an `n × d` matrix (blocked for cache use).
+fn transpose<T: Real>(a: &[T], n: usize, d: usize) -> Vec<T> {
+    let mut t = vec![T::zero(); n * d];
+    const B: usize = 32;
+    for i0 in (0..n).step_by(B) {
+        for k0 in (0..d).step_by(B) {
+            for i in i0..(i0 + B).min(n) {
+                for k in k0..(k0 + B).min(d) {
+                    t[k * n + i] = a[i * d + k];
+                }
+            }
+        }
+    }
+    t
+}
+
 fn centred<T: Real>(x: &[T], n: usize, d: usize, mean: &[f64]) -> Vec<T> {
     let mut c = x.to_vec();
     c.par_chunks_mut(d).take(n).for_each(|row| {
@@ -134,6 +150,9 @@ pub struct SqEuclid<'a, T> {
     y: &'a [T],
     xc: Vec<T>,
     yc: Option<Vec<T>>,
+    /// The centred rows transposed (d × n, d × m): GEMM packs contiguous runs from these.
+    xct: Vec<T>,
+    yct: Option<Vec<T>>,
     nx: Vec<T>,
     ny: Option<Vec<T>>,
     pub n: usize,
@@ -164,7 +183,9 @@ impl<'a, T: Real> SqEuclid<'a, T> {
             let ny = row_sq_norms(&yc, m, d);
             (Some(yc), Some(ny))
         };
-        SqEuclid { x, y, xc, yc, nx, ny, n, m, d, same }
+        let xct = transpose(&xc, n, d);
+        let yct = yc.as_ref().map(|v| transpose(v, m, d));
+        SqEuclid { x, y, xc, yc, xct, yct, nx, ny, n, m, d, same }
     }
 
     /// Squared distances of rows `r0..r1` of x to rows `c0..c1` of y, written
@@ -175,10 +196,11 @@ impl<'a, T: Real> SqEuclid<'a, T> {
             return;
         }
         let d = self.d;
-        let yc = self.yc.as_deref().unwrap_or(&self.xc);
+        let yct = self.yct.as_deref().unwrap_or(&self.xct);
         let ny = self.ny.as_deref().unwrap_or(&self.nx);
-        let a = MatRef::new(&self.xc, self.n, d).rows_range(r0, r1);
-        let b = MatRef::new(yc, self.m, d).rows_range(c0, c1).t();
+        // A = rows r0..r1 of xc, read from xcᵀ; B = columns c0..c1 of ycᵀ.
+        let a = MatRef { data: &self.xct[r0..], rows: r1 - r0, cols: d, rs: 1, cs: self.n as isize };
+        let b = MatRef { data: &yct[c0..], rows: d, cols: c1 - c0, rs: self.m as isize, cs: 1 };
         let (bm, bn, bk) = (r1 - r0, c1 - c0, d);
         assert!(out.len() >= (bm - 1) * ld + bn);
         // SAFETY: `out` holds bm rows of stride ld with at least bn values each (checked above).
@@ -332,9 +354,10 @@ enum Weights<'a, T> {
 }
 
 impl<T: Real> Weights<'_, T> {
-    /// Fills `w` with row i of W, adds row i of S into the column sums `cs`,
-    /// and returns the row sum of S. Near pairs (Euclidean) are zeroed in W and
-    /// their exact terms added to `dx` (this row, d values) and `dy` (m × d).
+    /// Fills `w` with row i of W, adds row i of S into the column sums `cs`, and
+    /// returns the row sum of S. Near pairs (Euclidean) are zeroed in W (and so in
+    /// S); their exact terms W_ij (x_i − y_j) go to `dx` (row i, d values) with a
+    /// plus sign and to `dy` (m × d, allocated on first use) with a minus sign.
     #[inline]
     fn row(&self, i: usize, m: usize, w: &mut [T], cs: &mut [T], dx: &mut [T], dy: &mut Option<Vec<T>>) -> T {
         let r = i * m..(i + 1) * m;
@@ -355,20 +378,19 @@ impl<T: Real> Weights<'_, T> {
                         let yj = &near.y[j * d..(j + 1) * d];
                         let dyv = dy.get_or_insert_with(|| vec![T::zero(); m * d]);
                         for k in 0..d {
-                            let diff = wij * (xi[k] - yj[k]);
-                            dx[k] += diff;
-                            dyv[j * d + k] -= diff;
+                            let term = wij * (xi[k] - yj[k]);
+                            dx[k] += term;
+                            dyv[j * d + k] -= term;
                         }
                     }
                 }
-                // Near pairs are fully accounted for by the direct terms: S = W as zeroed.
                 simd::add_assign(cs, w);
-                w.iter().copied().sum()
+                simd::sum(w)
             }
             Weights::SqEuclidean { g } => {
                 w.iter_mut().zip(&g[r]).for_each(|(o, &v)| *o = v + v);
                 simd::add_assign(cs, w);
-                w.iter().copied().sum()
+                simd::sum(w)
             }
             Weights::Cosine { g, dist } => {
                 w.copy_from_slice(&g[r.clone()]);
@@ -493,7 +515,6 @@ pub fn pairwise_backward<T: Real>(
     if !same {
         check_len("grad_y", gy.len(), m, d)?;
     }
-    let sum = |a: &[T], b: &[T]| -> Vec<T> { a.iter().zip(b).map(|(&u, &v)| u + v).collect() };
     match metric {
         Metric::Euclidean | Metric::SqEuclidean => {
             // Centred rows: the product form below is translation invariant, and
@@ -508,10 +529,12 @@ pub fn pairwise_backward<T: Real>(
             } else {
                 Weights::SqEuclidean { g: grad }
             };
-            let pr = weighted_products(n, m, d, wts, yc, xc);
             if same {
-                combine(gx, d, &sum(&pr.rs, &pr.cs), xc, &[&pr.wq, &pr.wtp], &[&pr.direct_x, &pr.direct_y], None);
+                let pr = weighted_products(n, m, d, wts, yc, xc);
+                let sums: Vec<T> = pr.rs.iter().zip(&pr.cs).map(|(&a, &b)| a + b).collect();
+                combine(gx, d, &sums, xc, &[&pr.wq, &pr.wtp], &[&pr.direct_x, &pr.direct_y], None);
             } else {
+                let pr = weighted_products(n, m, d, wts, yc, xc);
                 combine(gx, d, &pr.rs, xc, &[&pr.wq], &[&pr.direct_x], None);
                 combine(gy, d, &pr.cs, yc, &[&pr.wtp], &[&pr.direct_y], None);
             }
@@ -520,10 +543,13 @@ pub fn pairwise_backward<T: Real>(
             let (ux, nx) = normalise(x.data, n, d);
             let (uy, ny) = if same { (ux.clone(), nx.clone()) } else { normalise(y.data, m, d) };
             let inv = |v: &[T]| -> Vec<T> { v.iter().map(|&r| if r > T::zero() { T::one() / r } else { T::zero() }).collect() };
-            let pr = weighted_products(n, m, d, Weights::Cosine { g: grad, dist }, &uy, &ux);
+            let wts = Weights::Cosine { g: grad, dist };
             if same {
-                combine(gx, d, &sum(&pr.rs, &pr.cs), &ux, &[&pr.wq, &pr.wtp], &[], Some(&inv(&nx)));
+                let pr = weighted_products(n, m, d, wts, &uy, &ux);
+                let sums: Vec<T> = pr.rs.iter().zip(&pr.cs).map(|(&a, &b)| a + b).collect();
+                combine(gx, d, &sums, &ux, &[&pr.wq, &pr.wtp], &[], Some(&inv(&nx)));
             } else {
+                let pr = weighted_products(n, m, d, wts, &uy, &ux);
                 combine(gx, d, &pr.rs, &ux, &[&pr.wq], &[], Some(&inv(&nx)));
                 combine(gy, d, &pr.cs, &uy, &[&pr.wtp], &[], Some(&inv(&ny)));
             }
@@ -694,6 +720,40 @@ mod tests {
         }
         for (a, b) in gx.iter().zip(&wx).chain(gy.iter().zip(&wy)) {
             assert!((a - b).abs() < 1e-9, "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn self_backward_over_many_tiles_matches_naive() {
+        let (n, d) = (600, 3);
+        let mut x = lcg(14, n * d);
+        let dup = x[300 * d..301 * d].to_vec();
+        x[7 * d..8 * d].copy_from_slice(&dup); // exact duplicate rows 7 and 300
+        x[9 * d] = x[400 * d] + 1e-9; // a near pair: rows 9 and 400 differ only slightly
+        x[9 * d + 1] = x[400 * d + 1];
+        x[9 * d + 2] = x[400 * d + 2];
+        let g = lcg(15, n * n);
+        for &metric in &[Metric::Euclidean, Metric::SqEuclidean] {
+            let mut dist = vec![0.0; n * n];
+            pairwise(Rows { data: &x, n }, None, d, metric, &mut dist).unwrap();
+            let mut gx = vec![0.0; n * d];
+            pairwise_backward(Rows { data: &x, n }, None, d, metric, &dist, &g, &mut gx, &mut []).unwrap();
+            let mut want = vec![0.0; n * d];
+            for i in 0..n {
+                for j in 0..n {
+                    let w = match metric {
+                        Metric::Euclidean if dist[i * n + j] == 0.0 => 0.0,
+                        Metric::Euclidean => (g[i * n + j] + g[j * n + i]) / dist[i * n + j],
+                        _ => 2.0 * (g[i * n + j] + g[j * n + i]),
+                    };
+                    for k in 0..d {
+                        want[i * d + k] += w * (x[i * d + k] - x[j * d + k]);
+                    }
+                }
+            }
+            for (a, b) in gx.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-8 * (1.0 + b.abs()), "{metric:?} {a} {b}");
+            }
         }
     }
 

@@ -12,6 +12,7 @@ pub mod distances;
 pub mod error;
 pub mod knn;
 pub mod linalg;
+pub mod mem;
 pub mod real;
 mod simd;
 

@@ -106,12 +106,31 @@ multiversion! {
 }
 
 multiversion! {
-    /// Whether any d_j² ≤ tol·(a + b_j): a near pair whose backward weight 1/d is huge.
+    /// Whether any 0 < d_j² ≤ tol·(a + b_j): a near pair whose backward weight 1/d is
+    /// huge (pairs at distance exactly 0 have weight 0 and need nothing).
     fn any_near<T>(dist: &[T], a: T, b: &[T], tol: T) -> bool {
         let mut any = false;
         for (&dv, &bv) in dist.iter().zip(b) {
-            any |= dv * dv <= tol * (a + bv);
+            any |= (dv > T::zero()) & (dv * dv <= tol * (a + bv));
         }
         any
+    }
+}
+
+multiversion! {
+    /// Σ v with eight independent accumulators (a plain fold is one long dependency chain).
+    fn sum<T>(v: &[T]) -> T {
+        let mut acc = [T::zero(); 8];
+        let chunks = v.len() / 8;
+        for c in 0..chunks {
+            for l in 0..8 {
+                acc[l] += v[c * 8 + l];
+            }
+        }
+        let mut s = T::zero();
+        for &x in &v[chunks * 8..] {
+            s += x;
+        }
+        s + ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
     }
 }

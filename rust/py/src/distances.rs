@@ -21,7 +21,7 @@ fn forward<'py, T: Real + numpy::Element>(
     let ys = match y { Some(a) => Some(slice_of(a, "y")?), None => None };
     let m = match y { Some(a) => numpy::PyUntypedArrayMethods::shape(a)[0], None => n };
     let out = run(py, n_threads, || {
-        let mut out = vec![T::zero(); n * m];
+        let mut out = reprkit_core::mem::zeroed_large(n * m);
         pairwise(Rows { data: xs, n }, ys.map(|data| Rows { data, n: m }), d, metric, &mut out)?;
         Ok(out)
     })?;
