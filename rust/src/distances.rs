@@ -228,6 +228,12 @@ impl<'a, T: Real> SqEuclid<'a, T> {
         }
     }
 
+    /// Squared distances of rows `r0..r1` of x to rows `c0..c1` of y into `out`
+    /// ((r1−r0) × (c1−c0), row-major). Single-threaded: callers parallelise.
+    pub fn fill_block_sq(&self, r0: usize, r1: usize, c0: usize, c1: usize, out: &mut [T]) {
+        self.fill_block(r0, r1, c0, c1, out, c1 - c0, Finish::Squared);
+    }
+
     /// Writes the squared distances of rows `r0..r1` of x to all rows of y into
     /// `out` ((r1−r0) × m, row-major). Single-threaded: callers parallelise over tiles.
     pub fn fill_rows(&self, r0: usize, r1: usize, out: &mut [T]) {

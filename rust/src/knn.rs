@@ -7,6 +7,7 @@
 
 use crate::distances::{unit_rows, Metric, SqEuclid};
 use crate::error::{check_finite, check_len, Error, Result};
+use crate::linalg::sq_dist;
 use crate::Real;
 use rayon::prelude::*;
 
@@ -21,8 +22,43 @@ pub struct Knn<T> {
     pub distances: Vec<T>,
 }
 
-/// Rows of queries per task; small enough that a tile of a 100k-point block stays in cache-friendly sizes.
-const QUERY_TILE: usize = 32;
+/// Queries per task, and candidate columns per block: a 256 × 2048 f32 block
+/// is 2 MiB, and each packed block of candidates serves 256 queries.
+const QUERY_TILE: usize = 256;
+const CAND_BLOCK: usize = 2048;
+
+/// The k best (distance, index) pairs seen so far for one query, sorted
+/// ascending; ties go to the lower index because candidates arrive in index
+/// order and only a strictly better pair displaces the current worst.
+struct TopK<T> {
+    d: Vec<T>,
+    i: Vec<u32>,
+    k: usize,
+}
+
+impl<T: Real> TopK<T> {
+    fn new(k: usize) -> Self {
+        TopK { d: Vec::with_capacity(k), i: Vec::with_capacity(k), k }
+    }
+    #[inline]
+    fn worst(&self) -> T {
+        if self.d.len() < self.k { T::infinity() } else { self.d[self.k - 1] }
+    }
+    #[inline]
+    fn push(&mut self, dist: T, idx: u32) {
+        if self.d.len() == self.k {
+            if !(dist < self.d[self.k - 1]) {
+                return;
+            }
+            self.d.pop();
+            self.i.pop();
+        }
+        // Insert after every entry with distance <= dist (earlier indices win ties).
+        let pos = self.d.partition_point(|&v| v <= dist);
+        self.d.insert(pos, dist);
+        self.i.insert(pos, idx);
+    }
+}
 
 fn keep_k_smallest<T: Real>(row: &[T], skip: usize, k: usize, idx: &mut [u32], dist: &mut [T], buf: &mut Vec<(T, u32)>) {
     buf.clear();
@@ -40,6 +76,10 @@ fn keep_k_smallest<T: Real>(row: &[T], skip: usize, k: usize, idx: &mut [u32], d
 }
 
 /// Exact kNN of each row of `x` (`n × d`) among the other rows.
+///
+/// Each task takes QUERY_TILE queries and streams the candidates in blocks of
+/// CAND_BLOCK: one guarded GEMM per block, then a filter against each query's
+/// current k-th distance (after the first blocks almost nothing passes).
 pub fn knn_exact<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric) -> Result<Knn<T>> {
     check_len("x", x.len(), n, d)?;
     check_finite("x", x)?;
@@ -66,12 +106,39 @@ pub fn knn_exact<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric)
         .for_each(|(t, (it, dt))| {
             let r0 = t * QUERY_TILE;
             let r1 = (r0 + QUERY_TILE).min(n);
-            let mut block = vec![T::zero(); (r1 - r0) * n];
-            prep.fill_rows(r0, r1, &mut block);
-            let mut buf = Vec::with_capacity(n);
-            for i in r0..r1 {
-                let o = (i - r0) * k;
-                keep_k_smallest(&block[(i - r0) * n..(i - r0 + 1) * n], i, k, &mut it[o..o + k], &mut dt[o..o + k], &mut buf);
+            let mut tops: Vec<TopK<T>> = (r0..r1).map(|_| TopK::new(k)).collect();
+            let mut block = vec![T::zero(); (r1 - r0) * CAND_BLOCK.min(n)];
+            let mut c0 = 0;
+            while c0 < n {
+                let c1 = (c0 + CAND_BLOCK).min(n);
+                let w = c1 - c0;
+                prep.fill_block_sq(r0, r1, c0, c1, &mut block);
+                for (q, top) in tops.iter_mut().enumerate() {
+                    let i = r0 + q;
+                    let row = &block[q * w..(q + 1) * w];
+                    let mut worst = top.worst();
+                    for (jj, &v) in row.iter().enumerate() {
+                        if v < worst && c0 + jj != i {
+                            top.push(v, (c0 + jj) as u32);
+                            worst = top.worst();
+                        }
+                    }
+                }
+                c0 = c1;
+            }
+            // Exact distances of the chosen neighbours (the GEMM form carries rounding
+            // of order eps·‖x‖²), re-sorted by (distance, index).
+            let mut pairs: Vec<(T, u32)> = Vec::with_capacity(k);
+            for (q, top) in tops.iter().enumerate() {
+                let i = r0 + q;
+                let xi = &data[i * d..(i + 1) * d];
+                pairs.clear();
+                pairs.extend(top.i.iter().map(|&j| (sq_dist(xi, &data[j as usize * d..(j as usize + 1) * d]), j)));
+                pairs.sort_unstable_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
+                for (t, &(v, j)) in pairs.iter().enumerate() {
+                    it[q * k + t] = j;
+                    dt[q * k + t] = v;
+                }
             }
         });
     finish_metric(&mut distances, metric);
@@ -135,6 +202,34 @@ mod tests {
         let dense: Vec<f64> = (0..n * n).map(|t| (vals[t / n] - vals[t % n]).abs()).collect();
         let k2 = knn_from_dense(&dense, n, 3).unwrap();
         assert_eq!(k2.indices, knn.indices);
+    }
+
+    #[test]
+    fn streaming_blocks_match_full_rows() {
+        // More candidates than one block and more queries than one tile, with a duplicate pair.
+        let (n, d, k) = (2600, 3, 7);
+        let mut s = 7u64;
+        let mut x: Vec<f64> = (0..n * d)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 11) as f64) / (1u64 << 53) as f64
+            })
+            .collect();
+        x[2500 * d..2501 * d].copy_from_slice(&[1.0, 2.0, 3.0]);
+        x[3 * d..4 * d].copy_from_slice(&[1.0, 2.0, 3.0]);
+        let knn = knn_exact(&x, n, d, k, Metric::SqEuclidean).unwrap();
+        let mut buf = Vec::new();
+        let (mut idx, mut dist) = (vec![0u32; k], vec![0.0; k]);
+        for i in 0..n {
+            let row: Vec<f64> = (0..n)
+                .map(|j| (0..d).map(|c| (x[i * d + c] - x[j * d + c]).powi(2)).sum())
+                .collect();
+            keep_k_smallest(&row, i, k, &mut idx, &mut dist, &mut buf);
+            assert_eq!(&knn.indices[i * k..(i + 1) * k], &idx[..], "row {i}");
+            for (a, b) in knn.distances[i * k..(i + 1) * k].iter().zip(&dist) {
+                assert!((a - b).abs() <= 1e-15, "row {i}: {a} {b}");
+            }
+        }
     }
 
     #[test]
