@@ -12,6 +12,7 @@ pub mod distances;
 pub mod error;
 pub mod knn;
 pub mod linalg;
+pub mod losses;
 pub mod real;
 
 pub use error::{Error, Result};
