@@ -10,7 +10,7 @@
 //! Forward keeps only l, A_i = ∂L/∂l_i and (hard) each row's nearest negative:
 //! O(B) state. Backward recomputes distance tiles.
 
-use super::common::{logaddexp, ordered_sum, sparse_backward, sqrt_and_inv, Batch, Space};
+use super::common::{exp_slice, logaddexp, ordered_sum, sparse_backward, sqrt_and_inv, Batch, Space};
 use crate::error::{Error, Result};
 use crate::linalg::sq_dist;
 use crate::Real;
@@ -71,29 +71,24 @@ pub fn lifted_forward<T: Real>(b: &Batch<T>, margin: f64, hard: bool) -> Result<
     let space = Space::dist(b.x, n, None, d);
     // Pass 1: per-row log-sum-exp (or max) over negatives.
     let rows: Vec<Vec<(T, i64)>> = space.map_tiles(|r0, r1, s| {
+        let mut buf = vec![T::zero(); n];
         (r0..r1)
             .map(|i| {
                 let row = &s[(i - r0) * n..(i - r0 + 1) * n];
                 let (mut mx, mut arg) = (T::neg_infinity(), -1i64);
-                for (k, &v) in row.iter().enumerate() {
-                    if y[k] != y[i] {
-                        let a = mg - v.sqrt();
-                        if a > mx {
-                            mx = a;
-                            arg = k as i64;
-                        }
+                for (k, (b, &v)) in buf.iter_mut().zip(row).enumerate() {
+                    *b = if y[k] != y[i] { mg - v.sqrt() } else { T::neg_infinity() };
+                    if *b > mx {
+                        mx = *b;
+                        arg = k as i64;
                     }
                 }
                 if hard || arg < 0 {
                     return (mx, arg);
                 }
-                let mut acc = T::zero();
-                for (k, &v) in row.iter().enumerate() {
-                    if y[k] != y[i] {
-                        acc += (mg - v.sqrt() - mx).exp();
-                    }
-                }
-                (mx + acc.ln(), arg)
+                buf.iter_mut().for_each(|v| *v -= mx);
+                exp_slice(&mut buf);
+                (mx + buf.iter().copied().sum::<T>().ln(), arg)
             })
             .collect()
     });
@@ -181,9 +176,19 @@ pub fn lifted_backward<T: Real>(b: &Batch<T>, margin: f64, hard: bool, st: &Lift
     space.backward(
         true,
         |r0, r1, s, c| {
+            let mut ek = vec![T::zero(); n];
+            let mut ej = vec![T::zero(); n];
             for k in r0..r1 {
                 let srow = &s[(k - r0) * n..(k - r0 + 1) * n];
                 let crow = &mut c[(k - r0) * n..(k - r0 + 1) * n];
+                // Negatives: ∂L/∂D_kj = −(A_k e^{margin−D_kj−l_k} + A_j e^{margin−D_kj−l_j}).
+                for j in 0..n {
+                    let a = if y[j] != y[k] { mg - srow[j].sqrt() } else { T::neg_infinity() };
+                    ek[j] = a - lse[k];
+                    ej[j] = a - lse[j];
+                }
+                exp_slice(&mut ek);
+                exp_slice(&mut ej);
                 for j in 0..n {
                     if j == k {
                         continue;
@@ -192,8 +197,7 @@ pub fn lifted_backward<T: Real>(b: &Batch<T>, margin: f64, hard: bool, st: &Lift
                     let t = if y[j] == y[k] {
                         (dkj + logaddexp(lse[k], lse[j])).max(T::zero()) * inv_np
                     } else {
-                        let a = mg - dkj;
-                        -(dl[k] * (a - lse[k]).exp() + dl[j] * (a - lse[j]).exp())
+                        -(dl[k] * ek[j] + dl[j] * ej[j])
                     };
                     crow[j] = t * inv;
                 }

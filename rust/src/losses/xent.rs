@@ -11,7 +11,7 @@
 //! Forward keeps the per-row log-sum-exp (O(n) state); backward recomputes the
 //! similarity tiles.
 
-use super::common::{ordered_sum, Space};
+use super::common::{exp_slice, ordered_sum, Space};
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::Real;
 
@@ -27,6 +27,20 @@ pub enum Mask {
 }
 
 impl Mask {
+    /// Sets the entries of row i outside the mask to −∞ (their exponential is 0).
+    fn blank<T: Real>(self, i: usize, row: &mut [T]) {
+        match self {
+            Mask::All => {}
+            Mask::NoDiag => row[i] = T::neg_infinity(),
+            Mask::OwnAndTail(t) => {
+                let keep = row[i];
+                let end = t.min(row.len());
+                row[..end].iter_mut().for_each(|v| *v = T::neg_infinity());
+                row[i] = keep;
+            }
+        }
+    }
+
     #[inline]
     fn valid(self, i: usize, j: usize) -> bool {
         match self {
@@ -88,20 +102,15 @@ pub fn xent_forward<T: Real>(p: &Xent<T>) -> Result<(f64, Vec<T>)> {
     let parts = p.space().map_tiles(|r0, r1, s| {
         let mut lse = Vec::with_capacity(r1 - r0);
         let mut acc = 0.0f64;
+        let mut buf = vec![T::zero(); m];
         for i in r0..r1 {
             let row = &s[(i - r0) * m..(i - r0 + 1) * m];
-            let mut mx = T::neg_infinity();
-            for (j, &v) in row.iter().enumerate() {
-                if p.mask.valid(i, j) && v > mx {
-                    mx = v;
-                }
-            }
-            let mut sum = T::zero();
-            for (j, &v) in row.iter().enumerate() {
-                if p.mask.valid(i, j) {
-                    sum += (v - mx).exp();
-                }
-            }
+            buf.copy_from_slice(row);
+            p.mask.blank(i, &mut buf);
+            let mx = buf.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
+            buf.iter_mut().for_each(|v| *v -= mx);
+            exp_slice(&mut buf);
+            let sum: T = buf.iter().copied().sum();
             let l = mx + sum.ln();
             acc += (l - row[p.targets[i] as usize]).to_f64_();
             lse.push(l);
@@ -127,26 +136,33 @@ pub fn xent_backward<T: Real>(p: &Xent<T>, lse: &[T], gq: &mut [T], gk: &mut [T]
     p.space().backward(
         same,
         |r0, r1, s, c| {
+            let mut other = vec![T::zero(); if same { m } else { 0 }];
             for i in r0..r1 {
                 let srow = &s[(i - r0) * m..(i - r0 + 1) * m];
                 let crow = &mut c[(i - r0) * m..(i - r0 + 1) * m];
-                for j in 0..m {
-                    if !p.mask.valid(i, j) {
-                        continue;
+                for (cv, &sv) in crow.iter_mut().zip(srow) {
+                    *cv = sv - lse[i];
+                }
+                p.mask.blank(i, crow);
+                exp_slice(crow);
+                if same {
+                    // Row j's softmax also holds s_ji = s_ij: the unordered total.
+                    for ((o, &sv), &lj) in other.iter_mut().zip(srow).zip(lse) {
+                        *o = sv - lj;
                     }
-                    let mut g = (srow[j] - lse[i]).exp();
-                    if same {
-                        // Row j's softmax also holds s_ji = s_ij: the unordered total.
-                        g += (srow[j] - lse[j]).exp();
-                        if t[j] as usize == i {
-                            g -= T::one();
+                    p.mask.blank(i, &mut other);
+                    exp_slice(&mut other);
+                    for (cv, &o) in crow.iter_mut().zip(&other) {
+                        *cv += o;
+                    }
+                    for (j, &tj) in t.iter().enumerate() {
+                        if tj as usize == i {
+                            crow[j] -= T::one();
                         }
                     }
-                    if t[i] as usize == j {
-                        g -= T::one();
-                    }
-                    crow[j] = g * inv_n;
                 }
+                crow[t[i] as usize] -= T::one();
+                crow.iter_mut().for_each(|v| *v *= inv_n);
             }
         },
         gq,
