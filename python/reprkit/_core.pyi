@@ -73,3 +73,12 @@ def xent_loss(
     lse: Optional[npt.NDArray[np.floating]],
     n_threads: int,
 ) -> Any: ...
+def xent_loss_fused(
+    q: npt.NDArray[np.floating],
+    k: npt.NDArray[np.floating],
+    scale: float,
+    targets: npt.NDArray[np.int64],
+    mask: str,
+    tail: int,
+    n_threads: int,
+) -> Tuple[float, npt.NDArray[np.floating], npt.NDArray[np.floating]]: ...

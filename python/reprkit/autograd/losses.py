@@ -84,11 +84,17 @@ class SoftmaxXentFn(torch.autograd.Function):
     ) -> Any:
         qa = as_numpy(q)
         ka = None if k is None else as_numpy(k)
+        if ka is not None and any(ctx.needs_input_grad[:2]):
+            # Separate keys: the gradient comes out of the forward's tiles (no recomputation).
+            loss, gq, gk = _core.xent_loss_fused(qa, ka, scale, targets, mask, tail, n_threads)
+            ctx.grads = (gq, gk)
+            return _scalar(loss, q)
         loss, lse = _core.xent_loss(qa, ka, scale, targets, mask, tail, None, n_threads)
         ctx.args = (qa, ka, scale, targets, mask, tail, lse, n_threads)
+        ctx.grads = None
         return _scalar(loss, q)
 
     @staticmethod
     def backward(ctx: Any, g: Any) -> Any:  # type: ignore[override]
-        gq, gk = _core.xent_loss(*ctx.args)
+        gq, gk = ctx.grads if ctx.grads is not None else _core.xent_loss(*ctx.args)
         return (_grad(g, gq, ctx.needs_input_grad[0]), _grad(g, gk, ctx.needs_input_grad[1])) + (None,) * 5

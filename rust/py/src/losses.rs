@@ -15,13 +15,13 @@ type Obj<'py> = Bound<'py, PyAny>;
 
 fn arr2<'py, T: numpy::Element>(o: &Obj<'py>, name: &str) -> PyResult<Bound<'py, PyArray2<T>>> {
     o.cast::<PyArray2<T>>()
-        .map(|a| a.clone())
+        .cloned()
         .map_err(|_| PyTypeError::new_err(format!("{name}: expected a 2-D array of the embeddings' float dtype")))
 }
 
 fn arr1<'py, T: numpy::Element>(o: &Obj<'py>, name: &str) -> PyResult<Bound<'py, PyArray1<T>>> {
     o.cast::<PyArray1<T>>()
-        .map(|a| a.clone())
+        .cloned()
         .map_err(|_| PyTypeError::new_err(format!("{name}: expected a 1-D array of dtype {}", std::any::type_name::<T>())))
 }
 
@@ -48,11 +48,13 @@ fn opt_grad<'py, T: numpy::Element>(py: Python<'py>, g: Vec<T>, rows: usize, col
     if g.is_empty() { Ok(py.None()) } else { to_pyarray(py, g, rows, cols)?.into_py_any(py) }
 }
 
+type Refs<'py, T> = Option<(Bound<'py, PyArray2<T>>, Bound<'py, PyArray1<i64>>)>;
+
 /// Owned typed views of (x, labels, ref_x, ref_labels).
 struct Held<'py, T: numpy::Element> {
     x: Bound<'py, PyArray2<T>>,
     labels: Bound<'py, PyArray1<i64>>,
-    refs: Option<(Bound<'py, PyArray2<T>>, Bound<'py, PyArray1<i64>>)>,
+    refs: Refs<'py, T>,
 }
 
 impl<'py, T: numpy::Element + Real> Held<'py, T> {
@@ -299,7 +301,45 @@ fn xent_loss<'py>(
     }
 }
 
+fn xent_fused_t<'py, T: numpy::Element + Real>(
+    py: Python<'py>, q: &Obj<'py>, k: &Obj<'py>, scale: f64, targets: &Obj<'py>, mask: Mask, n_threads: usize,
+) -> PyResult<Py<PyAny>> {
+    let qa = arr2::<T>(q, "query")?;
+    let ka = arr2::<T>(k, "keys")?;
+    let ta = arr1::<i64>(targets, "targets")?;
+    let (n, d, m) = (qa.shape()[0], qa.shape()[1], ka.shape()[0]);
+    let p = Xent { q: slice_of(&qa, "query")?, n, k: Some((slice_of(&ka, "keys")?, m)), d, scale, targets: s1(&ta, "targets")?, mask };
+    let (loss, gq, gk) = run(py, n_threads, || {
+        let mut gq = vec![T::zero(); n * d];
+        let mut gk = vec![T::zero(); m * d];
+        let loss = L::xent_forward_backward(&p, &mut gq, &mut gk)?;
+        Ok((loss, gq, gk))
+    })?;
+    (loss, to_pyarray(py, gq, n, d)?, to_pyarray(py, gk, m, d)?).into_py_any(py)
+}
+
+/// xent_loss_fused(q, k, scale, targets, mask, tail, n_threads) -> (loss, gq, gk): forward and
+/// gradient (unit upstream) in one pass, for separate keys.
+#[pyfunction]
+#[pyo3(signature = (q, k, scale, targets, mask, tail, n_threads))]
+#[allow(clippy::too_many_arguments)]
+fn xent_loss_fused<'py>(
+    py: Python<'py>, q: &Obj<'py>, k: &Obj<'py>, scale: f64, targets: &Obj<'py>, mask: &str, tail: usize, n_threads: usize,
+) -> PyResult<Py<PyAny>> {
+    let mask = match mask {
+        "all" => Mask::All,
+        "own_and_tail" => Mask::OwnAndTail(tail),
+        _ => return Err(to_pyerr(py, reprkit_core::Error::InvalidParameter(format!("unknown mask {mask:?}")))),
+    };
+    if is_f64(q)? {
+        xent_fused_t::<f64>(py, q, k, scale, targets, mask, n_threads)
+    } else {
+        xent_fused_t::<f32>(py, q, k, scale, targets, mask, n_threads)
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(xent_loss_fused, m)?)?;
     m.add_function(wrap_pyfunction!(contrastive_loss, m)?)?;
     m.add_function(wrap_pyfunction!(triplet_loss, m)?)?;
     m.add_function(wrap_pyfunction!(mine_triplets, m)?)?;

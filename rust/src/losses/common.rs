@@ -12,7 +12,7 @@ use crate::Real;
 use rayon::prelude::*;
 
 /// Rows per tile (fixed: results do not depend on the thread count).
-pub const TILE: usize = ROW_TILE;
+pub const TILE: usize = 2 * ROW_TILE;
 /// Tiles whose column partials are held at once when references need gradients.
 const GROUP: usize = 8;
 
@@ -243,6 +243,7 @@ impl<'a, T: Real> Space<'a, T> {
 /// Gradient of a loss that depends on a sparse set of distances: each
 /// `(i, j, c)` adds c·(x_i − r_j) to ∂L/∂x_i and −c·(x_i − r_j) to ∂L/∂r_j.
 /// Contributions to one row are summed in the order of `pairs` (deterministic).
+#[allow(clippy::too_many_arguments)]
 pub fn sparse_backward<T: Real>(
     x: &[T], n: usize, r: &[T], m: usize, d: usize, same: bool, pairs: &[(u32, u32, T)], gx: &mut [T], gr: &mut [T],
 ) {
@@ -355,7 +356,7 @@ fn exp_f32(x: f32) -> f32 {
     let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
     let r = xc - n * LN2_HI - n * LN2_LO;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let e = p * r * r + r + 1.0;
     let scale = f32::from_bits(((ni + 127) as u32) << 23);
     if x < -87.0 { 0.0 } else { e * scale }

@@ -16,4 +16,4 @@ pub use common::Batch;
 pub use contrastive::{contrastive_backward, contrastive_forward};
 pub use lifted::{lifted_backward, lifted_forward, LiftedState};
 pub use triplet::{mine, triplet_backward, triplet_forward, Mining, TripletCfg, TripletState};
-pub use xent::{xent_backward, xent_forward, Mask, Xent};
+pub use xent::{xent_backward, xent_forward, xent_forward_backward, Mask, Xent};

@@ -325,7 +325,7 @@ pub fn triplet_backward<T: Real>(
                     }
                 }
                 for j in pos.iter().chain(neg.iter()) {
-                    crow[*j] = crow[*j] * chain(srow[*j]);
+                    crow[*j] *= chain(srow[*j]);
                 }
             }
         },

@@ -171,6 +171,50 @@ pub fn xent_backward<T: Real>(p: &Xent<T>, lse: &[T], gq: &mut [T], gk: &mut [T]
     Ok(())
 }
 
+/// Forward and gradient in one pass (separate keys only): each tile's softmax
+/// needs only its own rows' log-sum-exp, so ∂L/∂q and ∂L/∂k (for a unit
+/// upstream gradient, O((n+m)·d) memory) come out of the forward's tiles and
+/// backward has no tile to recompute. Returns the loss.
+pub fn xent_forward_backward<T: Real>(p: &Xent<T>, gq: &mut [T], gk: &mut [T]) -> Result<f64> {
+    let m = p.validate()?;
+    if p.k.is_none() {
+        return Err(Error::InvalidParameter("the fused pass needs separate keys".into()));
+    }
+    check_len("grad_q", gq.len(), p.n, p.d)?;
+    check_len("grad_k", gk.len(), m, p.d)?;
+    gq.iter_mut().for_each(|v| *v = T::zero());
+    gk.iter_mut().for_each(|v| *v = T::zero());
+    let space = p.space();
+    let slots: Vec<std::sync::Mutex<f64>> = (0..space.n_tiles()).map(|_| std::sync::Mutex::new(0.0)).collect();
+    let inv_n = T::c(1.0 / p.n as f64);
+    space.backward(
+        false,
+        |r0, r1, s, c| {
+            let mut acc = 0.0f64;
+            for i in r0..r1 {
+                let srow = &s[(i - r0) * m..(i - r0 + 1) * m];
+                let crow = &mut c[(i - r0) * m..(i - r0 + 1) * m];
+                crow.copy_from_slice(srow);
+                p.mask.blank(i, crow);
+                let mx = crow.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
+                crow.iter_mut().for_each(|v| *v -= mx);
+                exp_slice(crow);
+                let sum: T = crow.iter().copied().sum();
+                let ti = p.targets[i] as usize;
+                acc += (mx + sum.ln() - srow[ti]).to_f64_();
+                let w = inv_n / sum;
+                crow.iter_mut().for_each(|v| *v *= w);
+                crow[ti] -= inv_n;
+            }
+            *slots[r0 / super::common::TILE].lock().unwrap_or_else(|e| e.into_inner()) = acc;
+        },
+        gq,
+        gk,
+    );
+    let total = ordered_sum(slots.into_iter().map(|v| v.into_inner().unwrap_or_else(|e| e.into_inner())));
+    Ok(total / p.n as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +249,15 @@ mod tests {
             let p = Xent { q: &q, n, k: if same { None } else { Some((&kk[..], m)) }, d, scale: sc, targets: &targets, mask };
             let (v, lse) = xent_forward(&p).unwrap();
             let (kr, mm) = if same { (&q[..], n) } else { (&kk[..], m) };
+            if !same {
+                let (mut fq, mut fk) = (vec![0.0; n * d], vec![0.0; m * d]);
+                let fv = xent_forward_backward(&p, &mut fq, &mut fk).unwrap();
+                assert!((fv - v).abs() < 1e-12 * (1.0 + v.abs()));
+                let (mut bq, mut bk) = (vec![0.0; n * d], vec![0.0; m * d]);
+                xent_backward(&p, &lse, &mut bq, &mut bk).unwrap();
+                assert_close(&fq, &bq, 1e-12);
+                assert_close(&fk, &bk, 1e-12);
+            }
             let want = brute(&q, n, kr, mm, d, sc, &targets, mask);
             assert!((v - want).abs() < 1e-9 * (1.0 + want.abs()));
             let mut gq = vec![0.0; n * d];
