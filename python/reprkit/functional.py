@@ -49,7 +49,9 @@ def contrastive_loss(
     L = 1/|pairs| Σ_{i<j} [ y_i = y_j ] D_ij² + [ y_i ≠ y_j ] max(0, margin − D_ij)²
 
     With ``ref_embeddings, ref_labels`` (cross-batch memory) the pairs are every
-    (batch row i, reference row j). The gradient of D at 0 is taken as 0.
+    (batch row i, reference row j); references are used as given, so add the
+    current batch to a :class:`reprkit.MemoryBank` *after* computing the loss
+    (else each row meets itself at distance 0). The gradient of D at 0 is taken as 0.
     """
     x = V.check_embeddings(embeddings, "embeddings")
     y = V.check_labels(labels, x.shape[0], x.device)
@@ -93,7 +95,9 @@ def triplet_margin_loss(
       else the farthest negative (FaceNet); mean over positive pairs.
 
     Ties in mining go to the lowest index. References (cross-batch memory)
-    supply the positives and negatives of the batch's anchors.
+    supply the positives and negatives of the batch's anchors; every reference
+    row with the anchor's label is a positive (no self-exclusion), so enqueue
+    the current batch after computing the loss.
     """
     check_choice("mining", mining, MININGS)
     x = V.check_embeddings(embeddings, "embeddings")

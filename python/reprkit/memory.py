@@ -21,7 +21,7 @@ class MemoryBank:
 
         bank = MemoryBank(4096, 128)
         loss = loss_fn(emb, y, bank.embeddings, bank.labels) if len(bank) else loss_fn(emb, y)
-        bank.add(emb, y)
+        bank.add(emb, y)    # after the loss: references are not de-duplicated against the batch
     """
 
     def __init__(self, size: int, dim: int, *, dtype: Any = None, device: Any = None) -> None:
