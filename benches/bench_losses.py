@@ -12,6 +12,10 @@ the batch (N-pair / NT-Xent / InfoNCE: B/2 pairs); d = 128, float32, labels
 with 4 samples per class.
 
     PYTHONPATH=python python benches/bench_losses.py [--sizes 1024 4096] [--losses lifted ntxent]
+
+Both sides run with OMP_WAIT_POLICY=PASSIVE by default (``--omp-wait-policy ''`` for the
+library default): otherwise torch's OpenMP threads keep spinning after each torch op and,
+on a small machine, take the cores reprkit's kernels run on.
 """
 
 from __future__ import annotations
@@ -186,12 +190,21 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="*", type=int, default=list(SIZES))
     ap.add_argument("--losses", nargs="*", default=list(LOSSES))
     ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument(
+        "--omp-wait-policy", default="PASSIVE",
+        help="OMP_WAIT_POLICY of the subprocesses ('' = library default: torch's idle OpenMP threads spin "
+        "and take cores from reprkit's pool right after each torch op)",
+    )
     args = ap.parse_args()
     if args.one:
         loss, impl, b = args.one
         print(json.dumps(run_one(loss, impl, int(b))))
         return
-    print(f"# load average at start: {os.getloadavg()}", flush=True)
+    env = dict(os.environ)
+    env.pop("OMP_WAIT_POLICY", None)
+    if args.omp_wait_policy:
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
+    print(f"# load average at start: {os.getloadavg()}; OMP_WAIT_POLICY={args.omp_wait_policy or '(default)'}", flush=True)
     rows = []
     for loss in args.losses:
         for b in args.sizes:
@@ -206,7 +219,7 @@ def main() -> None:
                     continue
                 cmd = [sys.executable, __file__, "--one", loss, impl, str(b)]
                 try:
-                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
                     if p.returncode == 0:
                         res[impl] = json.loads(p.stdout.strip().splitlines()[-1])
                     else:

@@ -75,10 +75,10 @@ def xent_loss(
 ) -> Any: ...
 def xent_loss_fused(
     q: npt.NDArray[np.floating],
-    k: npt.NDArray[np.floating],
+    k: Optional[npt.NDArray[np.floating]],
     scale: float,
     targets: npt.NDArray[np.int64],
     mask: str,
     tail: int,
     n_threads: int,
-) -> Tuple[float, npt.NDArray[np.floating], npt.NDArray[np.floating]]: ...
+) -> Tuple[float, npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]: ...

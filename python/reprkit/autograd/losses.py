@@ -84,8 +84,8 @@ class SoftmaxXentFn(torch.autograd.Function):
     ) -> Any:
         qa = as_numpy(q)
         ka = None if k is None else as_numpy(k)
-        if ka is not None and any(ctx.needs_input_grad[:2]):
-            # Separate keys: the gradient comes out of the forward's tiles (no recomputation).
+        if any(ctx.needs_input_grad[:2]):
+            # The gradient comes out of the forward's tiles (O((n+m)·d) kept, no recomputation).
             loss, gq, gk = _core.xent_loss_fused(qa, ka, scale, targets, mask, tail, n_threads)
             ctx.grads = (gq, gk)
             return _scalar(loss, q)

@@ -302,32 +302,35 @@ fn xent_loss<'py>(
 }
 
 fn xent_fused_t<'py, T: numpy::Element + Real>(
-    py: Python<'py>, q: &Obj<'py>, k: &Obj<'py>, scale: f64, targets: &Obj<'py>, mask: Mask, n_threads: usize,
+    py: Python<'py>, q: &Obj<'py>, k: Option<&Obj<'py>>, scale: f64, targets: &Obj<'py>, mask: Mask, n_threads: usize,
 ) -> PyResult<Py<PyAny>> {
     let qa = arr2::<T>(q, "query")?;
-    let ka = arr2::<T>(k, "keys")?;
+    let ka = match k { Some(o) => Some(arr2::<T>(o, "keys")?), None => None };
     let ta = arr1::<i64>(targets, "targets")?;
-    let (n, d, m) = (qa.shape()[0], qa.shape()[1], ka.shape()[0]);
-    let p = Xent { q: slice_of(&qa, "query")?, n, k: Some((slice_of(&ka, "keys")?, m)), d, scale, targets: s1(&ta, "targets")?, mask };
+    let (n, d) = (qa.shape()[0], qa.shape()[1]);
+    let kk = match &ka { Some(a) => Some((slice_of(a, "keys")?, a.shape()[0])), None => None };
+    let m = kk.map_or(0, |v| v.1);
+    let p = Xent { q: slice_of(&qa, "query")?, n, k: kk, d, scale, targets: s1(&ta, "targets")?, mask };
     let (loss, gq, gk) = run(py, n_threads, || {
         let mut gq = vec![T::zero(); n * d];
         let mut gk = vec![T::zero(); m * d];
         let loss = L::xent_forward_backward(&p, &mut gq, &mut gk)?;
         Ok((loss, gq, gk))
     })?;
-    (loss, to_pyarray(py, gq, n, d)?, to_pyarray(py, gk, m, d)?).into_py_any(py)
+    (loss, to_pyarray(py, gq, n, d)?, opt_grad(py, gk, m, d)?).into_py_any(py)
 }
 
-/// xent_loss_fused(q, k, scale, targets, mask, tail, n_threads) -> (loss, gq, gk): forward and
-/// gradient (unit upstream) in one pass, for separate keys.
+/// xent_loss_fused(q, k, scale, targets, mask, tail, n_threads) -> (loss, gq, gk|None): forward
+/// and gradient (unit upstream) in one pass (k None = q itself).
 #[pyfunction]
 #[pyo3(signature = (q, k, scale, targets, mask, tail, n_threads))]
 #[allow(clippy::too_many_arguments)]
 fn xent_loss_fused<'py>(
-    py: Python<'py>, q: &Obj<'py>, k: &Obj<'py>, scale: f64, targets: &Obj<'py>, mask: &str, tail: usize, n_threads: usize,
+    py: Python<'py>, q: &Obj<'py>, k: Option<&Obj<'py>>, scale: f64, targets: &Obj<'py>, mask: &str, tail: usize, n_threads: usize,
 ) -> PyResult<Py<PyAny>> {
     let mask = match mask {
         "all" => Mask::All,
+        "nodiag" => Mask::NoDiag,
         "own_and_tail" => Mask::OwnAndTail(tail),
         _ => return Err(to_pyerr(py, reprkit_core::Error::InvalidParameter(format!("unknown mask {mask:?}")))),
     };

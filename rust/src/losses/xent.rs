@@ -171,17 +171,17 @@ pub fn xent_backward<T: Real>(p: &Xent<T>, lse: &[T], gq: &mut [T], gk: &mut [T]
     Ok(())
 }
 
-/// Forward and gradient in one pass (separate keys only): each tile's softmax
-/// needs only its own rows' log-sum-exp, so ∂L/∂q and ∂L/∂k (for a unit
-/// upstream gradient, O((n+m)·d) memory) come out of the forward's tiles and
-/// backward has no tile to recompute. Returns the loss.
+/// Forward and gradient in one pass: each tile's softmax needs only its own
+/// rows' log-sum-exp, so ∂L/∂q and ∂L/∂k (for a unit upstream gradient,
+/// O((n+m)·d) memory) come out of the forward's tiles and backward has no tile
+/// to recompute. With k = q (NT-Xent) both roles are summed into `gq` and `gk`
+/// is unused. Returns the loss.
 pub fn xent_forward_backward<T: Real>(p: &Xent<T>, gq: &mut [T], gk: &mut [T]) -> Result<f64> {
     let m = p.validate()?;
-    if p.k.is_none() {
-        return Err(Error::InvalidParameter("the fused pass needs separate keys".into()));
-    }
     check_len("grad_q", gq.len(), p.n, p.d)?;
-    check_len("grad_k", gk.len(), m, p.d)?;
+    if p.k.is_some() {
+        check_len("grad_k", gk.len(), m, p.d)?;
+    }
     gq.iter_mut().for_each(|v| *v = T::zero());
     gk.iter_mut().for_each(|v| *v = T::zero());
     let space = p.space();
@@ -249,14 +249,14 @@ mod tests {
             let p = Xent { q: &q, n, k: if same { None } else { Some((&kk[..], m)) }, d, scale: sc, targets: &targets, mask };
             let (v, lse) = xent_forward(&p).unwrap();
             let (kr, mm) = if same { (&q[..], n) } else { (&kk[..], m) };
-            if !same {
+            {
                 let (mut fq, mut fk) = (vec![0.0; n * d], vec![0.0; m * d]);
                 let fv = xent_forward_backward(&p, &mut fq, &mut fk).unwrap();
                 assert!((fv - v).abs() < 1e-12 * (1.0 + v.abs()));
                 let (mut bq, mut bk) = (vec![0.0; n * d], vec![0.0; m * d]);
                 xent_backward(&p, &lse, &mut bq, &mut bk).unwrap();
-                assert_close(&fq, &bq, 1e-12);
-                assert_close(&fk, &bk, 1e-12);
+                assert_close(&fq, &bq, 1e-11);
+                assert_close(&fk, &bk, 1e-11);
             }
             let want = brute(&q, n, kr, mm, d, sc, &targets, mask);
             assert!((v - want).abs() < 1e-9 * (1.0 + want.abs()));
