@@ -8,8 +8,10 @@
 //! * InfoNCE with a queue: k = [positive keys; queue], row i sees column i and the queue.
 //! * NT-Xent: q = k = the 2N unit views, t_i = partner of i, the diagonal excluded.
 //!
-//! Forward keeps the per-row log-sum-exp (O(n) state); backward recomputes the
-//! similarity tiles.
+//! [`xent_forward`] keeps the per-row log-sum-exp (O(n) state) and
+//! [`xent_backward`] recomputes the similarity tiles; when the inputs need a
+//! gradient, [`xent_forward_backward`] produces it from the forward's own tiles
+//! (O(n·d) state, one pass over the tiles instead of two).
 
 use super::common::{exp_slice, ordered_sum, Space};
 use crate::error::{check_finite, check_len, Error, Result};
