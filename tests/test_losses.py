@@ -439,3 +439,33 @@ def test_gradient_reaches_cuda_style_reference_path_equally(b):
         (lambda t: Fn.ntxent_loss(t, t.flip(0), 0.3), lambda t: R.ntxent_loss(t, t.flip(0), 0.3)),
     ]:
         assert_matches(f, r, [x], torch.float64)
+
+
+def _held_bytes(node) -> int:
+    """Bytes of the numpy arrays a reprkit autograd node keeps for backward."""
+    total = 0
+    for name in ("args", "grads"):
+        for v in getattr(node, name, None) or ():
+            total += getattr(v, "nbytes", 0)
+    return total
+
+
+def test_state_kept_for_backward_is_linear_in_the_batch():
+    b, d = 600, 8
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(b, d, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 20, (b,), generator=g)
+    budget = 8 * (4 * b * d + 8 * b)  # a few copies of the rows plus per-row values, far below B² = 360000 values
+    for out in [
+        Fn.contrastive_loss(x, y),
+        Fn.triplet_margin_loss(x, y, 0.2, "all"),
+        Fn.triplet_margin_loss(x, y, 0.2, "batch_hard"),
+        Fn.lifted_structure_loss(x, y),
+        Fn.ntxent_loss(x[:300], x[300:]),
+        Fn.npair_loss(x[:300], x[300:]),
+    ]:
+        node = out.grad_fn
+        while node is not None and not hasattr(node, "args") and not hasattr(node, "grads"):
+            node = node.next_functions[0][0]
+        assert node is not None
+        assert 0 < _held_bytes(node) <= budget
