@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import reprkit
@@ -134,6 +134,8 @@ def test_npair_matches_reference(b, l2):
 @given(batches(), st.sampled_from([0.05, 0.1, 0.5, 1.0]))
 def test_ntxent_matches_reference(b, tau):
     x, _, gen = b
+    # In 1-D every unit vector is ±1: the true gradient is 0 and float32 only sees rounding residue.
+    assume(x.shape[1] >= 2)
     z2 = x + 0.3 * torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.dtype)
     assert_matches(lambda a, c: Fn.ntxent_loss(a, c, tau), lambda a, c: R.ntxent_loss(a, c, tau), [x, z2], x.dtype)
 
@@ -141,6 +143,7 @@ def test_ntxent_matches_reference(b, tau):
 @given(batches(), st.sampled_from([0.05, 0.1, 1.0]), st.integers(0, 20))
 def test_infonce_matches_reference(b, tau, k):
     x, _, gen = b
+    assume(x.shape[1] >= 2)  # see test_ntxent_matches_reference
     pk = x + 0.3 * torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.dtype)
     inputs = [x, pk]
     if k:
