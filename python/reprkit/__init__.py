@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 _LAZY = {"reference", "functional", "losses", "miners", "plot"}
+_LAZY_ATTRS = {"MemoryBank": "memory"}
 
 
 def __getattr__(name: str):  # PEP 562: torch-backed submodules load on first use
@@ -51,4 +52,8 @@ def __getattr__(name: str):  # PEP 562: torch-backed submodules load on first us
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY_ATTRS:  # torch-backed classes, imported on first use
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY_ATTRS[name]}", __name__), name)
     raise AttributeError(f"module 'reprkit' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """Type stubs of the compiled module reprkit._core (thin bindings over the Rust kernels)."""
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -19,3 +19,66 @@ def pairwise_distances_backward(
     metric: str,
     n_threads: int,
 ) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]: ...
+
+# --- losses (reprkit.autograd.losses); backward variants return gradients for a unit upstream gradient
+def contrastive_loss(
+    x: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    ref_labels: Optional[npt.NDArray[np.int64]],
+    margin: float,
+    backward: bool,
+    n_threads: int,
+) -> Any: ...
+def triplet_loss(
+    x: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    ref_labels: Optional[npt.NDArray[np.int64]],
+    margin: float,
+    mining: str,
+    squared: bool,
+    soft: bool,
+    triplets: Optional[npt.NDArray[np.int64]],
+    norm: float,
+    n_threads: int,
+) -> Any: ...
+def mine_triplets(
+    x: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    ref_labels: Optional[npt.NDArray[np.int64]],
+    kind: str,
+    margin: float,
+    squared: bool,
+    n_threads: int,
+) -> npt.NDArray[np.int64]: ...
+def lifted_loss(
+    x: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    margin: float,
+    hard: bool,
+    lse: Optional[npt.NDArray[np.floating]],
+    dl: Optional[npt.NDArray[np.floating]],
+    nearest: Optional[npt.NDArray[np.int64]],
+    n_threads: int,
+) -> Any: ...
+def xent_loss(
+    q: npt.NDArray[np.floating],
+    k: Optional[npt.NDArray[np.floating]],
+    scale: float,
+    targets: npt.NDArray[np.int64],
+    mask: str,
+    tail: int,
+    lse: Optional[npt.NDArray[np.floating]],
+    n_threads: int,
+) -> Any: ...
+def xent_loss_fused(
+    q: npt.NDArray[np.floating],
+    k: Optional[npt.NDArray[np.floating]],
+    scale: float,
+    targets: npt.NDArray[np.int64],
+    mask: str,
+    tail: int,
+    n_threads: int,
+) -> Tuple[float, npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]: ...

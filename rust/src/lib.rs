@@ -13,6 +13,7 @@ pub mod error;
 pub mod knn;
 pub mod linalg;
 pub mod mem;
+pub mod losses;
 pub mod real;
 mod simd;
 

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 
 mod arrays;
 mod distances;
+mod losses;
 mod runtime;
 
 #[pymodule]
@@ -17,5 +18,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     runtime::register(m)?;
     distances::register(m)?;
+    losses::register(m)?;
     Ok(())
 }

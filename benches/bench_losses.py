@@ -1,0 +1,260 @@
+"""Forward+backward time and peak extra memory of reprkit's losses against the
+plain-torch code a user would write and against pytorch-metric-learning (PML,
+with ``normalize_embeddings=False`` wherever it has a distance, so that it
+computes the same formula).
+
+Every (loss, implementation, batch size) runs in its own subprocess, so the
+peak extra memory is the growth of the process's peak RSS (ru_maxrss) over
+the fwd+bwd calls — torch's allocations included. Cases whose estimated
+memory exceeds ~8 GB are skipped and marked in the table. Timings are the
+best of several runs (one run at B >= 8192). B is the number of embeddings in
+the batch (N-pair / NT-Xent / InfoNCE: B/2 pairs); d = 128, float32, labels
+with 4 samples per class.
+
+    PYTHONPATH=python python benches/bench_losses.py [--sizes 1024 4096] [--losses lifted ntxent]
+
+Both sides run with OMP_WAIT_POLICY=PASSIVE by default (``--omp-wait-policy ''`` for the
+library default): otherwise torch's OpenMP threads keep spinning after each torch op and,
+on a small machine, take the cores reprkit's kernels run on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+SIZES = (1024, 4096, 8192, 16384)
+D = 128
+MEM_LIMIT = 8e9
+LOSSES = ("contrastive", "triplet_batch_hard", "triplet_batch_all", "lifted", "npair", "ntxent", "infonce")
+IMPLS = ("reprkit", "torch", "pml")
+
+# Rough peak bytes of the peers, to skip what cannot run on a 24 GB machine.
+ESTIMATE = {
+    ("contrastive", "torch"): lambda b: 10 * 4 * b * b,
+    ("triplet_batch_hard", "torch"): lambda b: 8 * 4 * b * b,
+    ("triplet_batch_hard", "pml"): lambda b: 8 * 4 * b * b,
+    ("triplet_batch_all", "torch"): lambda b: 3 * 4 * b**3,  # the (B, B, B) hinge tensor
+    ("triplet_batch_all", "pml"): lambda b: 60 * 3 * b * b,  # ~3(B−4) triplets per anchor, ~60 B each
+    ("lifted", "torch"): lambda b: 10 * 4 * b * b,
+    ("npair", "torch"): lambda b: 6 * 4 * (b // 2) ** 2,
+    ("npair", "pml"): lambda b: 6 * 4 * (b // 2) ** 2,
+    ("ntxent", "torch"): lambda b: 6 * 4 * b * b,
+    ("infonce", "torch"): lambda b: 6 * 4 * (b // 2) ** 2,
+}
+NO_PEER = {
+    ("lifted", "pml"): "its |P|×|N| mask asks for 541 GB at B = 1024 (issue 3)",
+    ("ntxent", "pml"): "its |P|×|N| matrix takes 17 GB at B = 1024 (issue 3)",
+    ("contrastive", "pml"): "PML's ContrastiveLoss is not squared (different formula)",
+    ("infonce", "pml"): "no PML InfoNCE with the same inputs",
+}
+
+
+def make_case(loss: str, impl: str, b: int):
+    """Returns (inputs requiring grad, fn(*inputs) -> scalar loss)."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(b, D, generator=g) / D**0.5).requires_grad_(True)
+    y = torch.arange(b) // 4
+    h = b // 2
+    tau = 0.1
+    if impl == "reprkit":
+        from reprkit import functional as Fn
+
+        fns = {
+            "contrastive": lambda t: Fn.contrastive_loss(t, y, 1.0),
+            "triplet_batch_hard": lambda t: Fn.triplet_margin_loss(t, y, 0.2, "batch_hard", squared=False),
+            "triplet_batch_all": lambda t: Fn.triplet_margin_loss(t, y, 0.2, "batch_all", squared=False),
+            "lifted": lambda t: Fn.lifted_structure_loss(t, y, 1.0),
+            "npair": lambda t: Fn.npair_loss(t[:h], t[h:]),
+            "ntxent": lambda t: Fn.ntxent_loss(t[:h], t[h:], tau),
+            "infonce": lambda t: Fn.infonce_loss(t[:h], t[h:], None, tau),
+        }
+        return [x], fns[loss]
+    if impl == "torch":
+
+        def masks():
+            same = y[:, None] == y[None, :]
+            eye = torch.eye(b, dtype=torch.bool)
+            return same & ~eye, ~same
+
+        def contrastive(t):
+            dist = torch.cdist(t, t)
+            same = y[:, None] == y[None, :]
+            iu = torch.triu(torch.ones_like(same), 1)
+            return (torch.where(same, dist**2, F.relu(1.0 - dist) ** 2) * iu).sum() / iu.sum()
+
+        def batch_hard(t):
+            dist = torch.cdist(t, t)
+            pos, neg = masks()
+            dp = dist.masked_fill(~pos, float("-inf")).max(1).values
+            dn = dist.masked_fill(~neg, float("inf")).min(1).values
+            ok = pos.any(1) & neg.any(1)
+            return F.relu(dp - dn + 0.2)[ok].mean()
+
+        def batch_all(t):
+            dist = torch.cdist(t, t)
+            pos, neg = masks()
+            z = F.relu(dist[:, :, None] - dist[:, None, :] + 0.2) * (pos[:, :, None] & neg[:, None, :])
+            return z.sum() / (z > 0).sum()
+
+        def lifted(t):
+            dist = torch.cdist(t, t)
+            pos, neg = masks()
+            lse = torch.logsumexp((1.0 - dist).masked_fill(~neg, float("-inf")), 1)
+            j = dist + torch.logaddexp(lse[:, None], lse[None, :])
+            pu = torch.triu(pos, 1)
+            return (F.relu(j[pu]) ** 2).sum() / (2 * pu.sum())
+
+        def ntxent(t):
+            z = F.normalize(t, dim=1)
+            s = (z @ z.T / tau).fill_diagonal_(float("-inf"))
+            idx = torch.arange(h)
+            return F.cross_entropy(s, torch.cat([idx + h, idx]))
+
+        fns = {
+            "contrastive": contrastive,
+            "triplet_batch_hard": batch_hard,
+            "triplet_batch_all": batch_all,
+            "lifted": lifted,
+            "npair": lambda t: F.cross_entropy(t[:h] @ t[h:].T, torch.arange(h)),
+            "ntxent": ntxent,
+            "infonce": lambda t: F.cross_entropy(F.normalize(t[:h], dim=1) @ F.normalize(t[h:], dim=1).T / tau, torch.arange(h)),
+        }
+        return [x], fns[loss]
+    from pytorch_metric_learning import distances, losses, miners, reducers
+
+    lp = distances.LpDistance(normalize_embeddings=False)
+    pair_labels = torch.cat([torch.arange(h), torch.arange(h)])
+    if loss == "triplet_batch_hard":
+        miner = miners.BatchHardMiner(distance=lp)
+        fn = losses.TripletMarginLoss(margin=0.2, distance=lp, reducer=reducers.MeanReducer())
+        return [x], lambda t: fn(t, y, miner(t, y))
+    if loss == "triplet_batch_all":
+        fn = losses.TripletMarginLoss(margin=0.2, distance=lp)  # mean over triplets with a positive loss
+        return [x], lambda t: fn(t, y)
+    if loss == "lifted":
+        fn = losses.LiftedStructureLoss(neg_margin=1.0, pos_margin=0.0, distance=lp)
+        return [x], lambda t: fn(t, y)
+    if loss == "npair":
+        fn = losses.NPairsLoss(distance=distances.DotProductSimilarity(normalize_embeddings=False))
+        return [x], lambda t: fn(t, pair_labels)
+    if loss == "ntxent":
+        fn = losses.NTXentLoss(temperature=tau)
+        return [x], lambda t: fn(t, pair_labels)
+    raise ValueError(loss)
+
+
+def run_one(loss: str, impl: str, b: int) -> dict:
+    import gc
+
+    import torch
+
+    inputs, fn = make_case(loss, impl, b)
+    gc.collect()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    reps = 3 if b <= 4096 else 1
+    if b <= 4096:
+        fn(*inputs).backward()  # warm-up (thread pools, allocator)
+    best, value = float("inf"), float("nan")
+    for _ in range(reps):
+        for t in inputs:
+            t.grad = None
+        t0 = time.perf_counter()
+        out = fn(*inputs)
+        out.backward()
+        best = min(best, time.perf_counter() - t0)
+        value = float(out.detach())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"time": best, "mem": peak - base, "loss": value, "threads": torch.get_num_threads()}
+
+
+def fmt_t(r):
+    return f"{r['time']:.3f}" if "time" in r else "—"
+
+
+def fmt_m(r):
+    return f"{r['mem'] / 2**20:.0f}" if "time" in r else "—"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--one", nargs=3, metavar=("LOSS", "IMPL", "B"))
+    ap.add_argument("--sizes", nargs="*", type=int, default=list(SIZES))
+    ap.add_argument("--losses", nargs="*", default=list(LOSSES))
+    ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument(
+        "--omp-wait-policy", default="PASSIVE",
+        help="OMP_WAIT_POLICY of the subprocesses ('' = library default: torch's idle OpenMP threads spin "
+        "and take cores from reprkit's pool right after each torch op)",
+    )
+    args = ap.parse_args()
+    if args.one:
+        loss, impl, b = args.one
+        print(json.dumps(run_one(loss, impl, int(b))))
+        return
+    env = dict(os.environ)
+    env.pop("OMP_WAIT_POLICY", None)
+    if args.omp_wait_policy:
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
+    print(f"# load average at start: {os.getloadavg()}; OMP_WAIT_POLICY={args.omp_wait_policy or '(default)'}", flush=True)
+    rows = []
+    for loss in args.losses:
+        for b in args.sizes:
+            res = {}
+            for impl in IMPLS:
+                if (loss, impl) in NO_PEER:
+                    res[impl] = {"skip": NO_PEER[(loss, impl)]}
+                    continue
+                est = ESTIMATE.get((loss, impl))
+                if est is not None and est(b) > MEM_LIMIT:
+                    res[impl] = {"skip": f"needs ~{est(b) / 1e9:.0f} GB"}
+                    continue
+                cmd = [sys.executable, __file__, "--one", loss, impl, str(b)]
+                try:
+                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+                    if p.returncode == 0:
+                        res[impl] = json.loads(p.stdout.strip().splitlines()[-1])
+                    else:
+                        tail = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
+                        res[impl] = {"skip": "failed: " + tail[:80]}
+                except subprocess.TimeoutExpired:
+                    res[impl] = {"skip": f"> {args.timeout} s"}
+            rows.append((loss, b, res))
+            print("ROW " + json.dumps([loss, b, res]), flush=True)
+            r = res["reprkit"]
+            line = f"{loss:20s} B={b:6d} reprkit {fmt_t(r)} s {fmt_m(r)} MB"
+            for peer in ("torch", "pml"):
+                q = res[peer]
+                if "time" in q and "time" in r:
+                    line += f" | {peer} {fmt_t(q)} s {fmt_m(q)} MB x{q['time'] / r['time']:.1f} dloss={abs(q['loss'] - r['loss']):.1e}"
+                else:
+                    line += f" | {peer} {q.get('skip')}"
+            print(line, flush=True)
+    print("\n| loss | B | reprkit s | reprkit MB | torch s | torch MB | torch/reprkit | PML s | PML MB | PML/reprkit | max abs Δloss |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for loss, b, res in rows:
+        r = res["reprkit"]
+        cells = [loss, str(b), fmt_t(r), fmt_m(r)]
+        diffs = []
+        for peer in ("torch", "pml"):
+            q = res[peer]
+            if "time" in q and "time" in r:
+                cells += [fmt_t(q), fmt_m(q), f"{q['time'] / r['time']:.1f}×"]
+                diffs.append(abs(q["loss"] - r["loss"]))
+            else:
+                cells += [f"skipped: {q.get('skip')}", "", ""]
+        cells.append(f"{max(diffs):.1e}" if diffs else "")
+        print("| " + " | ".join(cells) + " |")
+    print(f"\n# load average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

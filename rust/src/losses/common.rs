@@ -1,0 +1,443 @@
+//! Shared machinery of the loss kernels: the batch description, tiled
+//! evaluation of distance / similarity rows, and the two backward helpers
+//! (dense tiles recomputed on the fly, and sparse mined pairs).
+//!
+//! Nothing here keeps a B×B matrix: every pass walks fixed 64-row tiles of the
+//! (anchors × references) matrix, so memory is O(64·M) per running task.
+
+use crate::distances::SqEuclid;
+use crate::error::{check_finite, check_len, Error, Result};
+use crate::linalg::{gemm, MatRef, ROW_TILE};
+use crate::Real;
+use rayon::prelude::*;
+
+/// Rows per tile (fixed: results do not depend on the thread count).
+pub const TILE: usize = 2 * ROW_TILE;
+/// Tiles whose column partials are held at once when references need gradients.
+const GROUP: usize = 8;
+
+/// A labelled batch, optionally with cross-batch references (anchors come from
+/// `x`, positives and negatives from `refs`; without refs they come from `x`).
+#[derive(Clone, Copy)]
+pub struct Batch<'a, T> {
+    pub x: &'a [T],
+    pub n: usize,
+    pub d: usize,
+    pub labels: &'a [i64],
+    pub refs: Option<(&'a [T], usize, &'a [i64])>,
+}
+
+impl<'a, T: Real> Batch<'a, T> {
+    pub fn validate(&self) -> Result<()> {
+        if self.n == 0 || self.d == 0 {
+            return Err(Error::Shape(format!("embeddings must be non-empty, got shape ({}, {})", self.n, self.d)));
+        }
+        check_len("embeddings", self.x.len(), self.n, self.d)?;
+        check_finite("embeddings", self.x)?;
+        if self.labels.len() != self.n {
+            return Err(Error::Shape(format!("labels has length {}, expected {}", self.labels.len(), self.n)));
+        }
+        if let Some((r, m, rl)) = self.refs {
+            if m == 0 {
+                return Err(Error::Shape("ref_embeddings must be non-empty".into()));
+            }
+            check_len("ref_embeddings", r.len(), m, self.d)?;
+            check_finite("ref_embeddings", r)?;
+            if rl.len() != m {
+                return Err(Error::Shape(format!("ref_labels has length {}, expected {m}", rl.len())));
+            }
+        }
+        Ok(())
+    }
+    /// Reference rows, their count and labels (the batch itself without refs).
+    pub fn r(&self) -> (&'a [T], usize, &'a [i64]) {
+        self.refs.unwrap_or((self.x, self.n, self.labels))
+    }
+    pub fn same(&self) -> bool {
+        self.refs.is_none()
+    }
+    /// Squared-distance space of anchors against references.
+    pub fn space(&self) -> Space<'a, T> {
+        let (r, m, _) = self.r();
+        Space::dist(self.x, self.n, if self.same() { None } else { Some((r, m)) }, self.d)
+    }
+}
+
+enum Kind<'a, T> {
+    /// Squared Euclidean distances (guarded product form).
+    Dist(SqEuclid<'a, T>),
+    /// Scaled dot products `scale · x_i·r_j`.
+    Dot(T),
+}
+
+/// Rows `x` (n×d) against rows `r` (m×d): the matrix walked in tiles.
+pub struct Space<'a, T> {
+    pub x: &'a [T],
+    pub n: usize,
+    pub r: &'a [T],
+    pub m: usize,
+    pub d: usize,
+    pub same: bool,
+    kind: Kind<'a, T>,
+}
+
+impl<'a, T: Real> Space<'a, T> {
+    /// Squared Euclidean distances; `r = None` means x against itself.
+    pub fn dist(x: &'a [T], n: usize, r: Option<(&'a [T], usize)>, d: usize) -> Self {
+        let same = r.is_none();
+        let (rr, m) = r.unwrap_or((x, n));
+        Space { x, n, r: rr, m, d, same, kind: Kind::Dist(SqEuclid::new(x, n, r, d)) }
+    }
+    /// Dot products times `scale`; `r = None` means x against itself.
+    pub fn dot(x: &'a [T], n: usize, r: Option<(&'a [T], usize)>, d: usize, scale: T) -> Self {
+        let same = r.is_none();
+        let (rr, m) = r.unwrap_or((x, n));
+        Space { x, n, r: rr, m, d, same, kind: Kind::Dot(scale) }
+    }
+
+    pub fn n_tiles(&self) -> usize {
+        self.n.div_ceil(TILE)
+    }
+
+    /// Values of rows `r0..r1` against all references into `out` ((r1−r0)×m).
+    pub fn fill(&self, r0: usize, r1: usize, out: &mut [T]) {
+        match &self.kind {
+            Kind::Dist(p) => p.fill_rows(r0, r1, out),
+            Kind::Dot(s) => {
+                let a = MatRef::new(self.x, self.n, self.d).rows_range(r0, r1);
+                let b = MatRef::new(self.r, self.m, self.d).t();
+                gemm(*s, a, b, T::zero(), out);
+            }
+        }
+    }
+
+    /// Calls `f(r0, r1, tile)` on every tile in parallel; results in tile order.
+    pub fn map_tiles<R: Send, F: Fn(usize, usize, &mut [T]) -> R + Sync>(&self, f: F) -> Vec<R> {
+        (0..self.n_tiles())
+            .into_par_iter()
+            .map(|t| {
+                let r0 = t * TILE;
+                let r1 = (r0 + TILE).min(self.n);
+                let mut buf = vec![T::zero(); (r1 - r0) * self.m];
+                self.fill(r0, r1, &mut buf);
+                f(r0, r1, &mut buf)
+            })
+            .collect()
+    }
+
+    /// Gradient of a loss that depends on the tile values, recomputing tiles.
+    ///
+    /// `coef(r0, r1, vals, c)` turns a tile of values into coefficients `c` with
+    /// * distances: ∂L/∂x_i = Σ_j c_ij (x_i − r_j) and ∂L/∂r_j = −Σ_i c_ij (x_i − r_j)
+    ///   (so c = 2·∂L/∂D² = ∂L/∂D / D);
+    /// * dot products: c = ∂L/∂s, ∂L/∂x_i = scale Σ_j c_ij r_j, ∂L/∂r_j = scale Σ_i c_ij x_i.
+    ///
+    /// `symmetric` (only with x = r) says that `c` already holds the total
+    /// coefficient of the unordered pair (both roles of every row), so the
+    /// column pass is skipped. Writes ∂L/∂x into `gx` and, with separate
+    /// references, ∂L/∂r into `gr` (which must then be m×d).
+    pub fn backward<F>(&self, symmetric: bool, coef: F, gx: &mut [T], gr: &mut [T])
+    where
+        F: Fn(usize, usize, &[T], &mut [T]) + Sync,
+    {
+        let (n, m, d) = (self.n, self.m, self.d);
+        let is_dist = matches!(self.kind, Kind::Dist(_));
+        let scale = match self.kind {
+            Kind::Dot(s) => s,
+            Kind::Dist(_) => T::one(),
+        };
+        let need_cols = !(self.same && symmetric);
+        let xs = MatRef::new(self.x, n, d);
+        let rs = MatRef::new(self.r, m, d);
+        // One tile: row gradients into `gt`; with need_cols, returns (column sums, cᵀ·x_tile).
+        let tile = |t: usize, gt: &mut [T]| -> Option<(Vec<T>, Vec<T>)> {
+            let r0 = t * TILE;
+            let r1 = (r0 + TILE).min(n);
+            let rows = r1 - r0;
+            let mut vals = vec![T::zero(); rows * m];
+            self.fill(r0, r1, &mut vals);
+            let mut c = vec![T::zero(); rows * m];
+            coef(r0, r1, &vals, &mut c);
+            drop(vals);
+            let cm = MatRef::new(&c, rows, m);
+            if is_dist {
+                gemm(-T::one(), cm, rs, T::zero(), gt);
+                for i in 0..rows {
+                    let s: T = c[i * m..(i + 1) * m].iter().copied().sum();
+                    let xi = &self.x[(r0 + i) * d..(r0 + i + 1) * d];
+                    for (g, &v) in gt[i * d..(i + 1) * d].iter_mut().zip(xi) {
+                        *g += s * v;
+                    }
+                }
+            } else {
+                gemm(scale, cm, rs, T::zero(), gt);
+            }
+            if !need_cols {
+                return None;
+            }
+            let mut p = vec![T::zero(); m * d];
+            gemm(T::one(), cm.t(), xs.rows_range(r0, r1), T::zero(), &mut p);
+            let mut cs = vec![T::zero(); m];
+            if is_dist {
+                for i in 0..rows {
+                    for (a, &v) in cs.iter_mut().zip(&c[i * m..(i + 1) * m]) {
+                        *a += v;
+                    }
+                }
+            }
+            Some((cs, p))
+        };
+        let nt = self.n_tiles();
+        if !need_cols {
+            gx[..n * d].par_chunks_mut(TILE * d).enumerate().for_each(|(t, gt)| {
+                tile(t, gt);
+            });
+            return;
+        }
+        let mut acc = vec![T::zero(); m * d];
+        let mut colsum = vec![T::zero(); m];
+        let mut g0 = 0;
+        while g0 < nt {
+            let g1 = (g0 + GROUP).min(nt);
+            let lo = g0 * TILE * d;
+            let hi = (g1 * TILE).min(n) * d;
+            let parts: Vec<(Vec<T>, Vec<T>)> = gx[lo..hi]
+                .par_chunks_mut(TILE * d)
+                .enumerate()
+                .map(|(k, gt)| tile(g0 + k, gt).expect("column partials requested"))
+                .collect();
+            // Added in tile order, parallel over fixed row blocks: deterministic.
+            acc.par_chunks_mut(TILE * d).enumerate().for_each(|(b, blk)| {
+                let off = b * TILE * d;
+                let len = blk.len();
+                for (_, p) in &parts {
+                    for (a, &v) in blk.iter_mut().zip(&p[off..off + len]) {
+                        *a += v;
+                    }
+                }
+            });
+            for (cs, _) in &parts {
+                for (a, &v) in colsum.iter_mut().zip(cs) {
+                    *a += v;
+                }
+            }
+            g0 = g1;
+        }
+        let target: &mut [T] = if self.same { gx } else { gr };
+        target[..m * d].par_chunks_mut(d).enumerate().for_each(|(j, g)| {
+            let a = &acc[j * d..(j + 1) * d];
+            if is_dist {
+                let rj = &self.r[j * d..(j + 1) * d];
+                for ((gv, &av), &rv) in g.iter_mut().zip(a).zip(rj) {
+                    *gv += colsum[j] * rv - av;
+                }
+            } else {
+                for (gv, &av) in g.iter_mut().zip(a) {
+                    *gv += scale * av;
+                }
+            }
+        });
+    }
+}
+
+/// Gradient of a loss that depends on a sparse set of distances: each
+/// `(i, j, c)` adds c·(x_i − r_j) to ∂L/∂x_i and −c·(x_i − r_j) to ∂L/∂r_j.
+/// Contributions to one row are summed in the order of `pairs` (deterministic).
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_backward<T: Real>(
+    x: &[T], n: usize, r: &[T], m: usize, d: usize, same: bool, pairs: &[(u32, u32, T)], gx: &mut [T], gr: &mut [T],
+) {
+    let by = |key: &dyn Fn(&(u32, u32, T)) -> usize, len: usize| -> (Vec<usize>, Vec<u32>) {
+        let mut start = vec![0usize; len + 1];
+        for p in pairs {
+            start[key(p) + 1] += 1;
+        }
+        for k in 0..len {
+            start[k + 1] += start[k];
+        }
+        let mut fill = start.clone();
+        let mut idx = vec![0u32; pairs.len()];
+        for (q, p) in pairs.iter().enumerate() {
+            let k = key(p);
+            idx[fill[k]] = q as u32;
+            fill[k] += 1;
+        }
+        (start, idx)
+    };
+    let (rs, ri) = by(&|p| p.0 as usize, n);
+    gx[..n * d].par_chunks_mut(d).enumerate().for_each(|(i, g)| {
+        let xi = &x[i * d..(i + 1) * d];
+        for &q in &ri[rs[i]..rs[i + 1]] {
+            let (_, j, c) = pairs[q as usize];
+            let rj = &r[j as usize * d..(j as usize + 1) * d];
+            for ((gv, &a), &b) in g.iter_mut().zip(xi).zip(rj) {
+                *gv += c * (a - b);
+            }
+        }
+    });
+    let (cs, ci) = by(&|p| p.1 as usize, m);
+    let mut gcol = vec![T::zero(); m * d];
+    gcol.par_chunks_mut(d).enumerate().for_each(|(j, g)| {
+        let rj = &r[j * d..(j + 1) * d];
+        for &q in &ci[cs[j]..cs[j + 1]] {
+            let (i, _, c) = pairs[q as usize];
+            let xi = &x[i as usize * d..(i as usize + 1) * d];
+            for ((gv, &a), &b) in g.iter_mut().zip(xi).zip(rj) {
+                *gv -= c * (a - b);
+            }
+        }
+    });
+    let target: &mut [T] = if same { gx } else { gr };
+    target[..m * d].par_iter_mut().zip(gcol.par_iter()).for_each(|(a, &b)| *a += b);
+}
+
+/// Euclidean distance from a squared one, and the factor 1/D that turns
+/// ∂L/∂D into a distance coefficient (0 at D = 0: the gradient of the
+/// distance between duplicates is taken as 0, never NaN).
+#[inline]
+pub fn sqrt_and_inv<T: Real>(s: T) -> (T, T) {
+    let dd = s.sqrt();
+    (dd, if dd > T::zero() { T::one() / dd } else { T::zero() })
+}
+
+/// log(e^a + e^b) without overflow; −∞ when both are −∞.
+#[inline]
+pub fn logaddexp<T: Real>(a: T, b: T) -> T {
+    let mx = a.max(b);
+    if mx == T::neg_infinity() {
+        return mx;
+    }
+    mx + ((a - mx).exp() + (b - mx).exp()).ln()
+}
+
+/// Numerically stable softplus log(1 + e^z).
+#[inline]
+pub fn softplus<T: Real>(z: T) -> T {
+    if z > T::zero() {
+        z + (-z).exp().ln_1p()
+    } else {
+        z.exp().ln_1p()
+    }
+}
+
+/// Logistic sigmoid 1/(1 + e^{−z}), stable for large |z|.
+#[inline]
+pub fn sigmoid<T: Real>(z: T) -> T {
+    if z >= T::zero() {
+        T::one() / (T::one() + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (T::one() + e)
+    }
+}
+
+/// e^x of every entry in place. f32 uses a branch-free polynomial that the
+/// compiler vectorises (relative error ~2e-7, e^x = 0 below −87, which also
+/// maps −∞ to 0); f64 uses the standard library.
+pub fn exp_slice<T: Real>(v: &mut [T]) {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: T is f32 (checked above), so the slice has the same layout.
+        let v32: &mut [f32] = unsafe { &mut *(v as *mut [T] as *mut [f32]) };
+        v32.iter_mut().for_each(|x| *x = exp_f32(*x));
+    } else {
+        v.iter_mut().for_each(|x| *x = x.exp());
+    }
+}
+
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const SHIFTER: f32 = 12_582_912.0; // 1.5·2^23: adding it rounds to an integer
+    let xc = x.clamp(-87.0, 88.0);
+    let t = xc * LOG2E + SHIFTER;
+    let n = t - SHIFTER;
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r
+        + 0.5;
+    let e = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
+    if x < -87.0 { 0.0 } else { e * scale }
+}
+
+/// Sum of f64 partials in order (deterministic reduction of per-tile results).
+pub fn ordered_sum<I: IntoIterator<Item = f64>>(it: I) -> f64 {
+    it.into_iter().fold(0.0, |a, b| a + b)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fast_exp_is_accurate() {
+        let mut v: Vec<f32> = (-2000..=880).map(|i| i as f32 * 0.1).collect();
+        v.push(f32::NEG_INFINITY);
+        let want: Vec<(f32, f64)> = v.iter().map(|&x| (x, (x as f64).exp())).collect();
+        super::exp_slice(&mut v);
+        for (a, (x, b)) in v.iter().zip(&want) {
+            if *x < -87.0 {
+                assert_eq!(*a, 0.0);
+            } else {
+                assert!(((*a as f64) - b).abs() <= 4e-7 * b, "{a} vs {b}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub mod testutil {
+    /// Small deterministic PRNG for tests (splitmix64).
+    pub struct Rng(pub u64);
+    impl Rng {
+        pub fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        pub fn unif(&mut self) -> f64 {
+            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        }
+        pub fn normal_vec(&mut self, len: usize) -> Vec<f64> {
+            (0..len)
+                .map(|_| {
+                    let (u, v) = (self.unif().max(1e-12), self.unif());
+                    (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+                })
+                .collect()
+        }
+        pub fn labels(&mut self, n: usize, k: u64) -> Vec<i64> {
+            (0..n).map(|_| (self.next_u64() % k) as i64).collect()
+        }
+    }
+
+    pub fn dist(x: &[f64], i: usize, r: &[f64], j: usize, d: usize) -> f64 {
+        (0..d).map(|k| (x[i * d + k] - r[j * d + k]).powi(2)).sum::<f64>()
+    }
+
+    /// Central finite-difference gradient of `f` at `x`.
+    pub fn fd_grad(x: &[f64], f: &dyn Fn(&[f64]) -> f64) -> Vec<f64> {
+        let h = 1e-6;
+        let mut xp = x.to_vec();
+        (0..x.len())
+            .map(|k| {
+                let v = xp[k];
+                xp[k] = v + h;
+                let a = f(&xp);
+                xp[k] = v - h;
+                let b = f(&xp);
+                xp[k] = v;
+                (a - b) / (2.0 * h)
+            })
+            .collect()
+    }
+
+    pub fn assert_close(a: &[f64], b: &[f64], tol: f64) {
+        assert_eq!(a.len(), b.len());
+        for (k, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "index {k}: {x} vs {y}");
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Metric-learning and contrastive loss kernels with on-line mining.
+//!
+//! Every loss has a forward that returns the loss value and a small state
+//! (mined indices, per-row log-sum-exp values: O(B·d + B) at most) and a
+//! backward that recomputes distance or similarity tiles of 64 rows instead of
+//! keeping any B×B matrix. Exponentials are always summed as log-sum-exp, and
+//! the gradient of a Euclidean distance at 0 is taken as 0.
+
+pub mod common;
+pub mod contrastive;
+pub mod lifted;
+pub mod triplet;
+pub mod xent;
+
+pub use common::Batch;
+pub use contrastive::{contrastive_backward, contrastive_forward};
+pub use lifted::{lifted_backward, lifted_forward, LiftedState};
+pub use triplet::{mine, triplet_backward, triplet_forward, Mining, TripletCfg, TripletState};
+pub use xent::{xent_backward, xent_forward, xent_forward_backward, Mask, Xent};
