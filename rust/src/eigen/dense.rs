@@ -1,0 +1,255 @@
+//! Dense symmetric eigensolver: Householder reduction to tridiagonal form,
+//! then implicit QL iterations with Wilkinson-type shifts, all in f64.
+//!
+//! Eigenvectors are accumulated as *rows* (row r of the result is the
+//! eigenvector of eigenvalue r), so every Givens rotation touches two
+//! contiguous rows.
+
+use crate::error::{Error, Result};
+
+/// Eigen-decomposition of the symmetric `n × n` row-major matrix `a`
+/// (only its lower triangle is read after symmetrisation `(A + Aᵀ)/2`).
+///
+/// Returns `(values, vectors)` with values in DESCENDING order and
+/// `vectors[r*n..(r+1)*n]` the unit eigenvector of `values[r]`.
+pub fn sym_eig(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    if a.len() != n * n {
+        return Err(Error::Shape(format!("sym_eig: expected {n}x{n} values, got {}", a.len())));
+    }
+    if a.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite("sym_eig: matrix contains NaN or infinity".into()));
+    }
+    if n == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let mut m = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            m[i * n + j] = 0.5 * (a[i * n + j] + a[j * n + i]);
+        }
+    }
+    let (mut d, mut e, mut z) = tridiagonalize(&mut m, n);
+    tridiag_ql(&mut d, &mut e, &mut z, n)?;
+    // Sort descending (stable on ties, by original position).
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&i, &j| d[j].partial_cmp(&d[i]).unwrap_or(std::cmp::Ordering::Equal).then(i.cmp(&j)));
+    let vals = order.iter().map(|&i| d[i]).collect();
+    let mut vecs = vec![0.0; n * n];
+    for (r, &i) in order.iter().enumerate() {
+        vecs[r * n..(r + 1) * n].copy_from_slice(&z[i * n..(i + 1) * n]);
+    }
+    Ok((vals, vecs))
+}
+
+/// Householder reduction `A = Q T Qᵀ`. Returns the diagonal `d`, the
+/// off-diagonal `e` (`e[i]` couples i and i+1, `e[n-1] = 0`) and `Qᵀ`
+/// row-major (row r = column r of Q). `m` is overwritten.
+fn tridiagonalize(m: &mut [f64], n: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut e = vec![0.0; n];
+    let mut vs: Vec<(usize, f64, Vec<f64>)> = Vec::new(); // (k, tau, v on k+1..n)
+    let mut p = vec![0.0; n];
+    for k in 0..n.saturating_sub(2) {
+        let len = n - k - 1;
+        let mut v: Vec<f64> = (k + 1..n).map(|i| m[i * n + k]).collect();
+        let scale: f64 = v.iter().map(|x| x.abs()).fold(0.0, f64::max);
+        if scale == 0.0 {
+            e[k] = 0.0;
+            continue;
+        }
+        let norm = scale * v.iter().map(|x| (x / scale) * (x / scale)).sum::<f64>().sqrt();
+        let alpha = if v[0] > 0.0 { -norm } else { norm };
+        v[0] -= alpha;
+        let vtv: f64 = v.iter().map(|x| x * x).sum();
+        if vtv == 0.0 {
+            e[k] = m[(k + 1) * n + k];
+            continue;
+        }
+        let tau = 2.0 / vtv;
+        // p = tau · A22 v ; q = p − (tau/2)(vᵀp) v ; A22 −= v qᵀ + q vᵀ.
+        for (ii, i) in (k + 1..n).enumerate() {
+            let row = &m[i * n + k + 1..i * n + n];
+            p[ii] = tau * row.iter().zip(&v).map(|(a, b)| a * b).sum::<f64>();
+        }
+        let kk = 0.5 * tau * p[..len].iter().zip(&v).map(|(a, b)| a * b).sum::<f64>();
+        for ii in 0..len {
+            p[ii] -= kk * v[ii];
+        }
+        for ii in 0..len {
+            let i = k + 1 + ii;
+            let (vi, qi) = (v[ii], p[ii]);
+            let row = &mut m[i * n + k + 1..i * n + n];
+            for (jj, x) in row.iter_mut().enumerate() {
+                *x -= vi * p[jj] + qi * v[jj];
+            }
+        }
+        e[k] = alpha;
+        vs.push((k, tau, v));
+    }
+    if n >= 2 {
+        e[n - 2] = m[(n - 1) * n + n - 2];
+    }
+    let d: Vec<f64> = (0..n).map(|i| m[i * n + i]).collect();
+    // Qᵀ = H_{last} ⋯ H_0: apply the reflectors in forward order on the left.
+    let mut qt = vec![0.0; n * n];
+    for i in 0..n {
+        qt[i * n + i] = 1.0;
+    }
+    let mut w = vec![0.0; n];
+    for (k, tau, v) in &vs {
+        w.iter_mut().for_each(|x| *x = 0.0);
+        for (ii, &vi) in v.iter().enumerate() {
+            let row = &qt[(k + 1 + ii) * n..(k + 2 + ii) * n];
+            for (wj, &r) in w.iter_mut().zip(row) {
+                *wj += vi * r;
+            }
+        }
+        for (ii, &vi) in v.iter().enumerate() {
+            let f = tau * vi;
+            let row = &mut qt[(k + 1 + ii) * n..(k + 2 + ii) * n];
+            for (r, &wj) in row.iter_mut().zip(&w) {
+                *r -= f * wj;
+            }
+        }
+    }
+    (d, e, qt)
+}
+
+/// Implicit QL with shifts on the tridiagonal (d, e); rotations are applied
+/// to the rows of `z`, which start as Qᵀ and end as the eigenvectors.
+fn tridiag_ql(d: &mut [f64], e: &mut [f64], z: &mut [f64], n: usize) -> Result<()> {
+    for l in 0..n {
+        let mut iter = 0;
+        loop {
+            let mut m = l;
+            while m + 1 < n {
+                let dd = d[m].abs() + d[m + 1].abs();
+                if e[m].abs() <= f64::EPSILON * dd {
+                    break;
+                }
+                m += 1;
+            }
+            if m == l {
+                break;
+            }
+            iter += 1;
+            if iter > 100 {
+                return Err(Error::InvalidInput("dense eigensolver did not converge".into()));
+            }
+            let mut g = (d[l + 1] - d[l]) / (2.0 * e[l]);
+            let mut r = g.hypot(1.0);
+            g = d[m] - d[l] + e[l] / (g + if g >= 0.0 { r } else { -r });
+            let (mut s, mut c, mut p) = (1.0f64, 1.0f64, 0.0f64);
+            let mut early = false;
+            let mut i = m;
+            while i > l {
+                i -= 1;
+                let f = s * e[i];
+                let b = c * e[i];
+                r = f.hypot(g);
+                e[i + 1] = r;
+                if r == 0.0 {
+                    d[i + 1] -= p;
+                    e[m] = 0.0;
+                    early = true;
+                    break;
+                }
+                s = f / r;
+                c = g / r;
+                g = d[i + 1] - p;
+                r = (d[i] - g) * s + 2.0 * c * b;
+                p = s * r;
+                d[i + 1] = g + p;
+                g = c * r - b;
+                let (lo, hi) = z.split_at_mut((i + 1) * n);
+                let zi = &mut lo[i * n..];
+                let zi1 = &mut hi[..n];
+                for (a, bb) in zi.iter_mut().zip(zi1.iter_mut()) {
+                    let f2 = *bb;
+                    *bb = s * *a + c * f2;
+                    *a = c * *a - s * f2;
+                }
+            }
+            if early {
+                continue;
+            }
+            d[l] -= p;
+            e[l] = g;
+            e[m] = 0.0;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(a: &[f64], n: usize, vals: &[f64], vecs: &[f64], tol: f64) {
+        for r in 0..n {
+            let v = &vecs[r * n..(r + 1) * n];
+            for i in 0..n {
+                let av: f64 = (0..n).map(|j| a[i * n + j] * v[j]).sum();
+                assert!((av - vals[r] * v[i]).abs() < tol, "residual row {r}");
+            }
+            for s in 0..n {
+                let dot: f64 = (0..n).map(|i| v[i] * vecs[s * n + i]).sum();
+                let want = if s == r { 1.0 } else { 0.0 };
+                assert!((dot - want).abs() < tol, "orthonormality {r},{s}");
+            }
+        }
+    }
+
+    #[test]
+    fn path_laplacian_known_spectrum() {
+        // Laplacian of the path graph on n vertices: eigenvalues 2 − 2cos(πk/n).
+        let n = 37;
+        let mut a = vec![0.0; n * n];
+        for i in 0..n {
+            let deg = if i == 0 || i == n - 1 { 1.0 } else { 2.0 };
+            a[i * n + i] = deg;
+            if i + 1 < n {
+                a[i * n + i + 1] = -1.0;
+                a[(i + 1) * n + i] = -1.0;
+            }
+        }
+        let (vals, vecs) = sym_eig(&a, n).unwrap();
+        let mut want: Vec<f64> = (0..n).map(|k| 2.0 - 2.0 * (std::f64::consts::PI * k as f64 / n as f64).cos()).collect();
+        want.sort_by(|x, y| y.partial_cmp(x).unwrap());
+        for (g, w) in vals.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-12, "{g} vs {w}");
+        }
+        check(&a, n, &vals, &vecs, 1e-11);
+    }
+
+    #[test]
+    fn random_matrix_and_repeated_eigenvalues() {
+        let n = 50;
+        let mut a = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..=i {
+                let v = super::super::rng::uniform_pm1(3, (i * n + j) as u64);
+                a[i * n + j] = v;
+                a[j * n + i] = v;
+            }
+        }
+        let (vals, vecs) = sym_eig(&a, n).unwrap();
+        check(&a, n, &vals, &vecs, 1e-10);
+        let tr: f64 = (0..n).map(|i| a[i * n + i]).sum();
+        assert!((vals.iter().sum::<f64>() - tr).abs() < 1e-10);
+        // Identity plus a rank-one term: eigenvalue 1 with multiplicity n−1.
+        let mut b = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                b[i * n + j] = if i == j { 1.0 } else { 0.0 } + 1.0 / n as f64;
+            }
+        }
+        let (vals, vecs) = sym_eig(&b, n).unwrap();
+        assert!((vals[0] - 2.0).abs() < 1e-12);
+        assert!(vals[1..].iter().all(|v| (v - 1.0).abs() < 1e-12));
+        check(&b, n, &vals, &vecs, 1e-11);
+        // Tiny sizes.
+        assert_eq!(sym_eig(&[3.0], 1).unwrap().0, vec![3.0]);
+        let (v2, _) = sym_eig(&[2.0, 1.0, 1.0, 2.0], 2).unwrap();
+        assert!((v2[0] - 3.0).abs() < 1e-14 && (v2[1] - 1.0).abs() < 1e-14);
+    }
+}
