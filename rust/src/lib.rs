@@ -18,3 +18,5 @@ pub use error::{Error, Result};
 pub use real::Real;
 pub mod eigen;
 pub mod spectral;
+pub mod pca;
+pub mod mds;
