@@ -17,6 +17,8 @@ is connected) mapped linearly to d dimensions plus noise, float32.
   subset_by_index). Skipped at n = 50k: the n × n matrices need 20 GB in float64.
 
 All with n_jobs=2 (threadpoolctl limits BLAS to 2 threads for the peers).
+Each scikit-learn Laplacian-eigenmaps call runs in a forked child with a time limit
+(``--peer-timeout``, default 600 s); a call over the limit is reported as "> limit".
 Usage: python benches/bench_spectral.py [--sizes 2000,10000,50000] [--dims 50,384] [--repeats 3]
 """
 
@@ -51,6 +53,27 @@ def best_of(fn: Callable[[], object], repeats: int) -> Tuple[float, object]:
     return best, out
 
 
+def timed_in_child(fn: Callable[[], np.ndarray], repeats: int, timeout: float) -> Tuple[float, object]:
+    """best_of(fn) in a forked child process; (inf, None) if it exceeds ``timeout`` seconds."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+
+    def child() -> None:
+        send.send(best_of(fn, repeats))
+
+    p = ctx.Process(target=child)
+    p.start()
+    if recv.poll(timeout):
+        out = recv.recv()
+        p.join()
+        return out
+    p.terminate()
+    p.join()
+    return np.inf, None
+
+
 def angle(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(scipy.linalg.subspace_angles(np.asarray(a, np.float64), np.asarray(b, np.float64))))
 
@@ -61,6 +84,7 @@ def main() -> None:
     ap.add_argument("--dims", default="50,384")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: le,pca,mds")
+    ap.add_argument("--peer-timeout", type=float, default=600.0)
     args = ap.parse_args()
     from sklearn.decomposition import PCA as SkPCA
     from sklearn.manifold import SpectralEmbedding
@@ -79,13 +103,17 @@ def main() -> None:
                     ours = reprkit.LaplacianEigenmaps(2, n_neighbors=10, weights="connectivity", n_jobs=jobs, random_state=0)
                     t_r, emb = best_of(lambda: ours.fit_transform(X), reps)
                     sk = SpectralEmbedding(2, affinity="nearest_neighbors", n_neighbors=10, n_jobs=jobs, random_state=0)
-                    t_s, _ = best_of(lambda: sk.fit_transform(X), reps)
                     W = ours.affinity_matrix_
                     pre = reprkit.LaplacianEigenmaps(2, affinity="precomputed", n_jobs=jobs, random_state=0)
                     t_rp, emb_p = best_of(lambda: pre.fit_transform(W), reps)
                     skp = SpectralEmbedding(2, affinity="precomputed", n_jobs=jobs, random_state=0)
-                    t_sp, ref = best_of(lambda: skp.fit_transform(W), reps)
-                    row = (n, d, t_r, t_s, t_rp, t_sp, angle(emb_p, ref), angle(emb, ref), ours.n_connected_components_)
+                    t_sp, ref = timed_in_child(lambda: skp.fit_transform(W), reps, args.peer_timeout)
+                    if ref is None:  # the same eigensolver would also time out end to end
+                        t_s = np.inf
+                    else:
+                        t_s, _ = timed_in_child(lambda: sk.fit_transform(X), reps, args.peer_timeout)
+                    a = angle(emb_p, ref) if ref is not None else float("nan")
+                    row = (n, d, t_r, t_s, t_rp, t_sp, a, ours.n_connected_components_)
                     rows_le.append(row)
                     print("LE", row, flush=True)
                 if "pca" not in skip:
@@ -117,8 +145,13 @@ def main() -> None:
     print("\n### Laplacian eigenmaps (n_components=2, n_neighbors=10)\n")
     print("| n | d | reprkit end-to-end (s) | sklearn end-to-end (s) | ratio | reprkit same graph (s) | sklearn same graph (s) | ratio | max angle, same graph (rad) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for n, d, t_r, t_s, t_rp, t_sp, a, _, cc in rows_le:
-        print(f"| {n} | {d} | {t_r:.3f} | {t_s:.3f} | {t_s / t_r:.1f}× | {t_rp:.3f} | {t_sp:.3f} | {t_sp / t_rp:.1f}× | {a:.1e} |")
+    lim = f"> {args.peer_timeout:.0f}"
+    for n, d, t_r, t_s, t_rp, t_sp, a, cc in rows_le:
+        s_e2e = lim if np.isinf(t_s) else f"{t_s:.3f}"
+        s_pre = lim if np.isinf(t_sp) else f"{t_sp:.3f}"
+        r_e2e = f"> {args.peer_timeout / t_r:.0f}×" if np.isinf(t_s) else f"{t_s / t_r:.1f}×"
+        r_pre = f"> {args.peer_timeout / t_rp:.0f}×" if np.isinf(t_sp) else f"{t_sp / t_rp:.1f}×"
+        print(f"| {n} | {d} | {t_r:.3f} | {s_e2e} | {r_e2e} | {t_rp:.3f} | {s_pre} | {r_pre} | {a:.1e} |")
     print("\n### PCA (n_components=2)\n")
     print("| n | d | reprkit auto (s) | sklearn auto (s) | ratio | reprkit randomized (s) | sklearn randomized (s) | ratio | max angle auto / randomized vs sklearn auto (rad) |")
     print("|---|---|---|---|---|---|---|---|---|")
