@@ -12,7 +12,7 @@
 //!
 //! Each component is sign-fixed so its largest-|entry| is positive.
 
-use crate::eigen::dense::sym_eig;
+use crate::eigen::dense::{sym_eig, sym_eig_top};
 use crate::eigen::fix_sign;
 use crate::eigen::rng::uniform_pm1;
 use crate::error::{check_finite, check_len, Error, Result};
@@ -136,7 +136,7 @@ pub fn pca_fit<T: Real>(x: &[T], n: usize, d: usize, k: usize, solver: Solver) -
         Solver::Full if n >= d => {
             let mut c = par_atb(&xc, &xc, n, d, d);
             c.iter_mut().for_each(|v| *v /= nm1);
-            let (vals, vecs) = sym_eig(&c, d)?;
+            let (vals, vecs) = sym_eig_top(&c, d, k)?;
             (vecs[..k * d].to_vec(), vals[..k].iter().map(|v| v.max(0.0)).collect::<Vec<_>>())
         }
         Solver::Full => {
@@ -144,7 +144,7 @@ pub fn pca_fit<T: Real>(x: &[T], n: usize, d: usize, k: usize, solver: Solver) -
             let mut g = vec![T::zero(); n * n];
             par_gemm(T::one(), MatRef::new(&xc, n, d), MatRef::new(&xc, n, d).t(), T::zero(), &mut g);
             let gf: Vec<f64> = g.iter().map(|v| v.to_f64_()).collect();
-            let (vals, vecs) = sym_eig(&gf, n)?;
+            let (vals, vecs) = sym_eig_top(&gf, n, k)?;
             let mut comps = vec![0.0; k * d];
             comps.par_chunks_mut(d).enumerate().for_each(|(r, out)| {
                 let lam = vals[r];

@@ -97,8 +97,8 @@ where
             }
         }
     }
-    let (vals, vecs) = dense::sym_eig(&a, n)?;
     let k = nev.min(n.saturating_sub(deflate.len()));
+    let (vals, vecs) = dense::sym_eig_top(&a, n, k)?;
     Ok((vals[..k].to_vec(), (0..k).map(|r| vecs[r * n..(r + 1) * n].to_vec()).collect()))
 }
 
