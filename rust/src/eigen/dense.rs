@@ -6,6 +6,10 @@
 //! contiguous rows.
 
 use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+/// Rows per parallel task in the Householder reduction (fixed, thread-count independent).
+const ROWS: usize = 32;
 
 /// Eigen-decomposition of the symmetric `n × n` row-major matrix `a`
 /// (only its lower triangle is read after symmetrisation `(A + Aᵀ)/2`).
@@ -216,21 +220,33 @@ fn householder(m: &mut [f64], n: usize) -> (Vec<f64>, Vec<f64>, Reflectors) {
         }
         let tau = 2.0 / vtv;
         // p = tau · A22 v ; q = p − (tau/2)(vᵀp) v ; A22 −= v qᵀ + q vᵀ.
-        for (ii, i) in (k + 1..n).enumerate() {
-            let row = &m[i * n + k + 1..i * n + n];
-            p[ii] = tau * row.iter().zip(&v).map(|(a, b)| a * b).sum::<f64>();
+        // Rows are independent: parallel over fixed row chunks, each dot sequential
+        // (bit-identical for any thread count).
+        {
+            let mm: &[f64] = m;
+            p[..len].par_chunks_mut(ROWS).enumerate().for_each(|(c, pc)| {
+                for (o, pi) in pc.iter_mut().enumerate() {
+                    let i = k + 1 + c * ROWS + o;
+                    let row = &mm[i * n + k + 1..i * n + n];
+                    *pi = tau * row.iter().zip(&v).map(|(a, b)| a * b).sum::<f64>();
+                }
+            });
         }
         let kk = 0.5 * tau * p[..len].iter().zip(&v).map(|(a, b)| a * b).sum::<f64>();
         for ii in 0..len {
             p[ii] -= kk * v[ii];
         }
-        for ii in 0..len {
-            let i = k + 1 + ii;
-            let (vi, qi) = (v[ii], p[ii]);
-            let row = &mut m[i * n + k + 1..i * n + n];
-            for (jj, x) in row.iter_mut().enumerate() {
-                *x -= vi * p[jj] + qi * v[jj];
-            }
+        {
+            let q = &p[..len];
+            m[(k + 1) * n..].par_chunks_mut(ROWS * n).enumerate().for_each(|(c, rows)| {
+                for (o, full) in rows.chunks_mut(n).enumerate() {
+                    let ii = c * ROWS + o;
+                    let (vi, qi) = (v[ii], q[ii]);
+                    for (jj, x) in full[k + 1..].iter_mut().enumerate() {
+                        *x -= vi * q[jj] + qi * v[jj];
+                    }
+                }
+            });
         }
         e[k] = alpha;
         vs.push((k, tau, v));
