@@ -143,7 +143,7 @@ impl TridiagLu {
                 dd[i + 1] = temp - fact * dd[i + 1];
                 if i + 2 < n {
                     du2[i] = du[i + 1];
-                    du[i + 1] = -fact * du[i + 1];
+                    du[i + 1] *= -fact;
                 }
                 piv[i] = true;
             }

@@ -139,13 +139,13 @@ pub fn components(a: &Csr) -> (usize, Vec<usize>) {
     let mut label = vec![usize::MAX; n];
     let mut count = 0;
     let mut root_label = vec![usize::MAX; n];
-    for i in 0..n {
+    for (i, li) in label.iter_mut().enumerate() {
         let r = find(&mut parent, i);
         if root_label[r] == usize::MAX {
             root_label[r] = count;
             count += 1;
         }
-        label[i] = root_label[r];
+        *li = root_label[r];
     }
     (count, label)
 }
