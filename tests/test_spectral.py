@@ -204,3 +204,16 @@ def test_spectral_init_scaling() -> None:
     V = reprkit.LaplacianEigenmaps(2, affinity="precomputed", random_state=0).fit_transform(W)
     # scaling W does not change the normalised eigenvectors: Y ∝ V
     np.testing.assert_allclose(Y, V * (1e-4 / np.std(V[:, 0])), rtol=1e-7, atol=1e-13)
+
+
+def test_spectral_init_float32_and_disconnected_p() -> None:
+    X = blobs(200, seed=8)
+    W = reprkit.LaplacianEigenmaps(n_neighbors=10, random_state=0).fit(X).affinity_matrix_
+    P32 = (W / W.sum()).astype(np.float32).tocsr()
+    Y = spectral_init(P32, 2, random_state=1)
+    assert Y.dtype == np.float32 and np.std(Y[:, 0]) == pytest.approx(1e-4, rel=1e-5)
+    # block-diagonal P (two components): warns, stays finite
+    Pd = sp.block_diag([P32, P32]).tocsr()
+    with pytest.warns(UserWarning, match="2 connected components"):
+        Yd = spectral_init(Pd, 2, random_state=1)
+    assert np.isfinite(Yd).all()
