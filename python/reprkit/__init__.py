@@ -16,6 +16,9 @@ import os as _os
 from . import _core, errors
 from ._threads import get_num_threads, set_num_threads
 from .distances import pairwise_distances
+from .mds import ClassicalMDS
+from .pca import PCA
+from .spectral import LaplacianEigenmaps
 from .errors import (
     DTypeError,
     InvalidInputError,
@@ -41,6 +44,9 @@ __all__ = [
     "InvalidParameterError",
     "DTypeError",
     "MissingDependencyError",
+    "LaplacianEigenmaps",
+    "ClassicalMDS",
+    "PCA",
 ]
 
 _LAZY = {"reference", "functional", "losses", "miners", "plot"}

@@ -82,3 +82,33 @@ def xent_loss_fused(
     tail: int,
     n_threads: int,
 ) -> Tuple[float, npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]: ...
+# --- spectral embeddings, PCA, classical MDS (reprkit.spectral / pca / mds) ---
+def knn_affinity(
+    x: npt.NDArray[np.floating], n_neighbors: int, weights: str, t: Optional[float], n_threads: int
+) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float64], float]: ...
+def laplacian_eigenmaps(
+    indptr: npt.NDArray[np.int64],
+    indices: npt.NDArray[np.int32],
+    data: npt.NDArray[np.float64],
+    n: int,
+    n_components: int,
+    normalized: bool,
+    seed: int,
+    tol: float,
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], int]: ...
+def pca_fit(
+    x: npt.NDArray[np.floating],
+    n_components: int,
+    solver: str,
+    n_iter: int,
+    n_oversamples: int,
+    seed: int,
+    want_scores: bool,
+    n_threads: int,
+) -> Tuple[
+    npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], float, Optional[npt.NDArray[np.floating]]
+]: ...
+def classical_mds(
+    x: npt.NDArray[np.floating], n_components: int, precomputed: bool, seed: int, n_threads: int
+) -> Tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]: ...

@@ -19,3 +19,7 @@ mod simd;
 
 pub use error::{Error, Result};
 pub use real::Real;
+pub mod eigen;
+pub mod spectral;
+pub mod pca;
+pub mod mds;

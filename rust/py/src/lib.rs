@@ -12,6 +12,7 @@ mod arrays;
 mod distances;
 mod losses;
 mod runtime;
+mod spectral;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -19,5 +20,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::register(m)?;
     distances::register(m)?;
     losses::register(m)?;
+    spectral::register(m)?;
     Ok(())
 }
