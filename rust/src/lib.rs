@@ -16,3 +16,4 @@ pub mod real;
 
 pub use error::{Error, Result};
 pub use real::Real;
+pub mod tsne;

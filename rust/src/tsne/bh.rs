@@ -1,0 +1,306 @@
+//! Barnes-Hut repulsion: a 2^D-ary space-partitioning tree (quadtree for
+//! D = 2, octree for D = 3) over the embedding, rebuilt every iteration.
+//!
+//! For point i the repulsive sums are
+//!   Z_i = Σ_{j≠i} w_ij,   F_i = Σ_{j≠i} w_ij · b_ij · (y_i − y_j),
+//! with b = 1 / (1 + d²/α) and w = b^α (Student-t with α = dof). A cell whose
+//! side s satisfies s < θ·‖y_i − c‖ (c its centre of mass) and that does not
+//! contain i is replaced by |cell| copies of a point at c; θ = 0 gives the
+//! exact sums. Leaves hold up to `LEAF` points, evaluated directly.
+//!
+//! The tree lives in one arena (`Vec<Node>`); the children of a node are
+//! contiguous. The build is a deterministic top-down partition of a point
+//! permutation, so the tree depends only on the coordinates. Points are
+//! traversed in tree order in fixed tiles (nearby points share their paths),
+//! so results do not depend on the thread count. Memory is O(N).
+
+use rayon::prelude::*;
+
+const LEAF: usize = 8;
+const MAX_DEPTH: usize = 40;
+/// Points per parallel task of the traversal.
+const TILE: usize = 128;
+
+#[derive(Clone, Copy, Debug)]
+struct Node<const D: usize> {
+    com: [f64; D],
+    count: f64,
+    /// Squared side length of the cell.
+    width2: f64,
+    start: u32,
+    end: u32,
+    /// Index of the first child (children are contiguous); 0 means leaf.
+    child: u32,
+    nchild: u32,
+}
+
+/// The tree and the points in tree order.
+pub struct Tree<const D: usize> {
+    nodes: Vec<Node<D>>,
+    /// perm[q] = original index of the q-th point in tree order.
+    pub perm: Vec<u32>,
+    /// inv[i] = tree-order position of point i.
+    pub inv: Vec<u32>,
+    pts: Vec<[f64; D]>,
+}
+
+impl<const D: usize> Tree<D> {
+    /// Builds the tree over `y` (`n × D`, row-major).
+    pub fn build(y: &[f64], n: usize) -> Self {
+        let orig: Vec<[f64; D]> = (0..n).map(|i| std::array::from_fn(|d| y[i * D + d])).collect();
+        let mut lo = [f64::INFINITY; D];
+        let mut hi = [f64::NEG_INFINITY; D];
+        for p in &orig {
+            for d in 0..D {
+                lo[d] = lo[d].min(p[d]);
+                hi[d] = hi[d].max(p[d]);
+            }
+        }
+        let center: [f64; D] = std::array::from_fn(|d| 0.5 * (lo[d] + hi[d]));
+        let mut half = 0.0f64;
+        for d in 0..D {
+            half = half.max(0.5 * (hi[d] - lo[d]));
+        }
+        half = half * (1.0 + 1e-9) + 1e-300;
+        let mut perm: Vec<u32> = (0..n as u32).collect();
+        let mut scratch = vec![0u32; n];
+        let mut nodes = Vec::with_capacity(2 * n / LEAF + 16);
+        nodes.push(Node { com: [0.0; D], count: 0.0, width2: 0.0, start: 0, end: n as u32, child: 0, nchild: 0 });
+        let min_half = half * 1e-12;
+        build_rec(&mut nodes, 0, &orig, &mut perm, &mut scratch, 0, n, center, half, min_half, 0);
+        let pts: Vec<[f64; D]> = perm.iter().map(|&i| orig[i as usize]).collect();
+        let mut inv = vec![0u32; n];
+        for (q, &i) in perm.iter().enumerate() {
+            inv[i as usize] = q as u32;
+        }
+        Tree { nodes, perm, inv, pts }
+    }
+
+    pub fn n_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Repulsive sums for a query at `yq`; `self_pos` is its tree position
+    /// (skipped and never summarised) or `u32::MAX` for an outside point.
+    #[inline]
+    pub fn query<K: Fn(f64) -> (f64, f64)>(&self, yq: &[f64; D], self_pos: u32, theta2: f64, kern: &K, stack: &mut Vec<u32>) -> (f64, [f64; D]) {
+        let mut z = 0.0;
+        let mut f = [0.0f64; D];
+        stack.clear();
+        stack.push(0);
+        while let Some(id) = stack.pop() {
+            let nd = &self.nodes[id as usize];
+            let mut diff = [0.0f64; D];
+            let mut d2 = 0.0;
+            for d in 0..D {
+                diff[d] = yq[d] - nd.com[d];
+                d2 += diff[d] * diff[d];
+            }
+            let inside = self_pos >= nd.start && self_pos < nd.end;
+            if !inside && nd.width2 < theta2 * d2 {
+                let (w, wb) = kern(d2);
+                z += nd.count * w;
+                let c = nd.count * wb;
+                for d in 0..D {
+                    f[d] += c * diff[d];
+                }
+            } else if nd.child == 0 {
+                for r in nd.start..nd.end {
+                    if r == self_pos {
+                        continue;
+                    }
+                    let p = &self.pts[r as usize];
+                    let mut dd = [0.0f64; D];
+                    let mut e2 = 0.0;
+                    for d in 0..D {
+                        dd[d] = yq[d] - p[d];
+                        e2 += dd[d] * dd[d];
+                    }
+                    let (w, wb) = kern(e2);
+                    z += w;
+                    for d in 0..D {
+                        f[d] += wb * dd[d];
+                    }
+                }
+            } else {
+                for c in (nd.child..nd.child + nd.nchild).rev() {
+                    stack.push(c);
+                }
+            }
+        }
+        (z, f)
+    }
+
+    /// Repulsion of every tree point against all others: writes F_i into
+    /// `rep` (`n × D`, original order) and returns Z = Σ_i Z_i.
+    pub fn repulsion<K: Fn(f64) -> (f64, f64) + Sync>(&self, theta: f64, kern: &K, rep: &mut [f64]) -> f64 {
+        let n = self.pts.len();
+        let theta2 = theta * theta;
+        let mut out = vec![[0.0f64; D]; n];
+        let zs: Vec<f64> = out
+            .par_chunks_mut(TILE)
+            .enumerate()
+            .map(|(t, chunk)| {
+                let mut stack = Vec::with_capacity(64 * (1 << D));
+                let mut zt = 0.0;
+                for (o, slot) in chunk.iter_mut().enumerate() {
+                    let q = t * TILE + o;
+                    let (z, f) = self.query(&self.pts[q], q as u32, theta2, kern, &mut stack);
+                    zt += z;
+                    *slot = f;
+                }
+                zt
+            })
+            .collect();
+        rep.par_chunks_mut(TILE * D).enumerate().for_each(|(t, chunk)| {
+            for (o, row) in chunk.chunks_mut(D).enumerate() {
+                let i = t * TILE + o;
+                row.copy_from_slice(&out[self.inv[i] as usize]);
+            }
+        });
+        zs.iter().sum()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_rec<const D: usize>(
+    nodes: &mut Vec<Node<D>>, id: usize, orig: &[[f64; D]], perm: &mut [u32], scratch: &mut [u32], start: usize, end: usize,
+    center: [f64; D], half: f64, min_half: f64, depth: usize,
+) {
+    let cnt = end - start;
+    let mut com = [0.0f64; D];
+    for &i in &perm[start..end] {
+        let p = &orig[i as usize];
+        for d in 0..D {
+            com[d] += p[d];
+        }
+    }
+    let inv = 1.0 / cnt as f64;
+    for c in com.iter_mut() {
+        *c *= inv;
+    }
+    {
+        let nd = &mut nodes[id];
+        nd.com = com;
+        nd.count = cnt as f64;
+        nd.width2 = 4.0 * half * half;
+        nd.start = start as u32;
+        nd.end = end as u32;
+    }
+    if cnt <= LEAF || depth >= MAX_DEPTH || half <= min_half {
+        return;
+    }
+    let nq = 1usize << D;
+    let code = |i: u32| {
+        let p = &orig[i as usize];
+        let mut c = 0usize;
+        for d in 0..D {
+            if p[d] >= center[d] {
+                c |= 1 << d;
+            }
+        }
+        c
+    };
+    let mut counts = [0usize; 8];
+    for &i in &perm[start..end] {
+        counts[code(i)] += 1;
+    }
+    let mut offs = [0usize; 9];
+    for q in 0..nq {
+        offs[q + 1] = offs[q] + counts[q];
+    }
+    let mut next = offs;
+    for &i in &perm[start..end] {
+        let c = code(i);
+        scratch[start + next[c]] = i;
+        next[c] += 1;
+    }
+    perm[start..end].copy_from_slice(&scratch[start..end]);
+    let nonempty: Vec<usize> = (0..nq).filter(|&q| counts[q] > 0).collect();
+    let first = nodes.len();
+    for _ in &nonempty {
+        nodes.push(Node { com: [0.0; D], count: 0.0, width2: 0.0, start: 0, end: 0, child: 0, nchild: 0 });
+    }
+    nodes[id].child = first as u32;
+    nodes[id].nchild = nonempty.len() as u32;
+    let h2 = 0.5 * half;
+    for (t, &q) in nonempty.iter().enumerate() {
+        let c: [f64; D] = std::array::from_fn(|d| if q >> d & 1 == 1 { center[d] + h2 } else { center[d] - h2 });
+        build_rec(nodes, first + t, orig, perm, scratch, start + offs[q], start + offs[q + 1], c, h2, min_half, depth + 1);
+    }
+}
+
+/// Student-t kernel of the repulsion: returns (w, w·b) for a squared distance.
+#[inline(always)]
+pub fn student_t(dof: f64) -> impl Fn(f64) -> (f64, f64) + Sync + Copy {
+    move |d2: f64| {
+        let b = 1.0 / (1.0 + d2 / dof);
+        let w = b.powf(dof);
+        (w, w * b)
+    }
+}
+
+/// The α = 1 (Cauchy) kernel: (b, b²).
+#[inline(always)]
+pub fn cauchy(d2: f64) -> (f64, f64) {
+    let b = 1.0 / (1.0 + d2);
+    (b, b * b)
+}
+
+/// Barnes-Hut repulsion for `D`-dimensional `y`: F into `rep`, returns Z.
+pub fn bh_repulsion<const D: usize>(y: &[f64], n: usize, theta: f64, dof: f64, rep: &mut [f64]) -> f64 {
+    let tree = Tree::<D>::build(y, n);
+    if dof == 1.0 {
+        tree.repulsion(theta, &cauchy, rep)
+    } else {
+        tree.repulsion(theta, &student_t(dof), rep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tsne::SplitMix;
+
+    fn brute(y: &[f64], n: usize, dim: usize, dof: f64) -> (Vec<f64>, f64) {
+        let mut rep = vec![0.0; n * dim];
+        let mut z = 0.0;
+        for i in 0..n {
+            for j in 0..n {
+                if i == j {
+                    continue;
+                }
+                let d2: f64 = (0..dim).map(|d| (y[i * dim + d] - y[j * dim + d]).powi(2)).sum();
+                let b = 1.0 / (1.0 + d2 / dof);
+                let w = b.powf(dof);
+                z += w;
+                for d in 0..dim {
+                    rep[i * dim + d] += w * b * (y[i * dim + d] - y[j * dim + d]);
+                }
+            }
+        }
+        (rep, z)
+    }
+
+    #[test]
+    fn theta_zero_is_exact_and_theta_half_close() {
+        let mut rng = SplitMix(7);
+        for &(dim, dof) in &[(2usize, 1.0f64), (3, 1.0), (2, 0.6)] {
+            let n = 300;
+            let mut y: Vec<f64> = (0..n * dim).map(|_| rng.uniform() * 10.0 - 5.0).collect();
+            // A few duplicates.
+            for d in 0..dim {
+                y[5 * dim + d] = y[6 * dim + d];
+            }
+            let (want, zw) = brute(&y, n, dim, dof);
+            let mut rep = vec![0.0; n * dim];
+            let z = if dim == 2 { bh_repulsion::<2>(&y, n, 0.0, dof, &mut rep) } else { bh_repulsion::<3>(&y, n, 0.0, dof, &mut rep) };
+            assert!((z - zw).abs() < 1e-9 * zw);
+            for (a, b) in rep.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-9, "{a} {b}");
+            }
+            let z5 = if dim == 2 { bh_repulsion::<2>(&y, n, 0.5, dof, &mut rep) } else { bh_repulsion::<3>(&y, n, 0.5, dof, &mut rep) };
+            assert!((z5 - zw).abs() < 2e-2 * zw);
+        }
+    }
+}
