@@ -17,3 +17,4 @@ pub mod real;
 pub use error::{Error, Result};
 pub use real::Real;
 pub mod tsne;
+pub mod knn_approx;

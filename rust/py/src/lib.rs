@@ -11,11 +11,13 @@ use pyo3::prelude::*;
 mod arrays;
 mod distances;
 mod runtime;
+mod tsne;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     runtime::register(m)?;
     distances::register(m)?;
+    tsne::register(m)?;
     Ok(())
 }
