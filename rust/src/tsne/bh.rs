@@ -20,6 +20,8 @@ const LEAF: usize = 8;
 const MAX_DEPTH: usize = 40;
 /// Points per parallel task of the traversal.
 const TILE: usize = 128;
+/// Largest group of points sharing one interaction list.
+const GROUP: usize = 32;
 
 #[derive(Clone, Copy, Debug)]
 struct Node<const D: usize> {
@@ -131,9 +133,126 @@ impl<const D: usize> Tree<D> {
         (z, f)
     }
 
+    /// Tree nodes holding at most `g` points whose parent holds more, in tree order.
+    fn groups(&self, g: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut stack = vec![0u32];
+        while let Some(id) = stack.pop() {
+            let nd = &self.nodes[id as usize];
+            if (nd.end - nd.start) as usize <= g || nd.child == 0 {
+                out.push(id);
+            } else {
+                for c in (nd.child..nd.child + nd.nchild).rev() {
+                    stack.push(c);
+                }
+            }
+        }
+        out
+    }
+
     /// Repulsion of every tree point against all others: writes F_i into
     /// `rep` (`n × D`, original order) and returns Z = Σ_i Z_i.
+    ///
+    /// Points are handled in groups (small subtrees): one traversal per group
+    /// builds an interaction list with the group's bounding box in the opening
+    /// test (a cell is summarised only if s < θ·dist(c, box), which implies the
+    /// per-point test), then a tight loop evaluates the list for each member.
+    /// A point meets itself in the list at distance 0 (w = 1, no force), which
+    /// is subtracted from its Z.
     pub fn repulsion<K: Fn(f64) -> (f64, f64) + Sync>(&self, theta: f64, kern: &K, rep: &mut [f64]) -> f64 {
+        let n = self.pts.len();
+        let theta2 = theta * theta;
+        let groups = self.groups(GROUP);
+        let per_group: Vec<(Vec<[f64; D]>, f64)> = groups
+            .par_iter()
+            .with_max_len(4)
+            .map_init(
+                || (Vec::<u32>::with_capacity(256), Vec::<[f64; D]>::new(), Vec::<f64>::new()),
+                |(stack, pos, mass), &gid| {
+                    let g = &self.nodes[gid as usize];
+                    let (gs, ge) = (g.start, g.end);
+                    let mut lo = [f64::INFINITY; D];
+                    let mut hi = [f64::NEG_INFINITY; D];
+                    for p in &self.pts[gs as usize..ge as usize] {
+                        for d in 0..D {
+                            lo[d] = lo[d].min(p[d]);
+                            hi[d] = hi[d].max(p[d]);
+                        }
+                    }
+                    pos.clear();
+                    mass.clear();
+                    stack.clear();
+                    stack.push(0);
+                    while let Some(id) = stack.pop() {
+                        let nd = &self.nodes[id as usize];
+                        let overlaps = nd.start < ge && gs < nd.end;
+                        if !overlaps {
+                            let mut dmin2 = 0.0;
+                            for d in 0..D {
+                                let t = (lo[d] - nd.com[d]).max(nd.com[d] - hi[d]).max(0.0);
+                                dmin2 += t * t;
+                            }
+                            if nd.width2 < theta2 * dmin2 {
+                                pos.push(nd.com);
+                                mass.push(nd.count);
+                                continue;
+                            }
+                        }
+                        if nd.child == 0 {
+                            for r in nd.start..nd.end {
+                                pos.push(self.pts[r as usize]);
+                                mass.push(1.0);
+                            }
+                        } else {
+                            for c in (nd.child..nd.child + nd.nchild).rev() {
+                                stack.push(c);
+                            }
+                        }
+                    }
+                    let mut res = Vec::with_capacity((ge - gs) as usize);
+                    let mut zg = 0.0;
+                    for q in gs..ge {
+                        let yq = &self.pts[q as usize];
+                        let mut z = 0.0;
+                        let mut f = [0.0f64; D];
+                        for (p, &m) in pos.iter().zip(mass.iter()) {
+                            let mut dd = [0.0f64; D];
+                            let mut d2 = 0.0;
+                            for d in 0..D {
+                                dd[d] = yq[d] - p[d];
+                                d2 += dd[d] * dd[d];
+                            }
+                            let (w, wb) = kern(d2);
+                            z += m * w;
+                            let c = m * wb;
+                            for d in 0..D {
+                                f[d] += c * dd[d];
+                            }
+                        }
+                        zg += z - 1.0;
+                        res.push(f);
+                    }
+                    (res, zg)
+                },
+            )
+            .collect();
+        let mut out = Vec::with_capacity(n);
+        let mut ztot = 0.0;
+        for (r, z) in per_group {
+            out.extend_from_slice(&r);
+            ztot += z;
+        }
+        rep.par_chunks_mut(TILE * D).enumerate().for_each(|(t, chunk)| {
+            for (o, row) in chunk.chunks_mut(D).enumerate() {
+                let i = t * TILE + o;
+                row.copy_from_slice(&out[self.inv[i] as usize]);
+            }
+        });
+        ztot
+    }
+
+    /// Per-point traversal (reference implementation of [`Self::repulsion`]).
+    pub fn repulsion_per_point<K: Fn(f64) -> (f64, f64) + Sync>(&self, theta: f64, kern: &K, rep: &mut [f64]) -> f64 {
         let n = self.pts.len();
         let theta2 = theta * theta;
         let mut out = vec![[0.0f64; D]; n];
@@ -302,5 +421,33 @@ mod tests {
             let z5 = if dim == 2 { bh_repulsion::<2>(&y, n, 0.5, dof, &mut rep) } else { bh_repulsion::<3>(&y, n, 0.5, dof, &mut rep) };
             assert!((z5 - zw).abs() < 2e-2 * zw);
         }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn time_repulsion() {
+        let txt = std::fs::read_to_string("/tmp/Y.txt").unwrap();
+        let y: Vec<f64> = txt.split_whitespace().map(|v| v.parse().unwrap()).collect();
+        let n = y.len() / 2;
+        let mut rep = vec![0.0; n * 2];
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        pool.install(|| {
+            let t = std::time::Instant::now();
+            let tree = Tree::<2>::build(&y, n);
+            let tb = t.elapsed();
+            let t = std::time::Instant::now();
+            let mut z1 = 0.0;
+            for _ in 0..20 { z1 = tree.repulsion_per_point(0.5, &cauchy, &mut rep); }
+            let t1 = t.elapsed() / 20;
+            let t = std::time::Instant::now();
+            let mut z2 = 0.0;
+            for _ in 0..20 { z2 = tree.repulsion(0.5, &cauchy, &mut rep); }
+            let t2 = t.elapsed() / 20;
+            eprintln!("n={n} nodes={} build {tb:?} per-point {t1:?} (Z {z1}) grouped {t2:?} (Z {z2})", tree.n_nodes());
+        });
     }
 }

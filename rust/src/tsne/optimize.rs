@@ -105,10 +105,13 @@ impl Problem {
                 z.ln()
             }
         };
-        let plogw = match dim {
-            2 => attract::<2>(&self.p, y, dim, self.kernel, exag, &rep, grad),
-            3 => attract::<3>(&self.p, y, dim, self.kernel, exag, &rep, grad),
-            _ => attract::<0>(&self.p, y, dim, self.kernel, exag, &rep, grad),
+        let plogw = match (dim, want_kl) {
+            (2, false) => attract::<2, false>(&self.p, y, dim, self.kernel, exag, &rep, grad),
+            (3, false) => attract::<3, false>(&self.p, y, dim, self.kernel, exag, &rep, grad),
+            (_, false) => attract::<0, false>(&self.p, y, dim, self.kernel, exag, &rep, grad),
+            (2, true) => attract::<2, true>(&self.p, y, dim, self.kernel, exag, &rep, grad),
+            (3, true) => attract::<3, true>(&self.p, y, dim, self.kernel, exag, &rep, grad),
+            (_, true) => attract::<0, true>(&self.p, y, dim, self.kernel, exag, &rep, grad),
         };
         if !want_kl {
             return Ok(f64::NAN);
@@ -148,7 +151,7 @@ fn sqd(y: &[f64], i: usize, j: usize, dim: usize) -> f64 {
 }
 
 /// grad_i = exag·A_i − rep_i; returns Σ p_ij ln w_ij (fixed-order sum).
-fn attract<const D: usize>(p: &Csr, y: &[f64], dim: usize, kernel: Kernel, exag: f64, rep: &[f64], grad: &mut [f64]) -> f64 {
+fn attract<const D: usize, const KL: bool>(p: &Csr, y: &[f64], dim: usize, kernel: Kernel, exag: f64, rep: &[f64], grad: &mut [f64]) -> f64 {
     let dim = if D > 0 { D } else { dim };
     let parts: Vec<f64> = grad
         .par_chunks_mut(TILE * dim)
@@ -169,14 +172,21 @@ fn attract<const D: usize>(p: &Csr, y: &[f64], dim: usize, kernel: Kernel, exag:
                         let e = yi[d] - yj[d];
                         d2 += e * e;
                     }
-                    let (c, lw) = match kernel {
+                    let c = match kernel {
                         Kernel::StudentT(a) => {
                             let b = 1.0 / (1.0 + d2 / a);
-                            (pij * b, a * b.ln())
+                            if KL {
+                                s += pij * a * b.ln();
+                            }
+                            pij * b
                         }
-                        _ => (pij, -d2),
+                        _ => {
+                            if KL {
+                                s -= pij * d2;
+                            }
+                            pij
+                        }
                     };
-                    s += pij * lw;
                     if dim <= 8 {
                         for d in 0..dim {
                             acc[d] += c * (yi[d] - yj[d]);
