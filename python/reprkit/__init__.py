@@ -53,6 +53,6 @@ def __getattr__(name: str):  # PEP 562: torch-backed submodules load on first us
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'reprkit' has no attribute {name!r}")
 
-from .tsne import SNE, TSNE, SymmetricSNE, tsne  # noqa: E402
+from .sne import SNE, TSNE, SymmetricSNE, tsne  # noqa: E402
 
 __all__ += ["TSNE", "SNE", "SymmetricSNE", "tsne"]
