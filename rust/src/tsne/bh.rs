@@ -21,7 +21,7 @@ const MAX_DEPTH: usize = 40;
 /// Points per parallel task of the traversal.
 const TILE: usize = 128;
 /// Largest group of points sharing one interaction list.
-const GROUP: usize = 32;
+const GROUP: usize = 64;
 
 #[derive(Clone, Copy, Debug)]
 struct Node<const D: usize> {
@@ -159,16 +159,21 @@ impl<const D: usize> Tree<D> {
     /// per-point test), then a tight loop evaluates the list for each member.
     /// A point meets itself in the list at distance 0 (w = 1, no force), which
     /// is subtracted from its Z.
-    pub fn repulsion<K: Fn(f64) -> (f64, f64) + Sync>(&self, theta: f64, kern: &K, rep: &mut [f64]) -> f64 {
+    ///
+    /// `cauchy_2d` (only for D = 2 with the dof = 1 kernel) evaluates the lists
+    /// with the vectorised loop of [`super::simd`].
+    pub fn repulsion<K: Fn(f64) -> (f64, f64) + Sync>(&self, theta: f64, kern: &K, rep: &mut [f64], cauchy_2d: bool) -> f64 {
         let n = self.pts.len();
         let theta2 = theta * theta;
         let groups = self.groups(GROUP);
+        let fast = cauchy_2d && D == 2;
+        let avx = super::exact::has_avx2();
         let per_group: Vec<(Vec<[f64; D]>, f64)> = groups
             .par_iter()
             .with_max_len(4)
             .map_init(
-                || (Vec::<u32>::with_capacity(256), Vec::<[f64; D]>::new(), Vec::<f64>::new()),
-                |(stack, pos, mass), &gid| {
+                || (Vec::<u32>::with_capacity(256), Vec::<[f64; D]>::new(), Vec::<f64>::new(), Vec::<f64>::new(), Vec::<f64>::new()),
+                |(stack, pos, mass, xs, ys), &gid| {
                     let g = &self.nodes[gid as usize];
                     let (gs, ge) = (g.start, g.end);
                     let mut lo = [f64::INFINITY; D];
@@ -211,6 +216,19 @@ impl<const D: usize> Tree<D> {
                     }
                     let mut res = Vec::with_capacity((ge - gs) as usize);
                     let mut zg = 0.0;
+                    if fast {
+                        xs.clear();
+                        ys.clear();
+                        xs.extend(pos.iter().map(|p| p[0]));
+                        ys.extend(pos.iter().map(|p| p[1]));
+                        for q in gs..ge {
+                            let yq = &self.pts[q as usize];
+                            let (z, f2) = super::simd::cauchy_list_2d([yq[0], yq[1]], xs, ys, mass, avx);
+                            zg += z - 1.0;
+                            res.push(std::array::from_fn(|d| f2[d]));
+                        }
+                        return (res, zg);
+                    }
                     for q in gs..ge {
                         let yq = &self.pts[q as usize];
                         let mut z = 0.0;
@@ -370,9 +388,9 @@ pub fn cauchy(d2: f64) -> (f64, f64) {
 pub fn bh_repulsion<const D: usize>(y: &[f64], n: usize, theta: f64, dof: f64, rep: &mut [f64]) -> f64 {
     let tree = Tree::<D>::build(y, n);
     if dof == 1.0 {
-        tree.repulsion(theta, &cauchy, rep)
+        tree.repulsion(theta, &cauchy, rep, true)
     } else {
-        tree.repulsion(theta, &student_t(dof), rep)
+        tree.repulsion(theta, &student_t(dof), rep, false)
     }
 }
 
@@ -445,7 +463,11 @@ mod timing {
             let t1 = t.elapsed() / 20;
             let t = std::time::Instant::now();
             let mut z2 = 0.0;
-            for _ in 0..20 { z2 = tree.repulsion(0.5, &cauchy, &mut rep); }
+            for _ in 0..20 { z2 = tree.repulsion(0.5, &cauchy, &mut rep, false); }
+            let t2s = t.elapsed() / 20;
+            let t = std::time::Instant::now();
+            for _ in 0..20 { z2 = tree.repulsion(0.5, &cauchy, &mut rep, true); }
+            eprintln!("scalar grouped {t2s:?}");
             let t2 = t.elapsed() / 20;
             eprintln!("n={n} nodes={} build {tb:?} per-point {t1:?} (Z {z1}) grouped {t2:?} (Z {z2})", tree.n_nodes());
         });

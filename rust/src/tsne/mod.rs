@@ -16,6 +16,7 @@ pub mod affinity;
 pub mod bh;
 pub mod exact;
 pub mod optimize;
+pub mod simd;
 
 pub use affinity::Csr;
 
