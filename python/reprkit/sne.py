@@ -47,7 +47,7 @@ from .errors import InvalidParameterError, NonFiniteError, ShapeError
 METRICS = ("euclidean", "sqeuclidean", "cosine", "precomputed")
 #: Below this many points ``neighbors="auto"`` uses the exact kNN (tiled GEMM), above it
 #: the approximate one (random-projection forest + NN-descent).
-AUTO_EXACT_MAX_N = 20_000
+AUTO_EXACT_MAX_N = 30_000
 MAX_STEP_NORM = 5.0
 #: Momentum during and after early exaggeration (openTSNE's schedule; bhtsne and scikit-learn use 0.5 then 0.8).
 MOMENTUM = (0.8, 0.8)
@@ -362,7 +362,7 @@ class TSNE(_SNEBase):
     (2-D) or octree (3-D) at opening angle ``angle``; ``"exact"`` is O(N²) and
     supports any ``n_components``. ``dof`` < 1 gives heavier tails (Kobak et
     al. 2019). ``neighbors``: "exact", "approx" (random-projection forest +
-    NN-descent) or "auto" (exact up to 20,000 points). ``callbacks(iteration,
+    NN-descent) or "auto" (exact up to 30,000 points). ``callbacks(iteration,
     kl, embedding)`` run every ``callbacks_every`` iterations; returning True
     stops. Ctrl-C stops a fit with KeyboardInterrupt. The same ``random_state``
     gives the same embedding for any ``n_jobs``.

@@ -193,8 +193,8 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
         });
     drop(trees);
     // Neighbour-of-neighbour refinement.
-    let s1 = k.min(24);
-    let s2 = k.min(12);
+    let s1 = k.min(40);
+    let s2 = k.min(20);
     for _round in 0..8 {
         // Snapshot: each row sorted ascending, with its "new" flags; then clear flags.
         let mut snap_i = vec![0u32; n * k];
