@@ -65,11 +65,8 @@ impl<const D: usize> Tree<D> {
         }
         half = half * (1.0 + 1e-9) + 1e-300;
         let mut perm: Vec<u32> = (0..n as u32).collect();
-        let mut scratch = vec![0u32; n];
-        let mut nodes = Vec::with_capacity(2 * n / LEAF + 16);
-        nodes.push(Node { com: [0.0; D], count: 0.0, width2: 0.0, start: 0, end: n as u32, child: 0, nchild: 0 });
         let min_half = half * 1e-12;
-        build_rec(&mut nodes, 0, &orig, &mut perm, &mut scratch, 0, n, center, half, min_half, 0);
+        let nodes = build_par(&orig, &mut perm, 0, center, half, min_half, 0);
         let pts: Vec<[f64; D]> = perm.iter().map(|&i| orig[i as usize]).collect();
         let mut inv = vec![0u32; n];
         for (q, &i) in perm.iter().enumerate() {
@@ -299,9 +296,109 @@ impl<const D: usize> Tree<D> {
     }
 }
 
+/// Splits `perm` (points of one cell, absolute start `offset`) into the 2^D
+/// child cells: returns the sizes per child code, the permutation reordered by code.
+fn partition<const D: usize>(orig: &[[f64; D]], perm: &mut [u32], center: [f64; D]) -> [usize; 8] {
+    let code = |i: u32| {
+        let p = &orig[i as usize];
+        let mut c = 0usize;
+        for d in 0..D {
+            if p[d] >= center[d] {
+                c |= 1 << d;
+            }
+        }
+        c
+    };
+    let mut counts = [0usize; 8];
+    for &i in perm.iter() {
+        counts[code(i)] += 1;
+    }
+    let mut next = [0usize; 8];
+    for q in 1..(1 << D) {
+        next[q] = next[q - 1] + counts[q - 1];
+    }
+    let mut tmp = vec![0u32; perm.len()];
+    for &i in perm.iter() {
+        let c = code(i);
+        tmp[next[c]] = i;
+        next[c] += 1;
+    }
+    perm.copy_from_slice(&tmp);
+    counts
+}
+
+/// Cells with more points than this, near the root, build their children in parallel.
+const PAR_BUILD_MIN: usize = 8192;
+
+/// Builds the subtree of one cell as its own arena (root at 0). Large cells
+/// near the root build their children in parallel; the layout is the same as
+/// a sequential build would give (children contiguous, subtrees in code order),
+/// so the tree does not depend on the thread count.
+#[allow(clippy::too_many_arguments)]
+fn build_par<const D: usize>(
+    orig: &[[f64; D]], perm: &mut [u32], offset: usize, center: [f64; D], half: f64, min_half: f64, depth: usize,
+) -> Vec<Node<D>> {
+    let cnt = perm.len();
+    let blank = Node { com: [0.0; D], count: 0.0, width2: 0.0, start: 0, end: 0, child: 0, nchild: 0 };
+    if cnt <= PAR_BUILD_MIN || depth >= 4 || half <= min_half {
+        let mut nodes = Vec::with_capacity(2 * cnt / LEAF + 4);
+        nodes.push(blank);
+        let mut scratch = vec![0u32; cnt];
+        build_rec(&mut nodes, 0, orig, perm, &mut scratch, offset, 0, cnt, center, half, min_half, depth);
+        return nodes;
+    }
+    let mut com = [0.0f64; D];
+    for &i in perm.iter() {
+        for d in 0..D {
+            com[d] += orig[i as usize][d];
+        }
+    }
+    com.iter_mut().for_each(|c| *c /= cnt as f64);
+    let counts = partition(orig, perm, center);
+    let h2 = 0.5 * half;
+    // Disjoint slices of the permutation, one per non-empty child, in code order.
+    let mut parts: Vec<(usize, usize, &mut [u32])> = Vec::new();
+    let mut rest: &mut [u32] = perm;
+    let mut off = offset;
+    for q in 0..(1usize << D) {
+        let (a, b) = rest.split_at_mut(counts[q]);
+        if counts[q] > 0 {
+            parts.push((q, off, a));
+        }
+        off += counts[q];
+        rest = b;
+    }
+    let subs: Vec<Vec<Node<D>>> = parts
+        .into_par_iter()
+        .map(|(q, off, slice)| {
+            let c: [f64; D] = std::array::from_fn(|d| if q >> d & 1 == 1 { center[d] + h2 } else { center[d] - h2 });
+            build_par(orig, slice, off, c, h2, min_half, depth + 1)
+        })
+        .collect();
+    let nc = subs.len();
+    let total: usize = 1 + subs.iter().map(|s| s.len()).sum::<usize>();
+    let mut nodes = Vec::with_capacity(total);
+    nodes.push(Node { com, count: cnt as f64, width2: 4.0 * half * half, start: offset as u32, end: (offset + cnt) as u32, child: 1, nchild: nc as u32 });
+    nodes.extend(std::iter::repeat(blank).take(nc));
+    for (k, sub) in subs.into_iter().enumerate() {
+        let base = nodes.len();
+        // Local index L ≥ 1 of the child's arena lands at base + L − 1.
+        let remap = |nd: &Node<D>| {
+            let mut m = *nd;
+            if m.child != 0 {
+                m.child = (base + m.child as usize - 1) as u32;
+            }
+            m
+        };
+        nodes[1 + k] = remap(&sub[0]);
+        nodes.extend(sub[1..].iter().map(remap));
+    }
+    nodes
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build_rec<const D: usize>(
-    nodes: &mut Vec<Node<D>>, id: usize, orig: &[[f64; D]], perm: &mut [u32], scratch: &mut [u32], start: usize, end: usize,
+    nodes: &mut Vec<Node<D>>, id: usize, orig: &[[f64; D]], perm: &mut [u32], scratch: &mut [u32], offset: usize, start: usize, end: usize,
     center: [f64; D], half: f64, min_half: f64, depth: usize,
 ) {
     let cnt = end - start;
@@ -321,8 +418,8 @@ fn build_rec<const D: usize>(
         nd.com = com;
         nd.count = cnt as f64;
         nd.width2 = 4.0 * half * half;
-        nd.start = start as u32;
-        nd.end = end as u32;
+        nd.start = (offset + start) as u32;
+        nd.end = (offset + end) as u32;
     }
     if cnt <= LEAF || depth >= MAX_DEPTH || half <= min_half {
         return;
@@ -363,7 +460,7 @@ fn build_rec<const D: usize>(
     let h2 = 0.5 * half;
     for (t, &q) in nonempty.iter().enumerate() {
         let c: [f64; D] = std::array::from_fn(|d| if q >> d & 1 == 1 { center[d] + h2 } else { center[d] - h2 });
-        build_rec(nodes, first + t, orig, perm, scratch, start + offs[q], start + offs[q + 1], c, h2, min_half, depth + 1);
+        build_rec(nodes, first + t, orig, perm, scratch, offset, start + offs[q], start + offs[q + 1], c, h2, min_half, depth + 1);
     }
 }
 
@@ -471,5 +568,40 @@ mod timing {
             let t2 = t.elapsed() / 20;
             eprintln!("n={n} nodes={} build {tb:?} per-point {t1:?} (Z {z1}) grouped {t2:?} (Z {z2})", tree.n_nodes());
         });
+    }
+}
+
+#[cfg(test)]
+mod build_tests {
+    use super::*;
+    use crate::tsne::SplitMix;
+
+    #[test]
+    fn parallel_build_matches_sequential_and_exact() {
+        let mut rng = SplitMix(9);
+        let n = 40_000;
+        let y: Vec<f64> = (0..n * 2).map(|_| rng.uniform() * 100.0).collect();
+        let t = Tree::<2>::build(&y, n);
+        // A purely sequential build of the same points.
+        let orig: Vec<[f64; 2]> = (0..n).map(|i| [y[2 * i], y[2 * i + 1]]).collect();
+        let mut perm: Vec<u32> = (0..n as u32).collect();
+        let mut scratch = vec![0u32; n];
+        let mut nodes = vec![Node { com: [0.0; 2], count: 0.0, width2: 0.0, start: 0, end: 0, child: 0, nchild: 0 }];
+        let (mut lo, mut hi) = ([f64::INFINITY; 2], [f64::NEG_INFINITY; 2]);
+        for p in &orig {
+            for d in 0..2 {
+                lo[d] = lo[d].min(p[d]);
+                hi[d] = hi[d].max(p[d]);
+            }
+        }
+        let center = [0.5 * (lo[0] + hi[0]), 0.5 * (lo[1] + hi[1])];
+        let half = (0.5 * (hi[0] - lo[0])).max(0.5 * (hi[1] - lo[1])) * (1.0 + 1e-9) + 1e-300;
+        build_rec(&mut nodes, 0, &orig, &mut perm, &mut scratch, 0, 0, n, center, half, half * 1e-12, 0);
+        assert_eq!(perm, t.perm);
+        assert_eq!(nodes.len(), t.nodes.len());
+        for (a, b) in nodes.iter().zip(&t.nodes) {
+            assert_eq!((a.start, a.end, a.child, a.nchild), (b.start, b.end, b.child, b.nchild));
+            assert!((a.com[0] - b.com[0]).abs() < 1e-9 && (a.count - b.count).abs() == 0.0);
+        }
     }
 }
