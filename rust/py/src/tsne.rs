@@ -7,7 +7,7 @@ use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArra
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
 use reprkit_core::distances::Metric;
-use reprkit_core::knn::{knn_exact, knn_from_dense, Knn};
+use reprkit_core::knn::{knn_from_dense, Knn};
 use reprkit_core::tsne::affinity::{conditional, knn_to_csr, symmetrize, Csr};
 use reprkit_core::tsne::optimize::{optimize, transform, Method, Problem, Schedule, State};
 use reprkit_core::tsne::Kernel;
@@ -30,7 +30,7 @@ fn affinities_impl<T: Real>(
                 _ => return Err(Error::InvalidParameter(format!("unknown metric {metric:?}"))),
             };
             match neighbors {
-                "exact" => knn_exact(x, n, d, k, m)?,
+                "exact" => reprkit_core::knn_approx::knn_exact_heap(x, n, d, k, m)?,
                 "approx" => reprkit_core::knn_approx::knn_approx(x, n, d, k, m, seed)?,
                 _ => return Err(Error::InvalidParameter(format!("neighbors must be 'exact' or 'approx', got {neighbors:?}"))),
             }
