@@ -540,38 +540,6 @@ mod tests {
 }
 
 #[cfg(test)]
-mod timing {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn time_repulsion() {
-        let txt = std::fs::read_to_string("/tmp/Y.txt").unwrap();
-        let y: Vec<f64> = txt.split_whitespace().map(|v| v.parse().unwrap()).collect();
-        let n = y.len() / 2;
-        let mut rep = vec![0.0; n * 2];
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        pool.install(|| {
-            let t = std::time::Instant::now();
-            let tree = Tree::<2>::build(&y, n);
-            let tb = t.elapsed();
-            let t = std::time::Instant::now();
-            let mut z1 = 0.0;
-            for _ in 0..20 { z1 = tree.repulsion_per_point(0.5, &cauchy, &mut rep); }
-            let t1 = t.elapsed() / 20;
-            let t = std::time::Instant::now();
-            let mut z2 = 0.0;
-            for _ in 0..20 { z2 = tree.repulsion(0.5, &cauchy, &mut rep, false); }
-            let t2s = t.elapsed() / 20;
-            let t = std::time::Instant::now();
-            for _ in 0..20 { z2 = tree.repulsion(0.5, &cauchy, &mut rep, true); }
-            eprintln!("scalar grouped {t2s:?}");
-            let t2 = t.elapsed() / 20;
-            eprintln!("n={n} nodes={} build {tb:?} per-point {t1:?} (Z {z1}) grouped {t2:?} (Z {z2})", tree.n_nodes());
-        });
-    }
-}
-
-#[cfg(test)]
 mod build_tests {
     use super::*;
     use crate::tsne::SplitMix;
