@@ -47,7 +47,7 @@ impl SplitMix {
     /// Uniform in [0, n).
     #[inline]
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 11) as u128 * n as u128 >> 53) as usize
+        (((self.next_u64() >> 11) as u128 * n as u128) >> 53) as usize
     }
     #[inline]
     pub fn uniform(&mut self) -> f64 {
