@@ -63,3 +63,7 @@ def __getattr__(name: str):  # PEP 562: torch-backed submodules load on first us
 
         return getattr(importlib.import_module(f".{_LAZY_ATTRS[name]}", __name__), name)
     raise AttributeError(f"module 'reprkit' has no attribute {name!r}")
+
+from .sne import SNE, TSNE, SymmetricSNE, tsne  # noqa: E402
+
+__all__ += ["TSNE", "SNE", "SymmetricSNE", "tsne"]

@@ -112,3 +112,60 @@ def pca_fit(
 def classical_mds(
     x: npt.NDArray[np.floating], n_components: int, precomputed: bool, seed: int, n_threads: int
 ) -> Tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]: ...
+# --- t-SNE (reprkit.sne) ---
+def tsne_affinities(
+    x: npt.NDArray[np.floating], perplexity: float, k: int, metric: str, neighbors: str, n_threads: int, seed: int
+) -> Tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float64], npt.NDArray[np.int32], npt.NDArray[np.float64]
+]: ...
+def tsne_calibrate(dist: npt.NDArray[np.float64], perplexity: float, n_threads: int) -> npt.NDArray[np.float64]: ...
+def tsne_transform(
+    ref_y: npt.NDArray[np.float64],
+    indptr: npt.NDArray[np.int64],
+    indices: npt.NDArray[np.int32],
+    data: npt.NDArray[np.float64],
+    y0: npt.NDArray[np.float64],
+    dof: float,
+    angle: float,
+    n_iter: int,
+    learning_rate: float,
+    momentum: float,
+    max_step_norm: float,
+    n_threads: int,
+) -> npt.NDArray[np.float64]: ...
+def tsne_kl(
+    indptr: npt.NDArray[np.int64],
+    indices: npt.NDArray[np.int32],
+    data: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    dof: float,
+    n_threads: int,
+) -> float: ...
+
+class TsneOptimizer:
+    def __init__(
+        self,
+        indptr: npt.NDArray[np.int64],
+        indices: npt.NDArray[np.int32],
+        data: npt.NDArray[np.float64],
+        y0: npt.NDArray[np.float64],
+        kernel: str,
+        dof: float,
+        method: str,
+        angle: float,
+        cond: Optional[Tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]]] = None,
+    ) -> None: ...
+    def run(
+        self,
+        n_iter: int,
+        exaggeration: float,
+        momentum: float,
+        learning_rate: float,
+        max_step_norm: float,
+        n_threads: int,
+        want_kl: bool,
+    ) -> float: ...
+    def embedding(self) -> npt.NDArray[np.float64]: ...
+    def gradient(
+        self, y: npt.NDArray[np.float64], exaggeration: float, n_threads: int
+    ) -> Tuple[npt.NDArray[np.float64], float]: ...

