@@ -358,8 +358,6 @@ def test_bad_input_gets_clear_errors():
         reprkit.TSNE(perplexity=0.5).fit(X[:1])
     with pytest.raises(InvalidParameterError):
         reprkit.TSNE(perplexity=5, metric="manhattan").fit(X)
-    with pytest.raises(InvalidParameterError, match="spectral"):
-        reprkit.TSNE(perplexity=5, init="spectral").fit(X)
     with pytest.raises(ShapeError):
         reprkit.TSNE(perplexity=5, init=np.zeros((29, 2))).fit(X)
     with pytest.raises(ShapeError):
@@ -396,3 +394,26 @@ def test_cli_on_tiny_files(tmp_path):
         np.testing.assert_allclose(np.load(tmp_path / "z.npy"), Y, rtol=1e-4, atol=1e-4)
     # Bad parameters are reported without a traceback, exit status 2.
     assert main(["tsne", str(tmp_path / "x.npy"), "-o", str(out), "--perplexity", "100", "-q"]) == 2
+
+
+def test_spectral_init_embeds_the_eigenvectors_of_p():
+    from sklearn.manifold import trustworthiness
+
+    X, _ = _blobs(300, 10)
+    seen = []
+
+    def first(iteration, kl, embedding):
+        seen.append(np.array(embedding))
+        return False
+
+    est = reprkit.TSNE(perplexity=10, init="spectral", random_state=0, n_jobs=1, max_iter=300, callbacks=first, callbacks_every=1)
+    Y = est.fit_transform(X)
+    assert trustworthiness(X, Y, n_neighbors=10) > 0.9
+    # The start is Laplacian eigenmaps of P: check the first recorded state against it,
+    # up to the sign of each column and one optimisation step.
+    Y0 = reprkit.spectral.spectral_init(est.affinities_, 2, random_state=0)
+    assert np.isclose(Y0[:, 0].std(), 1e-4)
+    corr = [abs(np.corrcoef(seen[0][:, j], Y0[:, j])[0, 1]) for j in range(2)]
+    assert min(corr) > 0.99, corr
+    again = reprkit.TSNE(perplexity=10, init="spectral", random_state=0, n_jobs=2, max_iter=300).fit_transform(X)
+    assert np.array_equal(Y, again)

@@ -31,7 +31,6 @@ with the normaliser Z of the current gradient evaluation (exact for
 
 from __future__ import annotations
 
-import inspect
 import sys
 import time
 from typing import Any, Callable, Optional, Sequence, Union
@@ -39,6 +38,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
+from ._estimator import Estimator
 from ._threads import resolve_n_jobs
 from ._torch import is_tensor
 from ._validation import check_array, check_choice
@@ -109,45 +109,10 @@ def pca_init(X: np.ndarray, n_components: int) -> np.ndarray:
     return np.ascontiguousarray(Y / std * 1e-4)
 
 
-def spectral_init(X: np.ndarray, affinities: Any, n_components: int) -> np.ndarray:  # pragma: no cover - hook
-    """HOOK for ``init="spectral"``: the integrator wires this to the spectral-embedding
-    branch (leading non-trivial eigenvectors of the normalised graph Laplacian of P,
-    scaled to std 1e-4 in column 0)."""
-    raise InvalidParameterError("init='spectral' is not available yet; use 'pca', 'random' or an array")
-
-
-class _SNEBase:
+class _SNEBase(Estimator):
     """Shared machinery of :class:`TSNE`, :class:`SNE` and :class:`SymmetricSNE`."""
 
     _kernel = "t"
-
-    # --- scikit-learn conventions (without depending on scikit-learn) ---
-    @classmethod
-    def _get_param_names(cls) -> list:
-        sig = inspect.signature(cls.__init__)
-        return sorted(p.name for p in sig.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD)
-
-    def get_params(self, deep: bool = True) -> dict:
-        """The constructor parameters and their current values."""
-        return {name: getattr(self, name) for name in self._get_param_names()}
-
-    def set_params(self, **params: Any) -> "_SNEBase":
-        """Set constructor parameters; unknown names raise InvalidParameterError."""
-        valid = set(self._get_param_names())
-        for key, value in params.items():
-            if key not in valid:
-                raise InvalidParameterError(f"{type(self).__name__} has no parameter {key!r}; valid: {sorted(valid)}")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        sig = inspect.signature(type(self).__init__)
-        changed = [
-            f"{k}={v!r}"
-            for k, v in self.get_params().items()
-            if not (sig.parameters[k].default is v or (isinstance(v, (int, float, str)) and sig.parameters[k].default == v))
-        ]
-        return f"{type(self).__name__}({', '.join(changed)})"
 
     # --- parameters the kernel classes fix ---
     def _method(self) -> str:
@@ -297,7 +262,12 @@ class _SNEBase:
                 return pca_init(X, dim)
             if init == "random":
                 return np.ascontiguousarray(rng.normal(0.0, 1e-4, size=(n, dim)))
-            return spectral_init(X, self.affinities_, dim)
+            # Laplacian eigenmaps of P itself (openTSNE's spectral init), std 1e-4 in column 0.
+            from .spectral import spectral_init
+
+            seed = int(rng.integers(0, 2**31 - 1))
+            Y0 = spectral_init(self.affinities_, dim, random_state=seed, n_jobs=self.n_jobs)
+            return np.ascontiguousarray(Y0, dtype=np.float64)
         Y0 = check_array(_to_numpy(init, "init"), "init", dtype=np.float64)
         if Y0.shape != (n, dim):
             raise ShapeError(f"init array must have shape ({n}, {dim}), got {Y0.shape}")

@@ -139,90 +139,6 @@ fn build_tree<T: Real>(x: &[T], n: usize, d: usize, leaf: usize, seed: u64) -> R
     RpTree { perm, bounds, leaf_of }
 }
 
-/// Replaces the top of a max-heap of (distance, index) and restores the heap.
-#[inline]
-fn replace_top<T: Real>(hd: &mut [T], hi: &mut [u32], dist: T, idx: u32) {
-    let k = hd.len();
-    let mut pos = 0;
-    loop {
-        let (l, r) = (2 * pos + 1, 2 * pos + 2);
-        let mut big = pos;
-        let mut bv = (dist, idx);
-        if l < k && gt((hd[l], hi[l]), bv) {
-            big = l;
-            bv = (hd[l], hi[l]);
-        }
-        if r < k && gt((hd[r], hi[r]), bv) {
-            big = r;
-        }
-        if big == pos {
-            break;
-        }
-        hd[pos] = hd[big];
-        hi[pos] = hi[big];
-        pos = big;
-    }
-    hd[pos] = dist;
-    hi[pos] = idx;
-}
-
-/// Exact kNN with the same contract and result as [`knn_exact`] (ties to the
-/// lower index), faster for large n: each row of a distance tile is scanned
-/// once against a bounded max-heap, so most entries cost one comparison.
-pub fn knn_exact_heap<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric) -> Result<Knn<T>> {
-    check_len("x", x.len(), n, d)?;
-    check_finite("x", x)?;
-    if n < 2 || d == 0 {
-        return Err(Error::Shape(format!("kNN needs at least 2 points with 1 feature, got ({n}, {d})")));
-    }
-    if k == 0 || k >= n {
-        return Err(Error::InvalidParameter(format!("k must be in 1..={} for {n} points, got {k}", n - 1)));
-    }
-    let unit;
-    let data: &[T] = if metric == Metric::Cosine {
-        unit = unit_rows(x, n, d).0;
-        &unit
-    } else {
-        x
-    };
-    let prep = crate::distances::SqEuclid::new(data, n, None, d);
-    let mut indices = vec![0u32; n * k];
-    let mut distances = vec![T::zero(); n * k];
-    const Q: usize = 32;
-    indices.par_chunks_mut(Q * k).zip(distances.par_chunks_mut(Q * k)).enumerate().for_each(|(t, (it, dt))| {
-        let r0 = t * Q;
-        let r1 = (r0 + Q).min(n);
-        let mut block = vec![T::zero(); (r1 - r0) * n];
-        prep.fill_rows(r0, r1, &mut block);
-        let mut hd = vec![T::infinity(); k];
-        let mut hi = vec![u32::MAX; k];
-        let mut pairs: Vec<(T, u32)> = Vec::with_capacity(k);
-        for i in r0..r1 {
-            hd.iter_mut().for_each(|v| *v = T::infinity());
-            hi.iter_mut().for_each(|v| *v = u32::MAX);
-            let row = &block[(i - r0) * n..(i - r0 + 1) * n];
-            for (j, &v) in row.iter().enumerate() {
-                if (v < hd[0] || (v == hd[0] && (j as u32) < hi[0])) && j != i {
-                    replace_top(&mut hd, &mut hi, v, j as u32);
-                }
-            }
-            pairs.clear();
-            pairs.extend(hd.iter().cloned().zip(hi.iter().cloned()));
-            pairs.sort_unstable_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
-            let o = (i - r0) * k;
-            for (s, &(v, j)) in pairs.iter().enumerate() {
-                it[o + s] = j;
-                dt[o + s] = match metric {
-                    Metric::SqEuclidean => v,
-                    Metric::Euclidean => v.sqrt(),
-                    Metric::Cosine => v * T::c(0.5),
-                };
-            }
-        }
-    });
-    Ok(Knn { n, k, indices, distances })
-}
-
 /// Approximate kNN (same contract as [`knn_exact`]: rows sorted by distance,
 /// then index; distances in the requested metric). Falls back to the exact
 /// search for small n.
@@ -408,11 +324,5 @@ mod tests {
         assert!(recall > 0.95, "recall {recall}");
         let again = knn_approx(&x, n, d, k, Metric::SqEuclidean, 5).unwrap();
         assert_eq!(again.indices, ap.indices);
-        for m in [Metric::SqEuclidean, Metric::Euclidean, Metric::Cosine] {
-            let a = knn_exact(&x, n, d, k, m).unwrap();
-            let b = knn_exact_heap(&x, n, d, k, m).unwrap();
-            assert_eq!(a.indices, b.indices);
-            assert_eq!(a.distances, b.distances);
-        }
     }
 }

@@ -30,7 +30,7 @@ fn affinities_impl<T: Real>(
                 _ => return Err(Error::InvalidParameter(format!("unknown metric {metric:?}"))),
             };
             match neighbors {
-                "exact" => reprkit_core::knn_approx::knn_exact_heap(x, n, d, k, m)?,
+                "exact" => reprkit_core::knn::knn_exact(x, n, d, k, m)?,
                 "approx" => reprkit_core::knn_approx::knn_approx(x, n, d, k, m, seed)?,
                 _ => return Err(Error::InvalidParameter(format!("neighbors must be 'exact' or 'approx', got {neighbors:?}"))),
             }
