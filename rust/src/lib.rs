@@ -15,6 +15,8 @@ pub mod linalg;
 pub mod mem;
 pub mod losses;
 pub mod real;
+pub mod rng;
+pub mod sparse;
 mod simd;
 
 pub use error::{Error, Result};

@@ -96,7 +96,7 @@ pub fn classical_mds_precomputed<T: Real>(dist: &[T], n: usize, k: usize, seed: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eigen::rng::uniform_pm1;
+    use crate::rng::uniform_pm1;
 
     #[test]
     fn precomputed_equals_euclidean_and_reproduces_distances() {

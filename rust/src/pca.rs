@@ -14,7 +14,7 @@
 
 use crate::eigen::dense::{sym_eig, sym_eig_top};
 use crate::eigen::fix_sign;
-use crate::eigen::rng::uniform_pm1;
+use crate::rng::uniform_pm1;
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::linalg::{gemm, par_gemm, MatRef};
 use crate::Real;

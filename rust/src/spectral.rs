@@ -19,7 +19,7 @@
 //! no positive affinity is treated as having a unit self-loop (its own
 //! component), so D is invertible.
 
-use crate::eigen::sparse::{components, Csr};
+use crate::sparse::{components, Csr};
 use crate::eigen::{fix_sign, top_eigs, LanczosOpts};
 use crate::error::{Error, Result};
 use crate::knn::Knn;

@@ -7,7 +7,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
 use reprkit_core::distances::Metric;
-use reprkit_core::eigen::sparse::Csr;
+use reprkit_core::sparse::Csr;
 use reprkit_core::knn::knn_exact;
 use reprkit_core::mds::{classical_mds_euclidean, classical_mds_precomputed};
 use reprkit_core::pca::{pca_fit as core_pca_fit, scores, Solver};

@@ -88,6 +88,7 @@ fn csr_from(n: usize, indptr: &PyReadonlyArray1<i64>, indices: &PyReadonlyArray1
     if ip.iter().any(|&v| v < 0) || indices.as_slice()?.iter().any(|&v| v < 0) {
         return Err(pyo3::exceptions::PyValueError::new_err("affinity matrix: negative index"));
     }
+    // Validated by the optimiser against the right number of columns (Csr::validate).
     Ok(Csr {
         n,
         indptr: ip.iter().map(|&v| v as usize).collect(),

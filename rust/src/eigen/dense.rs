@@ -78,7 +78,7 @@ pub fn sym_eig_top(a: &[f64], n: usize, k: usize) -> Result<(Vec<f64>, Vec<f64>)
     let tiny = f64::EPSILON * tnorm.max(f64::MIN_POSITIVE);
     let mut ys: Vec<Vec<f64>> = Vec::with_capacity(k);
     for (r, &lam) in vals.iter().enumerate() {
-        let mut y: Vec<f64> = (0..n).map(|i| super::rng::uniform_pm1(0x5eed + r as u64, i as u64)).collect();
+        let mut y: Vec<f64> = (0..n).map(|i| crate::rng::uniform_pm1(0x5eed + r as u64, i as u64)).collect();
         let f = TridiagLu::new(&d, &e, lam, tiny);
         for _ in 0..4 {
             f.solve(&mut y);
@@ -405,7 +405,7 @@ mod tests {
         let mut a = vec![0.0; n * n];
         for i in 0..n {
             for j in 0..=i {
-                let v = super::super::rng::uniform_pm1(4, (i * n + j) as u64);
+                let v = crate::rng::uniform_pm1(4, (i * n + j) as u64);
                 a[i * n + j] = v;
                 a[j * n + i] = v;
             }
@@ -452,7 +452,7 @@ mod tests {
         let mut a = vec![0.0; n * n];
         for i in 0..n {
             for j in 0..=i {
-                let v = super::super::rng::uniform_pm1(3, (i * n + j) as u64);
+                let v = crate::rng::uniform_pm1(3, (i * n + j) as u64);
                 a[i * n + j] = v;
                 a[j * n + i] = v;
             }
@@ -478,7 +478,7 @@ mod tests {
         assert!((v2[0] - 3.0).abs() < 1e-14 && (v2[1] - 1.0).abs() < 1e-14);
         // Rank-deficient Gram matrix (rank 3 of 120): many noise-level eigenvalues.
         let (n, r) = (120, 3);
-        let x: Vec<f64> = (0..n * r).map(|i| super::super::rng::uniform_pm1(5, i as u64)).collect();
+        let x: Vec<f64> = (0..n * r).map(|i| crate::rng::uniform_pm1(5, i as u64)).collect();
         let mut g = vec![0.0; n * n];
         for i in 0..n {
             for j in 0..n {

@@ -13,7 +13,7 @@
 //! a fixed order, so results are bit-identical for any number of threads.
 
 use super::dense::sym_eig;
-use super::rng::uniform_vec;
+use crate::rng::uniform_vec;
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 

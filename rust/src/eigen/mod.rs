@@ -1,12 +1,10 @@
 //! Symmetric eigensolvers written for reprkit (no LAPACK): a dense solver
-//! ([`dense::sym_eig`]), sparse CSR matrices ([`sparse::Csr`]) and a
+//! ([`dense::sym_eig`]), sparse CSR matrices ([`crate::sparse::Csr`]) and a
 //! thick-restart Lanczos method ([`lanczos::lanczos_largest`]) for a few
 //! extreme eigenpairs of large operators. Everything computes in f64.
 
 pub mod dense;
 pub mod lanczos;
-pub mod rng;
-pub mod sparse;
 
 use crate::error::Result;
 pub use lanczos::LanczosOpts;
@@ -105,7 +103,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sparse::Csr;
+    use crate::sparse::Csr;
 
     /// Adjacency of a ring with n vertices: spectrum 2cos(2πk/n).
     fn path(n: usize) -> Csr {

@@ -9,45 +9,7 @@
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
-/// Compressed sparse rows, `n × n`, column indices sorted within each row.
-#[derive(Clone, Debug, Default)]
-pub struct Csr {
-    pub n: usize,
-    pub indptr: Vec<usize>,
-    pub indices: Vec<u32>,
-    pub data: Vec<f64>,
-}
-
-impl Csr {
-    pub fn nnz(&self) -> usize {
-        self.indices.len()
-    }
-    #[inline]
-    pub fn row(&self, i: usize) -> (&[u32], &[f64]) {
-        let (a, b) = (self.indptr[i], self.indptr[i + 1]);
-        (&self.indices[a..b], &self.data[a..b])
-    }
-    /// Checks structure and values (for matrices coming from Python).
-    pub fn validate(&self, n_cols: usize) -> Result<()> {
-        let bad = |m: &str| Err(Error::InvalidInput(format!("affinity matrix: {m}")));
-        if self.indptr.len() != self.n + 1 || self.indptr[0] != 0 || *self.indptr.last().unwrap() != self.indices.len() {
-            return bad("indptr does not match the number of rows / entries");
-        }
-        if self.indices.len() != self.data.len() {
-            return bad("indices and data differ in length");
-        }
-        if self.indptr.windows(2).any(|w| w[0] > w[1]) {
-            return bad("indptr must be non-decreasing");
-        }
-        if self.indices.iter().any(|&j| j as usize >= n_cols) {
-            return bad("column index out of range");
-        }
-        if self.data.iter().any(|v| !v.is_finite() || *v < 0.0) {
-            return bad("values must be finite and non-negative");
-        }
-        Ok(())
-    }
-}
+pub use crate::sparse::Csr;
 
 /// Rows per parallel task.
 const ROWS_TILE: usize = 256;
@@ -147,36 +109,11 @@ pub fn knn_to_csr(indices: &[u32], weights: &[f64], n: usize, k: usize) -> Csr {
     Csr { n, indptr: (0..=n).map(|i| i * k).collect(), indices: idx, data }
 }
 
-/// Transpose of a square CSR matrix (columns of the result sorted).
-pub fn transpose(a: &Csr) -> Csr {
-    let n = a.n;
-    let mut counts = vec![0usize; n + 1];
-    for &j in &a.indices {
-        counts[j as usize + 1] += 1;
-    }
-    for i in 0..n {
-        counts[i + 1] += counts[i];
-    }
-    let indptr = counts.clone();
-    let mut next = counts;
-    let mut indices = vec![0u32; a.nnz()];
-    let mut data = vec![0.0; a.nnz()];
-    for i in 0..n {
-        let (cols, vals) = a.row(i);
-        for (&j, &v) in cols.iter().zip(vals) {
-            let t = next[j as usize];
-            indices[t] = i as u32;
-            data[t] = v;
-            next[j as usize] += 1;
-        }
-    }
-    Csr { n, indptr, indices, data }
-}
 
 /// P = (A + Aᵀ) / sum(A + Aᵀ): the symmetric joint affinities of t-SNE.
 pub fn symmetrize(a: &Csr) -> Csr {
     let n = a.n;
-    let t = transpose(a);
+    let t = a.transpose();
     let merged_len = |i: usize| {
         let ((ca, _), (cb, _)) = (a.row(i), t.row(i));
         let (mut x, mut y, mut c) = (0, 0, 0);

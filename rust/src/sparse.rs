@@ -7,7 +7,7 @@ use rayon::prelude::*;
 pub const SPMV_TILE: usize = 1024;
 
 /// A square CSR matrix with f64 values (`indptr.len() == n + 1`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Csr {
     pub n: usize,
     pub indptr: Vec<usize>,
@@ -36,6 +36,33 @@ impl Csr {
         Ok(Csr { n, indptr, indices, data })
     }
 
+    /// Checks structure and values against `n_cols` columns (affinities coming
+    /// from Python: finite and non-negative; rectangular for `transform`).
+    pub fn validate(&self, n_cols: usize) -> Result<()> {
+        let bad = |m: &str| Err(Error::InvalidInput(format!("affinity matrix: {m}")));
+        if self.indptr.len() != self.n + 1 || self.indptr[0] != 0 || self.indptr[self.n] != self.indices.len() {
+            return bad("indptr does not match the number of rows / entries");
+        }
+        if self.indices.len() != self.data.len() {
+            return bad("indices and data differ in length");
+        }
+        if self.indptr.windows(2).any(|w| w[0] > w[1]) {
+            return bad("indptr must be non-decreasing");
+        }
+        if self.indices.iter().any(|&j| j as usize >= n_cols) {
+            return bad("column index out of range");
+        }
+        if self.data.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return bad("values must be finite and non-negative");
+        }
+        Ok(())
+    }
+
+    pub fn nnz(&self) -> usize {
+        self.indices.len()
+    }
+
+    #[inline]
     pub fn row(&self, i: usize) -> (&[u32], &[f64]) {
         let (a, b) = (self.indptr[i], self.indptr[i + 1]);
         (&self.indices[a..b], &self.data[a..b])
