@@ -15,8 +15,10 @@
 //! mirror it: half the arithmetic, and an exactly symmetric result.
 //!
 //! Backward never materialises an n×m weight matrix: weights are formed tile
-//! by tile from the upstream gradient and the saved distances, once by row
-//! tiles (for ∂x) and once by column tiles (for ∂y).
+//! by tile from the upstream gradient and the saved distances, and each tile
+//! feeds GEMMs for ∂x (W·y) and ∂y (Wᵀ·x). Self distances are exactly
+//! symmetric, so there the two roles of x merge into one weight matrix built
+//! from G + Gᵀ and one GEMM per tile.
 
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::linalg::{col_means, gemm, row_sq_norms, sq_dist, MatRef, ROW_TILE};
@@ -479,6 +481,93 @@ fn weighted_products<T: Real>(n: usize, m: usize, d: usize, wts: Weights<T>, q: 
     Products { wq, rs, wtp, cs, direct_x, direct_y }
 }
 
+/// Columns per block of the self backward: a BACK_TILE × SYM_BLOCK weight block
+/// (256 KiB of f32) stays in L2 between being formed and being multiplied.
+const SYM_BLOCK: usize = 256;
+
+/// Backward of self distances (y = x), all three metrics. The forward mirrors
+/// its upper triangle, so D is exactly symmetric and the two roles of x
+/// combine into one symmetric weight matrix built from G + Gᵀ:
+/// ∂x_i = c · (u_i Σ_j S_ij − Σ_j W_ij u_j + exact near terms), with
+/// * Euclidean: W = S = (G + Gᵀ) ⊘ D (0 where D = 0), c = 1, u = centred rows;
+/// * squared Euclidean: W = S = G + Gᵀ, c = 2;
+/// * cosine: W = G + Gᵀ, S = W ∘ (1 − D), c = 1/‖x_i‖, u = unit rows.
+///
+/// One GEMM per block instead of W·u and Wᵀ·u. Tiles of BACK_TILE rows are
+/// independent and summed in a fixed order, so results do not depend on the
+/// thread count.
+#[allow(clippy::too_many_arguments)]
+fn self_backward<T: Real>(
+    n: usize, d: usize, metric: Metric, grad: &[T], dist: &[T], u: &[T], near: Option<Near<T>>,
+    scale: Option<&[T]>, gx: &mut [T],
+) {
+    gx.par_chunks_mut(BACK_TILE * d).enumerate().for_each(|(t, gx_t)| {
+        let r0 = t * BACK_TILE;
+        let r1 = (r0 + BACK_TILE).min(n);
+        let rows = r1 - r0;
+        let mut buf = vec![T::zero(); rows * SYM_BLOCK.min(n)];
+        let mut rs = vec![T::zero(); rows];
+        let mut wu = vec![T::zero(); rows * d];
+        let mut direct = vec![T::zero(); rows * d];
+        for c0 in (0..n).step_by(SYM_BLOCK) {
+            let c1 = (c0 + SYM_BLOCK).min(n);
+            let cb = c1 - c0;
+            let w = &mut buf[..rows * cb];
+            // Gᵀ part of the block (G[c0..c1, r0..r1]ᵀ); the G part is added row by row below.
+            simd::transpose_into(&grad[c0 * n + r0..], n, rows, cb, w, cb);
+            for i in r0..r1 {
+                let wr = &mut w[(i - r0) * cb..(i - r0 + 1) * cb];
+                let (g, dr) = (&grad[i * n + c0..i * n + c1], &dist[i * n + c0..i * n + c1]);
+                rs[i - r0] += match metric {
+                    Metric::Euclidean => {
+                        simd::add_div_or_zero(wr, g, dr);
+                        let nr = near.expect("Euclidean needs the near-pair data");
+                        if simd::any_near(dr, nr.cnx[i], &nr.cny[c0..c1], T::CANCEL_TOL) {
+                            // Near pairs leave the product form; W is symmetric and so is the
+                            // test, so row j adds the opposite term for the same pair.
+                            let xi = &nr.x[i * d..(i + 1) * d];
+                            let di = &mut direct[(i - r0) * d..(i - r0 + 1) * d];
+                            for (jj, wv) in wr.iter_mut().enumerate() {
+                                let (j, dv) = (c0 + jj, dr[jj]);
+                                if *wv == T::zero() || dv * dv > T::CANCEL_TOL * (nr.cnx[i] + nr.cny[j]) {
+                                    continue;
+                                }
+                                let xj = &nr.x[j * d..(j + 1) * d];
+                                for k in 0..d {
+                                    di[k] += *wv * (xi[k] - xj[k]);
+                                }
+                                *wv = T::zero();
+                            }
+                        }
+                        simd::sum(wr)
+                    }
+                    Metric::SqEuclidean => {
+                        simd::add_assign(wr, g);
+                        simd::sum(wr)
+                    }
+                    Metric::Cosine => {
+                        simd::add_assign(wr, g);
+                        simd::dot_one_minus(wr, dr)
+                    }
+                };
+            }
+            let beta = if c0 == 0 { T::zero() } else { T::one() };
+            gemm(T::one(), MatRef::new(w, rows, cb), MatRef::new(&u[c0 * d..c1 * d], cb, d), beta, &mut wu);
+        }
+        for (k, o) in gx_t.chunks_mut(d).enumerate() {
+            let i = r0 + k;
+            let c = match metric {
+                Metric::SqEuclidean => T::c(2.0),
+                _ => scale.map_or(T::one(), |s| s[i]),
+            };
+            let (ui, wui, di) = (&u[i * d..(i + 1) * d], &wu[k * d..(k + 1) * d], &direct[k * d..(k + 1) * d]);
+            for q in 0..d {
+                o[q] = c * (rs[k] * ui[q] - wui[q] + di[q]);
+            }
+        }
+    });
+}
+
 /// out_i = scale_i · (c_i · u_i − Σ minus_i + Σ plus_i) row by row (the shared last step of every backward).
 fn combine<T: Real>(out: &mut [T], d: usize, c: &[T], u: &[T], minus: &[&[T]], plus: &[&[T]], scale: Option<&[T]>) {
     out.par_chunks_mut(d).enumerate().for_each(|(i, o)| {
@@ -529,17 +618,15 @@ pub fn pairwise_backward<T: Real>(
             let xc = &prep.xc;
             let yc: &[T] = prep.yc.as_deref().unwrap_or(xc);
             let cny: &[T] = prep.ny.as_deref().unwrap_or(&prep.nx);
-            let wts = if metric == Metric::Euclidean {
-                let near = Near { x: x.data, y: y.data, cnx: &prep.nx, cny, d };
-                Weights::Euclidean { g: grad, dist, near }
-            } else {
-                Weights::SqEuclidean { g: grad }
-            };
+            let near = Near { x: x.data, y: y.data, cnx: &prep.nx, cny, d };
             if same {
-                let pr = weighted_products(n, m, d, wts, yc, xc);
-                let sums: Vec<T> = pr.rs.iter().zip(&pr.cs).map(|(&a, &b)| a + b).collect();
-                combine(gx, d, &sums, xc, &[&pr.wq, &pr.wtp], &[&pr.direct_x, &pr.direct_y], None);
+                self_backward(n, d, metric, grad, dist, xc, Some(near), None, gx);
             } else {
+                let wts = if metric == Metric::Euclidean {
+                    Weights::Euclidean { g: grad, dist, near }
+                } else {
+                    Weights::SqEuclidean { g: grad }
+                };
                 let pr = weighted_products(n, m, d, wts, yc, xc);
                 combine(gx, d, &pr.rs, xc, &[&pr.wq], &[&pr.direct_x], None);
                 combine(gy, d, &pr.cs, yc, &[&pr.wtp], &[&pr.direct_y], None);
@@ -547,14 +634,12 @@ pub fn pairwise_backward<T: Real>(
         }
         Metric::Cosine => {
             let (ux, nx) = normalise(x.data, n, d);
-            let (uy, ny) = if same { (ux.clone(), nx.clone()) } else { normalise(y.data, m, d) };
             let inv = |v: &[T]| -> Vec<T> { v.iter().map(|&r| if r > T::zero() { T::one() / r } else { T::zero() }).collect() };
-            let wts = Weights::Cosine { g: grad, dist };
             if same {
-                let pr = weighted_products(n, m, d, wts, &uy, &ux);
-                let sums: Vec<T> = pr.rs.iter().zip(&pr.cs).map(|(&a, &b)| a + b).collect();
-                combine(gx, d, &sums, &ux, &[&pr.wq, &pr.wtp], &[], Some(&inv(&nx)));
+                self_backward(n, d, metric, grad, dist, &ux, None, Some(&inv(&nx)), gx);
             } else {
+                let (uy, ny) = normalise(y.data, m, d);
+                let wts = Weights::Cosine { g: grad, dist };
                 let pr = weighted_products(n, m, d, wts, &uy, &ux);
                 combine(gx, d, &pr.rs, &ux, &[&pr.wq], &[], Some(&inv(&nx)));
                 combine(gy, d, &pr.cs, &uy, &[&pr.wtp], &[], Some(&inv(&ny)));
@@ -739,7 +824,8 @@ mod tests {
         x[9 * d + 1] = x[400 * d + 1];
         x[9 * d + 2] = x[400 * d + 2];
         let g = lcg(15, n * n);
-        for &metric in &[Metric::Euclidean, Metric::SqEuclidean] {
+        let norm = |i: usize| x[i * d..(i + 1) * d].iter().map(|v| v * v).sum::<f64>().sqrt();
+        for &metric in &[Metric::Euclidean, Metric::SqEuclidean, Metric::Cosine] {
             let mut dist = vec![0.0; n * n];
             pairwise(Rows { data: &x, n }, None, d, metric, &mut dist).unwrap();
             let mut gx = vec![0.0; n * d];
@@ -747,10 +833,20 @@ mod tests {
             let mut want = vec![0.0; n * d];
             for i in 0..n {
                 for j in 0..n {
+                    let gs = g[i * n + j] + g[j * n + i];
+                    if metric == Metric::Cosine {
+                        // ∂(1 − x̂_i·x̂_j)/∂x_i = ((x̂_i·x̂_j) x̂_i − x̂_j) / ‖x_i‖
+                        let (ni, nj) = (norm(i), norm(j));
+                        let dot: f64 = (0..d).map(|k| x[i * d + k] * x[j * d + k]).sum::<f64>() / (ni * nj);
+                        for k in 0..d {
+                            want[i * d + k] += gs * (dot * x[i * d + k] / ni - x[j * d + k] / nj) / ni;
+                        }
+                        continue;
+                    }
                     let w = match metric {
                         Metric::Euclidean if dist[i * n + j] == 0.0 => 0.0,
-                        Metric::Euclidean => (g[i * n + j] + g[j * n + i]) / dist[i * n + j],
-                        _ => 2.0 * (g[i * n + j] + g[j * n + i]),
+                        Metric::Euclidean => gs / dist[i * n + j],
+                        _ => 2.0 * gs,
                     };
                     for k in 0..d {
                         want[i * d + k] += w * (x[i * d + k] - x[j * d + k]);

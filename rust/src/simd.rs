@@ -78,6 +78,52 @@ multiversion! {
 }
 
 multiversion! {
+    /// w_j ← (w_j + g_j) / d_j where d_j > 0, else 0 (symmetrised Euclidean weights).
+    fn add_div_or_zero<T>(w: &mut [T], g: &[T], d: &[T]) -> () {
+        let zero = T::zero();
+        for ((o, &gv), &dv) in w.iter_mut().zip(g).zip(d) {
+            let safe = if dv > zero { dv } else { T::one() };
+            *o = if dv > zero { (*o + gv) / safe } else { zero };
+        }
+    }
+}
+
+multiversion! {
+    /// out[i·ldo + j] = src[j·lds + i] for i < rows, j < cols. Goes through 8 × 8
+    /// blocks in a local array, which the compiler turns into register shuffles
+    /// (a strided loop moves one value at a time). 32 source rows are read
+    /// along their full length at a time (long runs the prefetcher can follow),
+    /// while 32 × 32 sub-blocks keep the lines in use in cache.
+    fn transpose_into<T>(src: &[T], lds: usize, rows: usize, cols: usize, out: &mut [T], ldo: usize) -> () {
+        let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+        for jb in (0..c8).step_by(32) {
+            for ib in (0..r8).step_by(32) {
+                for j0 in (jb..(jb + 32).min(c8)).step_by(8) {
+                    for i0 in (ib..(ib + 32).min(r8)).step_by(8) {
+                        let mut b = [[T::zero(); 8]; 8];
+                        for (jj, bj) in b.iter_mut().enumerate() {
+                            bj.copy_from_slice(&src[(j0 + jj) * lds + i0..(j0 + jj) * lds + i0 + 8]);
+                        }
+                        for ii in 0..8 {
+                            let o = &mut out[(i0 + ii) * ldo + j0..(i0 + ii) * ldo + j0 + 8];
+                            for (jj, v) in o.iter_mut().enumerate() {
+                                *v = b[jj][ii];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Ragged edges: the last cols % 8 columns of every row, then the last rows % 8 rows.
+        for i in 0..rows {
+            for j in (if i < r8 { c8 } else { 0 })..cols {
+                out[i * ldo + j] = src[j * lds + i];
+            }
+        }
+    }
+}
+
+multiversion! {
     /// Σ_j g_j (1 − d_j) (cosine backward row sums).
     fn dot_one_minus<T>(g: &[T], d: &[T]) -> T {
         let mut acc = [T::zero(); 8];
