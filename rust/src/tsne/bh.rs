@@ -296,19 +296,22 @@ impl<const D: usize> Tree<D> {
     }
 }
 
+/// The child cell (bit d set when coordinate d is at or above the centre) of a point.
+#[inline]
+fn child_code<const D: usize>(p: &[f64; D], center: &[f64; D]) -> usize {
+    let mut c = 0usize;
+    for d in 0..D {
+        if p[d] >= center[d] {
+            c |= 1 << d;
+        }
+    }
+    c
+}
+
 /// Splits `perm` (points of one cell, absolute start `offset`) into the 2^D
 /// child cells: returns the sizes per child code, the permutation reordered by code.
 fn partition<const D: usize>(orig: &[[f64; D]], perm: &mut [u32], center: [f64; D]) -> [usize; 8] {
-    let code = |i: u32| {
-        let p = &orig[i as usize];
-        let mut c = 0usize;
-        for d in 0..D {
-            if p[d] >= center[d] {
-                c |= 1 << d;
-            }
-        }
-        c
-    };
+    let code = |i: u32| child_code(&orig[i as usize], &center);
     let mut counts = [0usize; 8];
     for &i in perm.iter() {
         counts[code(i)] += 1;
@@ -425,16 +428,7 @@ fn build_rec<const D: usize>(
         return;
     }
     let nq = 1usize << D;
-    let code = |i: u32| {
-        let p = &orig[i as usize];
-        let mut c = 0usize;
-        for d in 0..D {
-            if p[d] >= center[d] {
-                c |= 1 << d;
-            }
-        }
-        c
-    };
+    let code = |i: u32| child_code(&orig[i as usize], &center);
     let mut counts = [0usize; 8];
     for &i in &perm[start..end] {
         counts[code(i)] += 1;
