@@ -165,6 +165,33 @@ def test_hypothesis_gradients_match_reference_autograd(b):
         torch.testing.assert_close(gy, ry, rtol=1e-7, atol=1e-7)
 
 
+REDUCTIONS = {
+    "sum": lambda t: t.sum(),
+    "mean": lambda t: t.mean(),  # torch divides the expanded value: a dense gradient
+    "rows": lambda t: (t.sum(1) * torch.arange(t.shape[0], dtype=t.dtype)).sum(),  # grad (n, 1) broadcast
+    "cols": lambda t: (t.sum(0) ** 2).sum(),  # grad (1, m) broadcast
+    "transposed": lambda t: (t.T * torch.linspace(0, 1, t.shape[0], dtype=t.dtype)).sum(),  # dense, non-contiguous
+}
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("same", [True, False])
+@pytest.mark.parametrize("reduce", sorted(REDUCTIONS))
+def test_broadcast_upstream_gradients_match_reference(metric, same, reduce):
+    # .sum() hands backward an expanded (stride-0) gradient, which the kernel takes unexpanded.
+    x, y = (torch.from_numpy(a) for a in rng_arrays(150, 70, 5, np.float64, seed=3))
+    y = None if same else y
+    grads = []
+    for fn in (reprkit.pairwise_distances, reference.pairwise_distances):
+        xa = x.clone().requires_grad_(True)
+        ya = None if y is None else y.clone().requires_grad_(True)
+        REDUCTIONS[reduce](fn(xa, ya, metric)).backward()
+        grads.append((xa.grad, None if ya is None else ya.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-9, atol=1e-9)
+    if not same:
+        torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("metric", METRICS)
 def test_duplicate_rows_give_finite_gradients(metric):
     x = torch.tensor([[1.0, 2.0], [1.0, 2.0], [0.0, 1.0]], dtype=torch.float64, requires_grad=True)

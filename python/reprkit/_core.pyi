@@ -18,7 +18,9 @@ def pairwise_distances_backward(
     grad: npt.NDArray[np.floating],
     metric: str,
     n_threads: int,
-) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]: ...
+) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]:
+    """Gradients of the distances; ``grad`` is (n, m) or broadcasts to it: (1, 1), (n, 1), (1, m)."""
+    ...
 
 # --- losses (reprkit.autograd.losses); backward variants return gradients for a unit upstream gradient
 def contrastive_loss(

@@ -251,52 +251,78 @@ impl<'a, T: Real> SqEuclid<'a, T> {
     /// The full n × m matrix, finished by `finish`, in parallel over row tiles.
     fn fill_all(&self, out: &mut [T], finish: Finish) {
         let (n, m) = (self.n, self.m);
+        if self.same {
+            return self.fill_self(out, finish);
+        }
         out[..n * m].par_chunks_mut(ROW_TILE * m).enumerate().for_each(|(t, tile)| {
             let r0 = t * ROW_TILE;
             let r1 = (r0 + ROW_TILE).min(n);
-            // Self distances: only blocks on or right of the diagonal tile.
-            let start = if self.same { r0 } else { 0 };
-            let mut c0 = start;
+            let mut c0 = 0;
             while c0 < m {
                 let c1 = (c0 + COL_BLOCK).min(m);
                 self.fill_block(r0, r1, c0, c1, &mut tile[c0..], m, finish);
                 c0 = c1;
             }
         });
-        if self.same {
-            mirror_lower(out, n);
-        }
     }
-}
 
-/// Copies the upper block triangle (tiles of ROW_TILE) onto the lower one, and
-/// makes the diagonal tiles symmetric, so out[j][i] == out[i][j] exactly.
-/// Works block by block so that the transposed reads stay in cache.
-fn mirror_lower<T: Real>(out: &mut [T], n: usize) {
-    struct Ptr<T>(*mut T);
-    unsafe impl<T> Send for Ptr<T> {}
-    unsafe impl<T> Sync for Ptr<T> {}
-    let p = Ptr(out.as_mut_ptr());
-    const B: usize = 32;
-    let tiles = n.div_ceil(ROW_TILE);
-    (0..tiles).into_par_iter().for_each(|ti| {
-        let p = &p;
-        let r0 = ti * ROW_TILE;
-        let r1 = (r0 + ROW_TILE).min(n);
-        // Task ti writes only entries (i, j) with j < i for its rows r0..r1, and reads
-        // entries (j, i) with j < i, which lie above the diagonal: no task writes those.
-        for jb in (0..r1).step_by(B) {
-            for ib in (r0..r1).step_by(B) {
-                let (i_end, j_end) = ((ib + B).min(r1), (jb + B).min(r1));
-                for j in jb..j_end {
-                    for i in ib.max(j + 1)..i_end {
-                        // SAFETY: see above; indices are < n*n.
-                        unsafe { *p.0.add(i * n + j) = *p.0.add(j * n + i) };
+    /// Self distances: each row tile computes only the blocks on or right of
+    /// the diagonal, into a cache-resident buffer, and writes every block both
+    /// in place and transposed below the diagonal while it is still in cache
+    /// (half the arithmetic, and an exactly symmetric result).
+    ///
+    /// Task t (rows r0..r1) writes rows r0..r1 at columns ≥ r0 and rows ≥ r1 at
+    /// columns r0..r1. Tasks before it write only columns < r0 and tasks after
+    /// it only columns ≥ r1 and rows ≥ r1 outside r0..r1: the sets are disjoint.
+    fn fill_self(&self, out: &mut [T], finish: Finish) {
+        struct Ptr<T>(*mut T);
+        unsafe impl<T> Send for Ptr<T> {}
+        unsafe impl<T> Sync for Ptr<T> {}
+        let n = self.n;
+        assert!(out.len() >= n * n);
+        let p = Ptr(out.as_mut_ptr());
+        // A run of `len` values of row `i` from column `j`, owned by the calling task (see above).
+        let run = |p: &Ptr<T>, i: usize, j: usize, len: usize| -> &mut [T] {
+            debug_assert!(i < n && j + len <= n);
+            // SAFETY: in bounds (out holds n × n values), and no other task touches the run.
+            unsafe { std::slice::from_raw_parts_mut(p.0.add(i * n + j), len) }
+        };
+        (0..n.div_ceil(ROW_TILE)).into_par_iter().for_each(|t| {
+            let r0 = t * ROW_TILE;
+            let r1 = (r0 + ROW_TILE).min(n);
+            let rows = r1 - r0;
+            let mut blk = vec![T::zero(); rows * COL_BLOCK];
+            let mut tr = vec![T::zero(); COL_BLOCK * rows];
+            let mut c0 = r0;
+            while c0 < n {
+                let c1 = (c0 + COL_BLOCK).min(n);
+                let cb = c1 - c0;
+                let blk = &mut blk[..rows * cb];
+                self.fill_block(r0, r1, c0, c1, blk, cb, finish);
+                if c0 == r0 {
+                    // The diagonal square: its lower half copies the upper one.
+                    for i in 1..rows {
+                        for j in 0..i {
+                            blk[i * cb + j] = blk[j * cb + i];
+                        }
                     }
                 }
+                for (i, row) in blk.chunks(cb).enumerate() {
+                    run(&p, r0 + i, c0, cb).copy_from_slice(row);
+                }
+                // Columns r1.. of the block, transposed into rows r1.. at columns r0..r1.
+                let j0 = c0.max(r1);
+                if j0 < c1 {
+                    let nj = c1 - j0;
+                    simd::transpose_into(&blk[j0 - c0..], cb, nj, rows, &mut tr, rows);
+                    for (jj, row) in tr[..nj * rows].chunks(rows).enumerate() {
+                        run(&p, j0 + jj, r0, rows).copy_from_slice(row);
+                    }
+                }
+                c0 = c1;
             }
-        }
-    });
+        });
+    }
 }
 
 /// Pairwise distances between the rows of `x` and of `y` (or of `x` with
@@ -336,6 +362,69 @@ pub fn pairwise<T: Real>(x: Rows<T>, y: Option<Rows<T>>, d: usize, metric: Metri
     Ok(())
 }
 
+/// The upstream gradient G (n × m) of the distances, broadcast as in numpy:
+/// `data` is `rows × cols` with rows ∈ {1, n} and cols ∈ {1, m}, and
+/// G_ij = data[min(i, rows − 1), min(j, cols − 1)]. After `.sum()`
+/// torch hands backward one value expanded to n × m; passing that value
+/// instead of a dense copy saves writing and reading an n × m array.
+#[derive(Clone, Copy)]
+pub struct Grad<'a, T> {
+    pub data: &'a [T],
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl<'a, T: Real> Grad<'a, T> {
+    /// A dense n × m gradient.
+    pub fn dense(data: &'a [T], n: usize, m: usize) -> Self {
+        Grad { data, rows: n, cols: m }
+    }
+
+    fn validate(&self, n: usize, m: usize) -> Result<()> {
+        if !(self.rows == 1 || self.rows == n) || !(self.cols == 1 || self.cols == m) {
+            return Err(Error::Shape(format!(
+                "grad of shape ({}, {}) does not broadcast to the distances' shape ({n}, {m})",
+                self.rows, self.cols
+            )));
+        }
+        check_len("grad", self.data.len(), self.rows, self.cols)
+    }
+
+    /// Columns c0..c1 of row i: a slice of `data`, or `buf` filled with the row's one value.
+    #[inline]
+    fn row<'b>(&'b self, i: usize, c0: usize, c1: usize, buf: &'b mut Vec<T>) -> &'b [T] {
+        let r = if self.rows == 1 { 0 } else { i };
+        if self.cols == 1 {
+            buf.clear();
+            buf.resize(c1 - c0, self.data[r]);
+            buf
+        } else {
+            &self.data[r * self.cols + c0..r * self.cols + c1]
+        }
+    }
+
+    /// out[ii·ldo + jj] = G[c0 + jj, r0 + ii] for ii < rows, jj < cb: a block of Gᵀ.
+    fn transposed_block(&self, r0: usize, rows: usize, c0: usize, cb: usize, out: &mut [T], ldo: usize) {
+        let fill_rows = |out: &mut [T], val: &dyn Fn(usize) -> T| {
+            for ii in 0..rows {
+                out[ii * ldo..ii * ldo + cb].iter_mut().for_each(|v| *v = val(ii));
+            }
+        };
+        match (self.rows == 1, self.cols == 1) {
+            (false, false) => simd::transpose_into(&self.data[c0 * self.cols + r0..], self.cols, rows, cb, out, ldo),
+            // G_ji = data[j]: every row of the block is data[c0..c0 + cb].
+            (false, true) => {
+                for ii in 0..rows {
+                    out[ii * ldo..ii * ldo + cb].copy_from_slice(&self.data[c0..c0 + cb]);
+                }
+            }
+            // G_ji = data[i]: row ii of the block is constant.
+            (true, false) => fill_rows(out, &|ii| self.data[r0 + ii]),
+            (true, true) => fill_rows(out, &|_| self.data[0]),
+        }
+    }
+}
+
 /// Rows the Euclidean backward needs to treat near-zero distances exactly:
 /// there W = G/D is huge and the product form Σ_j W_ij (x_i − y_j) =
 /// x_i Σ_j W_ij − Σ_j W_ij y_j would cancel, so those pairs are left out of
@@ -354,11 +443,11 @@ struct Near<'a, T> {
 #[derive(Clone, Copy)]
 enum Weights<'a, T> {
     /// W = S = G ⊘ D (0 where D = 0).
-    Euclidean { g: &'a [T], dist: &'a [T], near: Near<'a, T> },
+    Euclidean { g: Grad<'a, T>, dist: &'a [T], near: Near<'a, T> },
     /// W = S = 2G.
-    SqEuclidean { g: &'a [T] },
+    SqEuclidean { g: Grad<'a, T> },
     /// W = G, S = G ∘ (1 − D).
-    Cosine { g: &'a [T], dist: &'a [T] },
+    Cosine { g: Grad<'a, T>, dist: &'a [T] },
 }
 
 impl<T: Real> Weights<'_, T> {
@@ -366,12 +455,14 @@ impl<T: Real> Weights<'_, T> {
     /// returns the row sum of S. Near pairs (Euclidean) are zeroed in W (and so in
     /// S); their exact terms W_ij (x_i − y_j) go to `dx` (row i, d values) with a
     /// plus sign and to `dy` (m × d, allocated on first use) with a minus sign.
+    /// `gbuf` is scratch for a broadcast row of G.
+    #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn row(&self, i: usize, m: usize, w: &mut [T], cs: &mut [T], dx: &mut [T], dy: &mut Option<Vec<T>>) -> T {
+    fn row(&self, i: usize, m: usize, w: &mut [T], cs: &mut [T], dx: &mut [T], dy: &mut Option<Vec<T>>, gbuf: &mut Vec<T>) -> T {
         let r = i * m..(i + 1) * m;
         match *self {
             Weights::Euclidean { g, dist, near } => {
-                simd::div_or_zero(w, &g[r.clone()], &dist[r.clone()]);
+                simd::div_or_zero(w, g.row(i, 0, m, gbuf), &dist[r.clone()]);
                 let dr = &dist[r];
                 if simd::any_near(dr, near.cnx[i], near.cny, T::CANCEL_TOL) {
                     let d = near.d;
@@ -396,14 +487,15 @@ impl<T: Real> Weights<'_, T> {
                 simd::sum(w)
             }
             Weights::SqEuclidean { g } => {
-                w.iter_mut().zip(&g[r]).for_each(|(o, &v)| *o = v + v);
+                w.iter_mut().zip(g.row(i, 0, m, gbuf)).for_each(|(o, &v)| *o = v + v);
                 simd::add_assign(cs, w);
                 simd::sum(w)
             }
             Weights::Cosine { g, dist } => {
-                w.copy_from_slice(&g[r.clone()]);
-                cs.iter_mut().zip(&g[r.clone()]).zip(&dist[r.clone()]).for_each(|((a, &gv), &dv)| *a += gv * (T::one() - dv));
-                simd::dot_one_minus(&g[r.clone()], &dist[r])
+                let gr = g.row(i, 0, m, gbuf);
+                w.copy_from_slice(gr);
+                cs.iter_mut().zip(gr).zip(&dist[r.clone()]).for_each(|((a, &gv), &dv)| *a += gv * (T::one() - dv));
+                simd::dot_one_minus(gr, &dist[r])
             }
         }
     }
@@ -451,6 +543,7 @@ fn weighted_products<T: Real>(n: usize, m: usize, d: usize, wts: Weights<T>, q: 
             let mut cs = vec![T::zero(); m];
             let mut dy: Option<Vec<T>> = None;
             let mut buf = vec![T::zero(); BACK_TILE.min(g1 - g0) * m];
+            let mut gbuf = Vec::new();
             let mut r0 = g0;
             while r0 < g1 {
                 let r1 = (r0 + BACK_TILE).min(g1);
@@ -458,7 +551,7 @@ fn weighted_products<T: Real>(n: usize, m: usize, d: usize, wts: Weights<T>, q: 
                 for i in r0..r1 {
                     let k = i - g0;
                     let (wrow, dxi) = (&mut buf[(i - r0) * m..(i - r0 + 1) * m], &mut dx_g[k * d..(k + 1) * d]);
-                    rs_g[k] = wts.row(i, m, wrow, &mut cs, dxi, &mut dy);
+                    rs_g[k] = wts.row(i, m, wrow, &mut cs, dxi, &mut dy, &mut gbuf);
                 }
                 let w_tile = MatRef::new(&buf[..rows * m], rows, m);
                 gemm(T::one(), w_tile, MatRef::new(q, m, d), T::zero(), &mut wq_g[(r0 - g0) * d..(r1 - g0) * d]);
@@ -498,7 +591,7 @@ const SYM_BLOCK: usize = 256;
 /// thread count.
 #[allow(clippy::too_many_arguments)]
 fn self_backward<T: Real>(
-    n: usize, d: usize, metric: Metric, grad: &[T], dist: &[T], u: &[T], near: Option<Near<T>>,
+    n: usize, d: usize, metric: Metric, grad: Grad<T>, dist: &[T], u: &[T], near: Option<Near<T>>,
     scale: Option<&[T]>, gx: &mut [T],
 ) {
     gx.par_chunks_mut(BACK_TILE * d).enumerate().for_each(|(t, gx_t)| {
@@ -509,15 +602,16 @@ fn self_backward<T: Real>(
         let mut rs = vec![T::zero(); rows];
         let mut wu = vec![T::zero(); rows * d];
         let mut direct = vec![T::zero(); rows * d];
+        let mut gbuf = Vec::new();
         for c0 in (0..n).step_by(SYM_BLOCK) {
             let c1 = (c0 + SYM_BLOCK).min(n);
             let cb = c1 - c0;
             let w = &mut buf[..rows * cb];
             // Gᵀ part of the block (G[c0..c1, r0..r1]ᵀ); the G part is added row by row below.
-            simd::transpose_into(&grad[c0 * n + r0..], n, rows, cb, w, cb);
+            grad.transposed_block(r0, rows, c0, cb, w, cb);
             for i in r0..r1 {
                 let wr = &mut w[(i - r0) * cb..(i - r0 + 1) * cb];
-                let (g, dr) = (&grad[i * n + c0..i * n + c1], &dist[i * n + c0..i * n + c1]);
+                let (g, dr) = (grad.row(i, c0, c1, &mut gbuf), &dist[i * n + c0..i * n + c1]);
                 rs[i - r0] += match metric {
                     Metric::Euclidean => {
                         simd::add_div_or_zero(wr, g, dr);
@@ -585,8 +679,8 @@ fn combine<T: Real>(out: &mut [T], d: usize, c: &[T], u: &[T], minus: &[&[T]], p
     });
 }
 
-/// Backward of [`pairwise`]: given the forward output `dist` and the upstream
-/// gradient `grad` (both `n × m`), writes ∂L/∂x into `gx` (n × d) and ∂L/∂y
+/// Backward of [`pairwise`]: given the forward output `dist` (`n × m`) and the
+/// upstream gradient `grad` (`n × m`, or broadcast to it: see [`Grad`]), writes ∂L/∂x into `gx` (n × d) and ∂L/∂y
 /// into `gy` (m × d). When `y` is `None` (self distances) both roles of `x`
 /// are summed into `gx` and `gy` is left untouched.
 ///
@@ -597,7 +691,7 @@ fn combine<T: Real>(out: &mut [T], d: usize, c: &[T], u: &[T], minus: &[&[T]], p
 #[allow(clippy::too_many_arguments)]
 pub fn pairwise_backward<T: Real>(
     x: Rows<T>, y: Option<Rows<T>>, d: usize, metric: Metric,
-    dist: &[T], grad: &[T], gx: &mut [T], gy: &mut [T],
+    dist: &[T], grad: Grad<T>, gx: &mut [T], gy: &mut [T],
 ) -> Result<()> {
     let same = y.is_none();
     let y = y.unwrap_or(x);
@@ -605,7 +699,7 @@ pub fn pairwise_backward<T: Real>(
     check_len("x", x.data.len(), n, d)?;
     check_len("y", y.data.len(), m, d)?;
     check_len("dist", dist.len(), n, m)?;
-    check_len("grad", grad.len(), n, m)?;
+    grad.validate(n, m)?;
     check_len("grad_x", gx.len(), n, d)?;
     if !same {
         check_len("grad_y", gy.len(), m, d)?;
@@ -754,7 +848,7 @@ mod tests {
             let mut dist = vec![0.0; n * m];
             pairwise(Rows { data: &x, n }, Some(Rows { data: &y, n: m }), d, metric, &mut dist).unwrap();
             let (mut gx, mut gy) = (vec![0.0; n * d], vec![0.0; m * d]);
-            pairwise_backward(Rows { data: &x, n }, Some(Rows { data: &y, n: m }), d, metric, &dist, &g, &mut gx, &mut gy).unwrap();
+            pairwise_backward(Rows { data: &x, n }, Some(Rows { data: &y, n: m }), d, metric, &dist, Grad::dense(&g, n, m), &mut gx, &mut gy).unwrap();
             let h = 1e-6;
             for k in 0..n * d {
                 let (mut xp, mut xm) = (x.clone(), x.clone());
@@ -775,9 +869,9 @@ mod tests {
             pairwise(Rows { data: &x, n }, None, d, metric, &mut ds).unwrap();
             let gs = lcg(8, n * n);
             let mut g1 = vec![0.0; n * d];
-            pairwise_backward(Rows { data: &x, n }, None, d, metric, &ds, &gs, &mut g1, &mut []).unwrap();
+            pairwise_backward(Rows { data: &x, n }, None, d, metric, &ds, Grad::dense(&gs, n, n), &mut g1, &mut []).unwrap();
             let (mut ga, mut gb) = (vec![0.0; n * d], vec![0.0; n * d]);
-            pairwise_backward(Rows { data: &x, n }, Some(Rows { data: &x, n }), d, metric, &ds, &gs, &mut ga, &mut gb).unwrap();
+            pairwise_backward(Rows { data: &x, n }, Some(Rows { data: &x, n }), d, metric, &ds, Grad::dense(&gs, n, n), &mut ga, &mut gb).unwrap();
             for k in 0..n * d {
                 assert!((g1[k] - ga[k] - gb[k]).abs() < 1e-9);
             }
@@ -794,7 +888,7 @@ mod tests {
         let mut dist = vec![0.0; n * m];
         pairwise(Rows { data: &x, n }, Some(Rows { data: &y, n: m }), d, Metric::Euclidean, &mut dist).unwrap();
         let (mut gx, mut gy) = (vec![0.0; n * d], vec![0.0; m * d]);
-        pairwise_backward(Rows { data: &x, n }, Some(Rows { data: &y, n: m }), d, Metric::Euclidean, &dist, &g, &mut gx, &mut gy).unwrap();
+        pairwise_backward(Rows { data: &x, n }, Some(Rows { data: &y, n: m }), d, Metric::Euclidean, &dist, Grad::dense(&g, n, m), &mut gx, &mut gy).unwrap();
         let (mut wx, mut wy) = (vec![0.0; n * d], vec![0.0; m * d]);
         for i in 0..n {
             for j in 0..m {
@@ -829,7 +923,7 @@ mod tests {
             let mut dist = vec![0.0; n * n];
             pairwise(Rows { data: &x, n }, None, d, metric, &mut dist).unwrap();
             let mut gx = vec![0.0; n * d];
-            pairwise_backward(Rows { data: &x, n }, None, d, metric, &dist, &g, &mut gx, &mut []).unwrap();
+            pairwise_backward(Rows { data: &x, n }, None, d, metric, &dist, Grad::dense(&g, n, n), &mut gx, &mut []).unwrap();
             let mut want = vec![0.0; n * d];
             for i in 0..n {
                 for j in 0..n {
@@ -855,6 +949,43 @@ mod tests {
             }
             for (a, b) in gx.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-8 * (1.0 + b.abs()), "{metric:?} {a} {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn broadcast_gradients_equal_their_dense_expansion() {
+        // (n, m, d): several tiles and column blocks in the self case.
+        for &(n, m, d) in &[(7usize, 5usize, 3usize), (300, 270, 4)] {
+            let x = lcg(21, n * d);
+            let y = lcg(22, m * d);
+            for &metric in &[Metric::Euclidean, Metric::SqEuclidean, Metric::Cosine] {
+                for same in [false, true] {
+                    let mm = if same { n } else { m };
+                    let yr = if same { None } else { Some(Rows { data: &y[..], n: m }) };
+                    let mut dist = vec![0.0; n * mm];
+                    pairwise(Rows { data: &x, n }, yr, d, metric, &mut dist).unwrap();
+                    for &(rows, cols) in &[(1, 1), (n, 1), (1, mm)] {
+                        let small = lcg(23, rows * cols);
+                        let dense: Vec<f64> = (0..n * mm)
+                            .map(|k| small[(k / mm).min(rows - 1) * cols + (k % mm).min(cols - 1)])
+                            .collect();
+                        let run = |g: Grad<f64>| {
+                            let (mut gx, mut gy) = (vec![0.0; n * d], vec![0.0; mm * d]);
+                            pairwise_backward(Rows { data: &x, n }, yr, d, metric, &dist, g, &mut gx, &mut gy).unwrap();
+                            (gx, gy)
+                        };
+                        let (bx, by) = run(Grad { data: &small, rows, cols });
+                        let (dx, dy) = run(Grad::dense(&dense, n, mm));
+                        for (a, b) in bx.iter().zip(&dx).chain(by.iter().zip(&dy)) {
+                            assert!((a - b).abs() < 1e-10 * (1.0 + b.abs()), "{metric:?} same={same} ({rows},{cols}) {a} {b}");
+                        }
+                    }
+                    let bad = [1.0; 2];
+                    let (mut gx, mut gy) = (vec![0.0; n * d], vec![0.0; mm * d]);
+                    let r = pairwise_backward(Rows { data: &x, n }, yr, d, metric, &dist, Grad { data: &bad, rows: 2, cols: 1 }, &mut gx, &mut gy);
+                    assert!(matches!(r, Err(Error::Shape(_))));
+                }
             }
         }
     }

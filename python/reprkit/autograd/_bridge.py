@@ -30,3 +30,18 @@ def as_tensor(a: np.ndarray, like: Any) -> Any:
     """Wrap a numpy result as a tensor and cast it to ``like``'s dtype."""
     out = torch.from_numpy(a)
     return out if out.dtype == like.dtype else out.to(like.dtype)
+
+
+def unbroadcast(grad: Any) -> Any:
+    """A 2-D upstream gradient with its broadcast (stride-0) dimensions cut to length 1.
+
+    After ``D.sum()`` (or a sum over one axis) torch hands backward values expanded to
+    D's shape; the kernels take (1, 1), (n, 1) or (1, m) and broadcast it
+    themselves, so no n × m copy is made.
+    """
+    if grad.dim() == 2:
+        if grad.stride(0) == 0:
+            grad = grad[:1]
+        if grad.stride(1) == 0:
+            grad = grad[:, :1]
+    return grad

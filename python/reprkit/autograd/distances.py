@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .. import _core
-from ._bridge import as_numpy, as_tensor, compute_dtype, torch
+from ._bridge import as_numpy, as_tensor, compute_dtype, torch, unbroadcast
 
 from torch.autograd.function import once_differentiable
 
@@ -31,7 +31,7 @@ class PairwiseDistances(torch.autograd.Function):
         need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_x or need_y):
             return None, None, None, None
-        g = as_numpy(grad, torch.float64 if dist.dtype.name == "float64" else torch.float32)
+        g = as_numpy(unbroadcast(grad), torch.float64 if dist.dtype.name == "float64" else torch.float32)
         gx, gy = _core.pairwise_distances_backward(xa, ya, dist, g, ctx.metric, ctx.n_threads)
         tx = torch.from_numpy(gx).to(ctx.in_dtypes[0]) if need_x else None
         ty = torch.from_numpy(gy).to(ctx.in_dtypes[1]) if (need_y and gy is not None) else None

@@ -6,7 +6,7 @@ use numpy::PyArray2;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
-use reprkit_core::distances::{pairwise, pairwise_backward, Metric, Rows};
+use reprkit_core::distances::{pairwise, pairwise_backward, Grad, Metric, Rows};
 use reprkit_core::Real;
 
 fn metric_of(py: Python<'_>, name: &str) -> PyResult<Metric> {
@@ -55,11 +55,12 @@ fn backward<'py, T: Real + numpy::Element>(
     let ys = match y { Some(a) => Some(slice_of(a, "y")?), None => None };
     let ds = slice_of(dist, "dist")?;
     let gs = slice_of(grad, "grad")?;
+    let (g_rows, g_cols) = { let s = numpy::PyUntypedArrayMethods::shape(grad); (s[0], s[1]) };
     let same = y.is_none();
     let (gx, gy) = run(py, n_threads, || {
         let mut gx = vec![T::zero(); n * d];
         let mut gy = if same { Vec::new() } else { vec![T::zero(); m * d] };
-        pairwise_backward(Rows { data: xs, n }, ys.map(|data| Rows { data, n: m }), d, metric, ds, gs, &mut gx, &mut gy)?;
+        pairwise_backward(Rows { data: xs, n }, ys.map(|data| Rows { data, n: m }), d, metric, ds, Grad { data: gs, rows: g_rows, cols: g_cols }, &mut gx, &mut gy)?;
         Ok((gx, gy))
     })?;
     let gx = to_pyarray(py, gx, n, d)?.into_py_any(py)?;
@@ -68,6 +69,7 @@ fn backward<'py, T: Real + numpy::Element>(
 }
 
 /// pairwise_distances_backward(x, y, dist, grad, metric, n_threads) -> (grad_x, grad_y | None).
+/// `grad` is (n, m) or broadcasts to it: (1, 1), (n, 1) or (1, m).
 #[pyfunction]
 #[pyo3(signature = (x, y, dist, grad, metric, n_threads))]
 fn pairwise_distances_backward<'py>(
