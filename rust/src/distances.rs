@@ -109,19 +109,10 @@ pub fn unit_rows<T: Real>(x: &[T], n: usize, d: usize) -> (Vec<T>, Vec<T>) {
     normalise(x, n, d)
 }
 
-/// Row-major transpose of an `n × d` matrix (blocked for cache use).
+/// Row-major transpose of an `n × d` matrix.
 fn transpose<T: Real>(a: &[T], n: usize, d: usize) -> Vec<T> {
     let mut t = vec![T::zero(); n * d];
-    const B: usize = 32;
-    for i0 in (0..n).step_by(B) {
-        for k0 in (0..d).step_by(B) {
-            for i in i0..(i0 + B).min(n) {
-                for k in k0..(k0 + B).min(d) {
-                    t[k * n + i] = a[i * d + k];
-                }
-            }
-        }
-    }
+    simd::transpose_into(a, d, d, n, &mut t, n);
     t
 }
 
