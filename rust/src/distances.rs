@@ -206,16 +206,25 @@ impl<'a, T: Real> SqEuclid<'a, T> {
         let ny = &ny[c0..c1];
         for i in r0..r1 {
             let row = &mut out[(i - r0) * ld..(i - r0) * ld + bn];
+            // A row's distance to itself is exactly 0; +∞ keeps it out of the cancellation
+            // test below, which would otherwise send every diagonal row to the scalar loop.
+            let diag = (self.same && (c0..c1).contains(&i)).then_some(i - c0);
+            if let Some(jj) = diag {
+                row[jj] = T::infinity();
+            }
             // Vectorised pass; the rare cancelled entries are fixed up afterwards.
             if simd::add_norms(row, self.nx[i], ny, T::CANCEL_TOL) {
                 let xi = &self.x[i * d..(i + 1) * d];
                 let scale_i = self.nx[i];
                 for (jj, v) in row.iter_mut().enumerate() {
-                    let j = c0 + jj;
                     if *v <= T::CANCEL_TOL * (scale_i + ny[jj]) {
-                        *v = if self.same && i == j { T::zero() } else { sq_dist(xi, &self.y[j * d..(j + 1) * d]) };
+                        let j = c0 + jj;
+                        *v = sq_dist(xi, &self.y[j * d..(j + 1) * d]);
                     }
                 }
+            }
+            if let Some(jj) = diag {
+                row[jj] = T::zero();
             }
             simd::finish(row, finish);
         }
