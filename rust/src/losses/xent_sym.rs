@@ -1,0 +1,399 @@
+//! Softmax cross-entropy of rows against themselves (NT-Xent: q = k, the
+//! diagonal masked or not), using s_ij = s_ji: only the blocks (t, u), u ≥ t,
+//! of the n×n similarity matrix are ever computed.
+//!
+//! * Pass 1 (log-sum-exp): block (t, u) gives the rows of tile t a partial
+//!   (max, Σe^{s−max}) over the columns of tile u and, for u > t, the rows of
+//!   tile u one over the rows of tile t. Partials are merged in a fixed order
+//!   (row i of tile v: block-rows 0..v−1, then its own block-row).
+//! * Pass 2 (gradient): the unordered-pair coefficient
+//!   W_ij = (P_ij + P_ji − [j = t_i] − [i = t_j]) / n, P_ij = e^{s_ij − lse_i},
+//!   gives ∂L/∂z_i = scale Σ_j W_ij z_j, so block (t, u) adds W·z_u to tile t
+//!   and Wᵀ·z_t to tile u.
+//!
+//! Cost: half a GEMM unit (n²d) per pass for the blocks plus one for W·z:
+//! 2 units instead of 3. Tiles of `tb` rows are processed as block-rows, in
+//! fixed groups of `group` block-rows whose column partials are summed in
+//! block-row order: results do not depend on the thread count, and memory is
+//! O(group·n·d) besides the output.
+
+use super::rowops::{self, exp1, simd};
+use crate::linalg::{dot, gemm, MatRef};
+use crate::Real;
+use rayon::prelude::*;
+
+/// Rows per block (256: matrixmultiply runs near peak at 256×128×256).
+pub(super) const SYM_TILE: usize = 256;
+/// Block-rows run in parallel between two ordered merges.
+pub(super) const SYM_GROUP: usize = 8;
+
+/// Below this a column's partial sum taken against the block maximum may have
+/// lost digits to underflow, so it is recomputed against the column's own max.
+const COL_TINY: f64 = 1e-12;
+/// Largest spread of the log-sum-exps within a block for which pass 2 uses one
+/// exponential per entry (e^{s−hi}·(e^{hi−lse_i} + e^{hi−lse_j})): terms lost to
+/// underflow are then below e^{−87+30} of their row's total.
+const LSE_SPREAD: f64 = 30.0;
+
+/// A (max, Σ e^{x − max}) pair; (−∞, 0) is empty.
+type Part<T> = (T, T);
+
+#[inline]
+fn merge<T: Real>(a: Part<T>, b: Part<T>) -> Part<T> {
+    if a.0 == T::neg_infinity() {
+        return b;
+    }
+    if b.0 == T::neg_infinity() {
+        return a;
+    }
+    if a.0 >= b.0 {
+        (a.0, a.1 + b.1 * (b.0 - a.0).exp())
+    } else {
+        (b.0, b.1 + a.1 * (a.0 - b.0).exp())
+    }
+}
+
+pub(super) struct Sym<'a, T> {
+    pub z: &'a [T],
+    pub n: usize,
+    pub d: usize,
+    pub scale: T,
+    pub targets: &'a [i64],
+    /// Mask j = i out of row i's softmax.
+    pub nodiag: bool,
+    pub tb: usize,
+    pub group: usize,
+}
+
+impl<'a, T: Real> Sym<'a, T> {
+    fn nb(&self) -> usize {
+        self.n.div_ceil(self.tb)
+    }
+    fn range(&self, t: usize) -> (usize, usize) {
+        (t * self.tb, ((t + 1) * self.tb).min(self.n))
+    }
+    fn zm(&self) -> MatRef<'a, T> {
+        MatRef::new(self.z, self.n, self.d)
+    }
+    /// Block s_ij = scale·z_i·z_j, i in tile t, j in tile u, into `buf` (row-major);
+    /// masked diagonal entries are −∞.
+    fn block(&self, t: usize, u: usize, buf: &mut [T]) {
+        let ((a0, a1), (b0, b1)) = (self.range(t), self.range(u));
+        let (rows, cols) = (a1 - a0, b1 - b0);
+        gemm(self.scale, self.zm().rows_range(a0, a1), self.zm().rows_range(b0, b1).t(), T::zero(), &mut buf[..rows * cols]);
+        if t == u && self.nodiag {
+            (0..rows).for_each(|i| buf[i * cols + i] = T::neg_infinity());
+        }
+    }
+
+    /// Pass 1: the log-sum-exp of every row over its valid columns.
+    pub fn lse(&self) -> Vec<T> {
+        let (n, nb) = (self.n, self.nb());
+        let empty = (T::neg_infinity(), T::zero());
+        let mut col = vec![empty; n];
+        let mut row = vec![empty; n];
+        for g0 in (0..nb).step_by(self.group) {
+            let g1 = (g0 + self.group).min(nb);
+            let outs: Vec<(Vec<Part<T>>, Vec<Part<T>>)> = (g0..g1).into_par_iter().map(|t| self.lse_blockrow(t)).collect();
+            for (k, (rs, cs)) in outs.into_iter().enumerate() {
+                let (a0, a1) = self.range(g0 + k);
+                row[a0..a1].copy_from_slice(&rs);
+                for (acc, &c) in col[a1..].iter_mut().zip(&cs) {
+                    *acc = merge(*acc, c);
+                }
+            }
+        }
+        col.iter().zip(&row).map(|(&c, &r)| {
+            let (m, s) = merge(c, r);
+            m + s.ln()
+        })
+        .collect()
+    }
+
+    /// Blocks (t, u ≥ t): the row partials of tile t and the column partials of
+    /// the rows after tile t.
+    fn lse_blockrow(&self, t: usize) -> (Vec<Part<T>>, Vec<Part<T>>) {
+        let (n, tb) = (self.n, self.tb);
+        let (a0, a1) = self.range(t);
+        let rows = a1 - a0;
+        let empty = (T::neg_infinity(), T::zero());
+        let mut rs = vec![empty; rows];
+        let mut cs = vec![empty; n - a1];
+        let mut s = vec![T::zero(); rows * tb];
+        let mut e = vec![T::zero(); rows * tb];
+        let mut rmax = vec![T::zero(); rows];
+        let mut w = vec![T::zero(); rows];
+        let mut colsum = vec![T::zero(); tb];
+        let tiny = T::c(COL_TINY);
+        for u in t..self.nb() {
+            let (b0, b1) = self.range(u);
+            let cols = b1 - b0;
+            self.block(t, u, &mut s);
+            let (s, e) = (&s[..rows * cols], &mut e[..rows * cols]);
+            simd(|| {
+                for i in 0..rows {
+                    let srow = &s[i * cols..(i + 1) * cols];
+                    let mx = rowops::max(srow);
+                    rmax[i] = mx;
+                    if mx == T::neg_infinity() {
+                        continue; // a lone masked diagonal: nothing to add
+                    }
+                    let sum = rowops::exp_shift_into(&mut e[i * cols..(i + 1) * cols], srow, mx);
+                    rs[i] = merge(rs[i], (mx, sum));
+                }
+                if u == t {
+                    return;
+                }
+                // Column sums against the block maximum bm: Σ_i e^{s_ij − bm} = Σ_i w_i e_ij.
+                let bm = rowops::max(&rmax);
+                for (wi, &r) in w.iter_mut().zip(&rmax) {
+                    *wi = exp1(r - bm);
+                }
+                let colsum = &mut colsum[..cols];
+                colsum.iter_mut().for_each(|v| *v = T::zero());
+                for i in 0..rows {
+                    rowops::axpy(colsum, w[i], &e[i * cols..(i + 1) * cols]);
+                }
+                for (j, &c) in colsum.iter().enumerate() {
+                    cs[b0 - a1 + j] = if c >= tiny {
+                        (bm, c)
+                    } else {
+                        let cm = (0..rows).map(|i| s[i * cols + j]).fold(T::neg_infinity(), |a, b| a.max(b));
+                        (cm, (0..rows).map(|i| (s[i * cols + j] - cm).exp()).fold(T::zero(), |a, b| a + b))
+                    };
+                }
+            });
+        }
+        (rs, cs)
+    }
+
+    /// Σ_i (lse_i − s_{i,t_i}) / n.
+    pub fn loss(&self, lse: &[T]) -> f64 {
+        let d = self.d;
+        let z = self.z;
+        let tot: f64 = (0..self.n)
+            .map(|i| {
+                let ti = self.targets[i] as usize;
+                (lse[i] - self.scale * dot(&z[i * d..(i + 1) * d], &z[ti * d..(ti + 1) * d])).to_f64_()
+            })
+            .sum();
+        tot / self.n as f64
+    }
+
+    /// Pass 2: ∂L/∂z into `gz` (n×d, overwritten).
+    pub fn grad(&self, lse: &[T], gz: &mut [T]) {
+        let (n, d, tb, nb) = (self.n, self.d, self.tb, self.nb());
+        let mut acc = vec![T::zero(); n * d];
+        for g0 in (0..nb).step_by(self.group) {
+            let g1 = (g0 + self.group).min(nb);
+            let (lo, hi) = (g0 * tb * d, (g1 * tb).min(n) * d);
+            let bufs: Vec<Vec<T>> =
+                gz[lo..hi].par_chunks_mut(tb * d).enumerate().map(|(k, gt)| self.grad_blockrow(g0 + k, lse, gt)).collect();
+            // Tile v gets block-row t's Wᵀ·z_t (t < v) in block-row order.
+            acc.par_chunks_mut(tb * d).enumerate().skip(g0 + 1).for_each(|(v, blk)| {
+                for (k, b) in bufs.iter().enumerate() {
+                    let t = g0 + k;
+                    if t < v {
+                        let off = (v - t - 1) * tb * d;
+                        rowops::add(blk, &b[off..off + blk.len()]);
+                    }
+                }
+            });
+        }
+        gz[..n * d].par_chunks_mut(tb * d).zip(acc.par_chunks(tb * d)).for_each(|(g, a)| rowops::add(g, a));
+    }
+
+    /// Blocks (t, u ≥ t): writes tile t's W·z sums into `gt` and returns the
+    /// Wᵀ·z_t contributions to the rows after tile t.
+    fn grad_blockrow(&self, t: usize, lse: &[T], gt: &mut [T]) -> Vec<T> {
+        let (n, d, tb) = (self.n, self.d, self.tb);
+        let (a0, a1) = self.range(t);
+        let rows = a1 - a0;
+        let zm = self.zm();
+        let mut colbuf = vec![T::zero(); (n - a1) * d];
+        let mut s = vec![T::zero(); rows * tb];
+        let mut beta = vec![T::zero(); tb];
+        for u in t..self.nb() {
+            let (b0, b1) = self.range(u);
+            let cols = b1 - b0;
+            self.block(t, u, &mut s);
+            let w = &mut s[..rows * cols];
+            simd(|| self.coef_block(w, (a0, a1), (b0, b1), lse, &mut beta));
+            let wm = MatRef::new(w, rows, cols);
+            let first = if u == t { T::zero() } else { T::one() };
+            gemm(self.scale, wm, zm.rows_range(b0, b1), first, gt);
+            if u > t {
+                gemm(self.scale, wm.t(), zm.rows_range(a0, a1), T::zero(), &mut colbuf[(b0 - a1) * d..(b1 - a1) * d]);
+            }
+        }
+        colbuf
+    }
+
+    /// Turns the block of similarities `w` (rows a0..a1, columns b0..b1) into W in place.
+    #[inline(always)]
+    fn coef_block(&self, w: &mut [T], (a0, a1): (usize, usize), (b0, b1): (usize, usize), lse: &[T], beta: &mut [T]) {
+        let (rows, cols) = (a1 - a0, b1 - b0);
+        let inv_n = T::c(1.0 / self.n as f64);
+        let (lr, lc) = (&lse[a0..a1], &lse[b0..b1]);
+        let hi = rowops::max(lr).max(rowops::max(lc));
+        let lo = rowops::min(lr).min(rowops::min(lc));
+        if hi - lo <= T::c(LSE_SPREAD) {
+            let beta = &mut beta[..cols];
+            for (bj, &l) in beta.iter_mut().zip(lc) {
+                *bj = exp1(hi - l) * inv_n;
+            }
+            for (i, row) in w.chunks_exact_mut(cols).enumerate() {
+                let alpha = exp1(hi - lr[i]) * inv_n;
+                for (x, &bj) in row.iter_mut().zip(beta.iter()) {
+                    *x = exp1(*x - hi) * (alpha + bj);
+                }
+            }
+        } else {
+            for (i, row) in w.chunks_exact_mut(cols).enumerate() {
+                let li = lr[i];
+                for (x, &lj) in row.iter_mut().zip(lc) {
+                    *x = (exp1(*x - li) + exp1(*x - lj)) * inv_n;
+                }
+            }
+        }
+        for i in 0..rows {
+            let ti = self.targets[a0 + i] as usize;
+            if (b0..b1).contains(&ti) {
+                w[i * cols + ti - b0] -= inv_n;
+            }
+        }
+        for j in 0..cols {
+            let tj = self.targets[b0 + j] as usize;
+            if (a0..a1).contains(&tj) {
+                w[(tj - a0) * cols + j] -= inv_n;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::losses::common::testutil::*;
+
+    /// Loss and gradient from the dense n×n matrix, in f64.
+    fn brute(z: &[f64], n: usize, d: usize, sc: f64, t: &[i64], nodiag: bool) -> (f64, Vec<f64>) {
+        let s: Vec<f64> = (0..n * n).map(|ij| sc * (0..d).map(|a| z[ij / n * d + a] * z[ij % n * d + a]).sum::<f64>()).collect();
+        let valid = |i: usize, j: usize| !(nodiag && i == j);
+        let mut g = vec![0.0; n * n];
+        let mut loss = 0.0;
+        for i in 0..n {
+            let mx = (0..n).filter(|&j| valid(i, j)).map(|j| s[i * n + j]).fold(f64::NEG_INFINITY, f64::max);
+            let lse = mx + (0..n).filter(|&j| valid(i, j)).map(|j| (s[i * n + j] - mx).exp()).sum::<f64>().ln();
+            loss += lse - s[i * n + t[i] as usize];
+            for j in (0..n).filter(|&j| valid(i, j)) {
+                g[i * n + j] = (s[i * n + j] - lse).exp() / n as f64;
+            }
+            g[i * n + t[i] as usize] -= 1.0 / n as f64;
+        }
+        let mut gz = vec![0.0; n * d];
+        for i in 0..n {
+            for j in 0..n {
+                let w = sc * (g[i * n + j] + g[j * n + i]);
+                for a in 0..d {
+                    gz[i * d + a] += w * z[j * d + a];
+                }
+            }
+        }
+        (loss / n as f64, gz)
+    }
+
+    fn partners(n: usize) -> Vec<i64> {
+        let h = n / 2;
+        (0..n).map(|i| if n % 2 == 0 { ((i + h) % n) as i64 } else { ((i + 1) % n) as i64 }).collect()
+    }
+
+    fn unit_rows(rng: &mut Rng, n: usize, d: usize) -> Vec<f64> {
+        let mut z = rng.normal_vec(n * d);
+        for r in z.chunks_mut(d) {
+            let nr = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+            r.iter_mut().for_each(|v| *v /= nr);
+        }
+        z
+    }
+
+    #[test]
+    fn symmetric_kernel_matches_dense_brute_force() {
+        let mut rng = Rng(11);
+        // (n, d, tile, group, scale): n below, at and between tile multiples; 1-row last tiles.
+        let cases = [
+            (2usize, 3usize, 16usize, 2usize, 2.0),
+            (5, 4, 16, 2, 1.0),
+            (17, 3, 16, 2, 3.0),
+            (33, 5, 16, 2, 10.0),
+            (100, 6, 16, 3, 5.0),
+            (300, 4, SYM_TILE, SYM_GROUP, 10.0),
+            (40, 3, 8, 8, 100.0), // τ = 0.01: the guarded (two-exponential) branches
+        ];
+        for &(n, d, tb, group, sc) in &cases {
+            let z = unit_rows(&mut rng, n, d);
+            let t = partners(n);
+            for nodiag in [true, false] {
+                let sym = Sym { z: &z, n, d, scale: sc, targets: &t, nodiag, tb, group };
+                let lse = sym.lse();
+                let loss = sym.loss(&lse);
+                let mut gz = vec![f64::NAN; n * d];
+                sym.grad(&lse, &mut gz);
+                let (want, gwant) = brute(&z, n, d, sc, &t, nodiag);
+                assert!((loss - want).abs() < 1e-10 * (1.0 + want.abs()), "n={n} tb={tb}: {loss} vs {want}");
+                assert_close(&gz, &gwant, 1e-10);
+                // f32 agrees to f32 accuracy (fast exponential, f32 GEMM).
+                let z32: Vec<f32> = z.iter().map(|&v| v as f32).collect();
+                let s32 = Sym { z: &z32, n, d, scale: sc as f32, targets: &t, nodiag, tb, group };
+                let l32 = s32.lse();
+                let mut g32 = vec![f32::NAN; n * d];
+                s32.grad(&l32, &mut g32);
+                assert!((s32.loss(&l32) - want).abs() < 1e-4 * (1.0 + want.abs()));
+                let g64: Vec<f64> = g32.iter().map(|&v| v as f64).collect();
+                let gmax = gwant.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+                for (a, b) in g64.iter().zip(&gwant) {
+                    assert!((a - b).abs() <= 1e-4 * gmax.max(1e-3), "n={n} f32: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn near_duplicates_at_low_temperature_stay_accurate() {
+        // Rows whose own block holds a near-duplicate far above everything else
+        // in another block: column sums against the block maximum underflow there.
+        let (n, d) = (24usize, 3usize);
+        let mut rng = Rng(3);
+        let mut z = unit_rows(&mut rng, n, d);
+        z.copy_within(0..d, 8 * d); // row 8 = row 0
+        let t = partners(n);
+        let sym = Sym { z: &z, n, d, scale: 200.0, targets: &t, nodiag: true, tb: 8, group: 2 };
+        let lse = sym.lse();
+        let mut gz = vec![0.0; n * d];
+        sym.grad(&lse, &mut gz);
+        let (want, gwant) = brute(&z, n, d, 200.0, &t, true);
+        assert!((sym.loss(&lse) - want).abs() < 1e-9 * (1.0 + want.abs()));
+        assert_close(&gz, &gwant, 1e-9);
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let (n, d) = (700usize, 8usize);
+        let mut rng = Rng(5);
+        let z: Vec<f32> = unit_rows(&mut rng, n, d).iter().map(|&v| v as f32).collect();
+        let t = partners(n);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let sym = Sym { z: &z, n, d, scale: 10.0f32, targets: &t, nodiag: true, tb: 64, group: 3 };
+                let lse = sym.lse();
+                let mut gz = vec![0.0f32; n * d];
+                sym.grad(&lse, &mut gz);
+                (sym.loss(&lse).to_bits(), lse.iter().chain(&gz).map(|v| v.to_bits()).collect::<Vec<_>>())
+            })
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(3));
+    }
+}
