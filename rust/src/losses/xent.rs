@@ -16,7 +16,7 @@
 //! which computes only the upper-triangle blocks (2 GEMM units instead of 3).
 
 use super::common::{ordered_sum, Space};
-use super::rowops::{self, simd};
+use super::rowops::{self, simd_fn};
 use super::xent_sym::{Sym, SYM_GROUP, SYM_TILE};
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::linalg::{gemm, MatRef};
@@ -143,10 +143,7 @@ pub fn xent_forward<T: Real>(p: &Xent<T>) -> Result<(f64, Vec<T>)> {
             let row = &s[(i - r0) * m..(i - r0 + 1) * m];
             buf.copy_from_slice(row);
             p.mask.blank(i, &mut buf);
-            let (mx, sum) = simd(|| {
-                let mx = rowops::max(&buf);
-                (mx, rowops::exp_shift(&mut buf, mx))
-            });
+            let (mx, sum) = max_and_exp_sum(&mut buf);
             let l = mx + sum.ln();
             acc += (l - row[p.targets[i] as usize]).to_f64_();
             lse.push(l);
@@ -222,7 +219,7 @@ fn rows_pass<T: Real>(p: &Xent<T>, m: usize, lse: Option<&[T]>, gq: &mut [T], gk
                 let (a0, a1) = (base + r0, base + r1);
                 let sb = &mut s[..(r1 - r0) * m];
                 gemm(scale, qm.rows_range(a0, a1), km.t(), T::zero(), sb);
-                loss += simd(|| coef_rows(p, a0, m, sb, lse, inv_n));
+                loss += coef_rows(p, a0, m, sb, lse, inv_n);
                 let cm = MatRef::new(sb, r1 - r0, m);
                 gemm(scale, cm, km, T::zero(), &mut gqt[r0 * d..r1 * d]);
                 let beta = if c == 0 { T::zero() } else { T::one() };
@@ -246,32 +243,41 @@ fn rows_pass<T: Real>(p: &Xent<T>, m: usize, lse: Option<&[T]>, gq: &mut [T], gk
     ordered_sum(parts.iter().map(|v| v.0)) / n as f64
 }
 
-/// Rows a0.. of a chunk of similarities `s` (each m wide) into coefficients
-/// ∂L/∂s_ij = (softmax_ij − [j = t_i]) / n; returns the rows' summed loss when
-/// their log-sum-exp is computed here (`lse` None).
-#[inline(always)]
-fn coef_rows<T: Real>(p: &Xent<T>, a0: usize, m: usize, s: &mut [T], lse: Option<&[T]>, inv_n: T) -> f64 {
-    let mut loss = 0.0f64;
-    for (ii, row) in s.chunks_exact_mut(m).enumerate() {
-        let i = a0 + ii;
-        let ti = p.targets[i] as usize;
-        let st = row[ti];
-        p.mask.blank(i, row);
-        match lse {
-            None => {
-                let mx = rowops::max(row);
-                let sum = rowops::exp_shift(row, mx);
-                loss += (mx + sum.ln() - st).to_f64_();
-                rowops::scale(row, inv_n / sum);
+simd_fn! {
+    /// Rows a0.. of a chunk of similarities `s` (each m wide) into coefficients
+    /// ∂L/∂s_ij = (softmax_ij − [j = t_i]) / n; returns the rows' summed loss when
+    /// their log-sum-exp is computed here (`lse` None).
+    fn coef_rows<T>(p: &Xent<T>, a0: usize, m: usize, s: &mut [T], lse: Option<&[T]>, inv_n: T) -> f64 {
+        let mut loss = 0.0f64;
+        for (ii, row) in s.chunks_exact_mut(m).enumerate() {
+            let i = a0 + ii;
+            let ti = p.targets[i] as usize;
+            let st = row[ti];
+            p.mask.blank(i, row);
+            match lse {
+                None => {
+                    let mx = rowops::max(row);
+                    let sum = rowops::exp_shift(row, mx);
+                    loss += (mx + sum.ln() - st).to_f64_();
+                    rowops::scale(row, inv_n / sum);
+                }
+                Some(l) => {
+                    rowops::exp_shift(row, l[i]);
+                    rowops::scale(row, inv_n);
+                }
             }
-            Some(l) => {
-                rowops::exp_shift(row, l[i]);
-                rowops::scale(row, inv_n);
-            }
+            row[ti] -= inv_n;
         }
-        row[ti] -= inv_n;
+        loss
     }
-    loss
+}
+
+simd_fn! {
+    /// (max, Σ e^{v − max}) of a row, leaving e^{v − max} in it.
+    fn max_and_exp_sum<T>(v: &mut [T]) -> (T, T) {
+        let mx = rowops::max(v);
+        (mx, rowops::exp_shift(v, mx))
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 //! block-row order: results do not depend on the thread count, and memory is
 //! O(group·n·d) besides the output.
 
-use super::rowops::{self, exp1, simd};
+use super::rowops::{self, exp1, simd_fn};
 use crate::linalg::{dot, gemm, MatRef};
 use crate::Real;
 use rayon::prelude::*;
@@ -130,39 +130,20 @@ impl<'a, T: Real> Sym<'a, T> {
             let cols = b1 - b0;
             self.block(t, u, &mut s);
             let (s, e) = (&s[..rows * cols], &mut e[..rows * cols]);
-            simd(|| {
-                for i in 0..rows {
-                    let srow = &s[i * cols..(i + 1) * cols];
-                    let mx = rowops::max(srow);
-                    rmax[i] = mx;
-                    if mx == T::neg_infinity() {
-                        continue; // a lone masked diagonal: nothing to add
-                    }
-                    let sum = rowops::exp_shift_into(&mut e[i * cols..(i + 1) * cols], srow, mx);
-                    rs[i] = merge(rs[i], (mx, sum));
-                }
-                if u == t {
-                    return;
-                }
-                // Column sums against the block maximum bm: Σ_i e^{s_ij − bm} = Σ_i w_i e_ij.
-                let bm = rowops::max(&rmax);
-                for (wi, &r) in w.iter_mut().zip(&rmax) {
-                    *wi = exp1(r - bm);
-                }
-                let colsum = &mut colsum[..cols];
-                colsum.iter_mut().for_each(|v| *v = T::zero());
-                for i in 0..rows {
-                    rowops::axpy(colsum, w[i], &e[i * cols..(i + 1) * cols]);
-                }
-                for (j, &c) in colsum.iter().enumerate() {
-                    cs[b0 - a1 + j] = if c >= tiny {
-                        (bm, c)
-                    } else {
-                        let cm = (0..rows).map(|i| s[i * cols + j]).fold(T::neg_infinity(), |a, b| a.max(b));
-                        (cm, (0..rows).map(|i| (s[i * cols + j] - cm).exp()).fold(T::zero(), |a, b| a + b))
-                    };
-                }
-            });
+            row_stats(s, e, cols, &mut rs, &mut rmax);
+            if u == t {
+                continue;
+            }
+            let bm = col_sums(e, cols, &rmax, &mut w, &mut colsum[..cols]);
+            for (j, &c) in colsum[..cols].iter().enumerate() {
+                cs[b0 - a1 + j] = if c >= tiny {
+                    (bm, c)
+                } else {
+                    // Recomputed against the column's own maximum.
+                    let cm = (0..rows).map(|i| s[i * cols + j]).fold(T::neg_infinity(), |a, b| a.max(b));
+                    (cm, (0..rows).map(|i| (s[i * cols + j] - cm).exp()).fold(T::zero(), |a, b| a + b))
+                };
+            }
         }
         (rs, cs)
     }
@@ -218,7 +199,7 @@ impl<'a, T: Real> Sym<'a, T> {
             let cols = b1 - b0;
             self.block(t, u, &mut s);
             let w = &mut s[..rows * cols];
-            simd(|| self.coef_block(w, (a0, a1), (b0, b1), lse, &mut beta));
+            self.coef_block(w, (a0, a1), (b0, b1), lse, &mut beta);
             let wm = MatRef::new(w, rows, cols);
             let first = if u == t { T::zero() } else { T::one() };
             gemm(self.scale, wm, zm.rows_range(b0, b1), first, gt);
@@ -230,32 +211,11 @@ impl<'a, T: Real> Sym<'a, T> {
     }
 
     /// Turns the block of similarities `w` (rows a0..a1, columns b0..b1) into W in place.
-    #[inline(always)]
     fn coef_block(&self, w: &mut [T], (a0, a1): (usize, usize), (b0, b1): (usize, usize), lse: &[T], beta: &mut [T]) {
         let (rows, cols) = (a1 - a0, b1 - b0);
         let inv_n = T::c(1.0 / self.n as f64);
         let (lr, lc) = (&lse[a0..a1], &lse[b0..b1]);
-        let hi = rowops::max(lr).max(rowops::max(lc));
-        let lo = rowops::min(lr).min(rowops::min(lc));
-        if hi - lo <= T::c(LSE_SPREAD) {
-            let beta = &mut beta[..cols];
-            for (bj, &l) in beta.iter_mut().zip(lc) {
-                *bj = exp1(hi - l) * inv_n;
-            }
-            for (i, row) in w.chunks_exact_mut(cols).enumerate() {
-                let alpha = exp1(hi - lr[i]) * inv_n;
-                for (x, &bj) in row.iter_mut().zip(beta.iter()) {
-                    *x = exp1(*x - hi) * (alpha + bj);
-                }
-            }
-        } else {
-            for (i, row) in w.chunks_exact_mut(cols).enumerate() {
-                let li = lr[i];
-                for (x, &lj) in row.iter_mut().zip(lc) {
-                    *x = (exp1(*x - li) + exp1(*x - lj)) * inv_n;
-                }
-            }
-        }
+        coef(w, cols, lr, lc, inv_n, beta);
         for i in 0..rows {
             let ti = self.targets[a0 + i] as usize;
             if (b0..b1).contains(&ti) {
@@ -266,6 +226,60 @@ impl<'a, T: Real> Sym<'a, T> {
             let tj = self.targets[b0 + j] as usize;
             if (a0..a1).contains(&tj) {
                 w[(tj - a0) * cols + j] -= inv_n;
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// e = e^{s − rowmax} row by row (cols wide); the rows' (max, sum) merged
+    /// into `rs` and their max kept in `rmax`.
+    fn row_stats<T>(s: &[T], e: &mut [T], cols: usize, rs: &mut [Part<T>], rmax: &mut [T]) -> () {
+        for (i, (srow, erow)) in s.chunks_exact(cols).zip(e.chunks_exact_mut(cols)).enumerate() {
+            let mx = rowops::max(srow);
+            rmax[i] = mx;
+            if mx == T::neg_infinity() {
+                continue; // a lone masked diagonal: nothing to add
+            }
+            let sum = rowops::exp_shift_into(erow, srow, mx);
+            rs[i] = merge(rs[i], (mx, sum));
+        }
+    }
+}
+
+simd_fn! {
+    /// Column sums against the block maximum bm (returned):
+    /// colsum_j = Σ_i e^{s_ij − bm} = Σ_i w_i e_ij with w_i = e^{rowmax_i − bm}.
+    fn col_sums<T>(e: &[T], cols: usize, rmax: &[T], w: &mut [T], colsum: &mut [T]) -> T {
+        let bm = rowops::max(rmax);
+        for (wi, &r) in w.iter_mut().zip(rmax) {
+            *wi = exp1(r - bm);
+        }
+        colsum.iter_mut().for_each(|v| *v = T::zero());
+        for (erow, &wi) in e.chunks_exact(cols).zip(w.iter()) {
+            rowops::axpy(colsum, wi, erow);
+        }
+        bm
+    }
+}
+
+simd_fn! {
+    /// W_ij = (e^{s_ij − lr_i} + e^{s_ij − lc_j})/n in place (target terms aside),
+    /// with one exponential per entry when the log-sum-exps are close.
+    fn coef<T>(w: &mut [T], cols: usize, lr: &[T], lc: &[T], inv_n: T, beta: &mut [T]) -> () {
+        let hi = rowops::max(lr).max(rowops::max(lc));
+        let lo = rowops::min(lr).min(rowops::min(lc));
+        if hi - lo <= T::c(LSE_SPREAD) {
+            let beta = &mut beta[..cols];
+            for (bj, &l) in beta.iter_mut().zip(lc) {
+                *bj = exp1(hi - l) * inv_n;
+            }
+            for (row, &li) in w.chunks_exact_mut(cols).zip(lr) {
+                rowops::exp_shift_mul(row, hi, exp1(hi - li) * inv_n, beta);
+            }
+        } else {
+            for (row, &li) in w.chunks_exact_mut(cols).zip(lr) {
+                rowops::exp2_sum(row, li, lc, inv_n);
             }
         }
     }
