@@ -12,10 +12,11 @@
 //!   and Wᵀ·z_t to tile u.
 //!
 //! Cost: half a GEMM unit (n²d) per pass for the blocks plus one for W·z:
-//! 2 units instead of 3. Tiles of `tb` rows are processed as block-rows, in
-//! fixed groups of `group` block-rows whose column partials are summed in
-//! block-row order: results do not depend on the thread count, and memory is
-//! O(group·n·d) besides the output.
+//! 2 units instead of 3. A parallel task is the pair of block-rows k and
+//! nb−1−k (equal work); tasks run in fixed groups of `group`, whose column
+//! partials are summed in ascending block-row order after the group: results
+//! do not depend on the thread count, and memory is O(group·n·d) besides the
+//! output.
 
 use super::rowops::{self, exp1, simd_fn};
 use crate::linalg::{dot, gemm, MatRef};
@@ -24,7 +25,8 @@ use rayon::prelude::*;
 
 /// Rows per block (256: matrixmultiply runs near peak at 256×128×256).
 pub(super) const SYM_TILE: usize = 256;
-/// Block-rows run in parallel between two ordered merges.
+/// Tasks (pairs of block-rows) run in parallel between two ordered merges;
+/// their column partials, O(group·n·d), are held at once.
 pub(super) const SYM_GROUP: usize = 8;
 
 /// Below this a column's partial sum taken against the block maximum may have
@@ -86,17 +88,32 @@ impl<'a, T: Real> Sym<'a, T> {
         }
     }
 
+    /// Parallel tasks of equal work: block-rows k and nb−1−k (nb−k and k+1
+    /// blocks), in groups of `group` tasks.
+    fn task_groups(&self) -> Vec<Vec<Vec<usize>>> {
+        let nb = self.nb();
+        let tasks: Vec<Vec<usize>> =
+            (0..nb.div_ceil(2)).map(|k| if k == nb - 1 - k { vec![k] } else { vec![k, nb - 1 - k] }).collect();
+        tasks.chunks(self.group).map(|g| g.to_vec()).collect()
+    }
+
     /// Pass 1: the log-sum-exp of every row over its valid columns.
     pub fn lse(&self) -> Vec<T> {
-        let (n, nb) = (self.n, self.nb());
+        let n = self.n;
         let empty = (T::neg_infinity(), T::zero());
         let mut col = vec![empty; n];
         let mut row = vec![empty; n];
-        for g0 in (0..nb).step_by(self.group) {
-            let g1 = (g0 + self.group).min(nb);
-            let outs: Vec<(Vec<Part<T>>, Vec<Part<T>>)> = (g0..g1).into_par_iter().map(|t| self.lse_blockrow(t)).collect();
-            for (k, (rs, cs)) in outs.into_iter().enumerate() {
-                let (a0, a1) = self.range(g0 + k);
+        for group in self.task_groups() {
+            let outs: Vec<Vec<(usize, Vec<Part<T>>, Vec<Part<T>>)>> = group
+                .par_iter()
+                .map(|task| task.iter().map(|&t| { let (rs, cs) = self.lse_blockrow(t); (t, rs, cs) }).collect())
+                .collect();
+            let mut outs: Vec<_> = outs.into_iter().flatten().collect();
+            // Column partials merged in ascending block-row order within a group
+            // (groups in order): a fixed order for every row.
+            outs.sort_by_key(|o| o.0);
+            for (t, rs, cs) in outs {
+                let (a0, a1) = self.range(t);
                 row[a0..a1].copy_from_slice(&rs);
                 for (acc, &c) in col[a1..].iter_mut().zip(&cs) {
                     *acc = merge(*acc, c);
@@ -163,18 +180,24 @@ impl<'a, T: Real> Sym<'a, T> {
 
     /// Pass 2: ∂L/∂z into `gz` (n×d, overwritten).
     pub fn grad(&self, lse: &[T], gz: &mut [T]) {
-        let (n, d, tb, nb) = (self.n, self.d, self.tb, self.nb());
+        let (n, d, tb) = (self.n, self.d, self.tb);
         let mut acc = vec![T::zero(); n * d];
-        for g0 in (0..nb).step_by(self.group) {
-            let g1 = (g0 + self.group).min(nb);
-            let (lo, hi) = (g0 * tb * d, (g1 * tb).min(n) * d);
-            let bufs: Vec<Vec<T>> =
-                gz[lo..hi].par_chunks_mut(tb * d).enumerate().map(|(k, gt)| self.grad_blockrow(g0 + k, lse, gt)).collect();
-            // Tile v gets block-row t's Wᵀ·z_t (t < v) in block-row order.
-            acc.par_chunks_mut(tb * d).enumerate().skip(g0 + 1).for_each(|(v, blk)| {
-                for (k, b) in bufs.iter().enumerate() {
-                    let t = g0 + k;
-                    if t < v {
+        let mut tiles: Vec<Option<&mut [T]>> = gz[..n * d].chunks_mut(tb * d).map(Some).collect();
+        for group in self.task_groups() {
+            let work: Vec<Vec<(usize, &mut [T])>> = group
+                .iter()
+                .map(|task| task.iter().map(|&t| (t, tiles[t].take().expect("each tile once"))).collect())
+                .collect();
+            let bufs: Vec<Vec<(usize, Vec<T>)>> = work
+                .into_par_iter()
+                .map(|task| task.into_iter().map(|(t, gt)| (t, self.grad_blockrow(t, lse, gt))).collect())
+                .collect();
+            let mut bufs: Vec<(usize, Vec<T>)> = bufs.into_iter().flatten().collect();
+            bufs.sort_by_key(|b| b.0);
+            // Tile v gets block-row t's Wᵀ·z_t (t < v) in ascending t within the group.
+            acc.par_chunks_mut(tb * d).enumerate().for_each(|(v, blk)| {
+                for (t, b) in &bufs {
+                    if *t < v {
                         let off = (v - t - 1) * tb * d;
                         rowops::add(blk, &b[off..off + blk.len()]);
                     }
