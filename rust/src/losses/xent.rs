@@ -121,10 +121,7 @@ impl<'a, T: Real> Xent<'a, T> {
         if self.k.is_some() {
             return None;
         }
-        Some(Sym {
-            z: self.q, n: self.n, d: self.d, scale: T::c(self.scale), targets: self.targets, nodiag,
-            tb: SYM_TILE, group: SYM_GROUP,
-        })
+        Some(Sym::new(self.q, self.n, self.d, T::c(self.scale), self.targets, nodiag, SYM_TILE, SYM_GROUP))
     }
 }
 

@@ -65,9 +65,15 @@ pub(super) struct Sym<'a, T> {
     pub nodiag: bool,
     pub tb: usize,
     pub group: usize,
+    /// zᵀ, d×n row-major ([`Sym::new`] makes it).
+    zt: Vec<T>,
 }
 
 impl<'a, T: Real> Sym<'a, T> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(z: &'a [T], n: usize, d: usize, scale: T, targets: &'a [i64], nodiag: bool, tb: usize, group: usize) -> Self {
+        Sym { z, n, d, scale, targets, nodiag, tb, group, zt: rowops::transpose(z, n, d) }
+    }
     fn nb(&self) -> usize {
         self.n.div_ceil(self.tb)
     }
@@ -82,7 +88,9 @@ impl<'a, T: Real> Sym<'a, T> {
     fn block(&self, t: usize, u: usize, buf: &mut [T]) {
         let ((a0, a1), (b0, b1)) = (self.range(t), self.range(u));
         let (rows, cols) = (a1 - a0, b1 - b0);
-        gemm(self.scale, self.zm().rows_range(a0, a1), self.zm().rows_range(b0, b1).t(), T::zero(), &mut buf[..rows * cols]);
+        // Columns b0..b1 of zᵀ (d×n, contiguous rows: packs faster than a strided z).
+        let zt = MatRef { data: &self.zt[b0..], rows: self.d, cols, rs: self.n as isize, cs: 1 };
+        gemm(self.scale, self.zm().rows_range(a0, a1), zt, T::zero(), &mut buf[..rows * cols]);
         if t == u && self.nodiag {
             (0..rows).for_each(|i| buf[i * cols + i] = T::neg_infinity());
         }
@@ -371,7 +379,7 @@ mod tests {
             let z = unit_rows(&mut rng, n, d);
             let t = partners(n);
             for nodiag in [true, false] {
-                let sym = Sym { z: &z, n, d, scale: sc, targets: &t, nodiag, tb, group };
+                let sym = Sym::new(&z, n, d, sc, &t, nodiag, tb, group);
                 let lse = sym.lse();
                 let loss = sym.loss(&lse);
                 let mut gz = vec![f64::NAN; n * d];
@@ -381,7 +389,7 @@ mod tests {
                 assert_close(&gz, &gwant, 1e-10);
                 // f32 agrees to f32 accuracy (fast exponential, f32 GEMM).
                 let z32: Vec<f32> = z.iter().map(|&v| v as f32).collect();
-                let s32 = Sym { z: &z32, n, d, scale: sc as f32, targets: &t, nodiag, tb, group };
+                let s32 = Sym::new(&z32, n, d, sc as f32, &t, nodiag, tb, group);
                 let l32 = s32.lse();
                 let mut g32 = vec![f32::NAN; n * d];
                 s32.grad(&l32, &mut g32);
@@ -404,7 +412,7 @@ mod tests {
         let mut z = unit_rows(&mut rng, n, d);
         z.copy_within(0..d, 8 * d); // row 8 = row 0
         let t = partners(n);
-        let sym = Sym { z: &z, n, d, scale: 200.0, targets: &t, nodiag: true, tb: 8, group: 2 };
+        let sym = Sym::new(&z, n, d, 200.0, &t, true, 8, 2);
         let lse = sym.lse();
         let mut gz = vec![0.0; n * d];
         sym.grad(&lse, &mut gz);
@@ -422,7 +430,7 @@ mod tests {
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
-                let sym = Sym { z: &z, n, d, scale: 10.0f32, targets: &t, nodiag: true, tb: 64, group: 3 };
+                let sym = Sym::new(&z, n, d, 10.0f32, &t, true, 64, 3);
                 let lse = sym.lse();
                 let mut gz = vec![0.0f32; n * d];
                 sym.grad(&lse, &mut gz);
