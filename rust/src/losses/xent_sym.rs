@@ -39,6 +39,8 @@ const LSE_SPREAD: f64 = 30.0;
 
 /// A (max, Σ e^{x − max}) pair; (−∞, 0) is empty.
 type Part<T> = (T, T);
+/// A block-row's index, its rows' partials and the column partials of the rows after it.
+type RowStats<T> = (usize, Vec<Part<T>>, Vec<Part<T>>);
 
 #[inline]
 fn merge<T: Real>(a: Part<T>, b: Part<T>) -> Part<T> {
@@ -112,7 +114,7 @@ impl<'a, T: Real> Sym<'a, T> {
         let mut col = vec![empty; n];
         let mut row = vec![empty; n];
         for group in self.task_groups() {
-            let outs: Vec<Vec<(usize, Vec<Part<T>>, Vec<Part<T>>)>> = group
+            let outs: Vec<Vec<RowStats<T>>> = group
                 .par_iter()
                 .map(|task| task.iter().map(|&t| { let (rs, cs) = self.lse_blockrow(t); (t, rs, cs) }).collect())
                 .collect();
