@@ -424,6 +424,28 @@ mod tests {
     }
 
     #[test]
+    fn underflow_guards_keep_f32_accurate() {
+        // Rows 0 and 2 are duplicates (s = scale = bm of block (0, 1)); row 3 is
+        // orthogonal to them, so its column in that block sits ~100 below bm (e^{−100}
+        // underflows in f32) while those entries still dominate row 3's softmax,
+        // and the block's log-sum-exps spread over ~100.
+        let (n, d, sc) = (6usize, 3usize, 100.0);
+        let z = [1.0, 0.0, 0.0, 0.0, 0.6, 0.8, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, -0.8, 0.6];
+        let t = partners(n);
+        let (want, gwant) = brute(&z, n, d, sc, &t, true);
+        let z32: Vec<f32> = z.iter().map(|&v| v as f32).collect();
+        let sym = Sym::new(&z32, n, d, sc as f32, &t, true, 2, 2);
+        let lse = sym.lse();
+        let mut g = vec![0.0f32; n * d];
+        sym.grad(&lse, &mut g);
+        assert!((sym.loss(&lse) - want).abs() < 1e-5 * (1.0 + want.abs()), "{} vs {want}", sym.loss(&lse));
+        let gmax = gwant.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+        for (a, b) in g.iter().zip(&gwant) {
+            assert!((*a as f64 - b).abs() <= 1e-4 * gmax, "{a} vs {b}");
+        }
+    }
+
+    #[test]
     fn results_do_not_depend_on_the_thread_count() {
         let (n, d) = (700usize, 8usize);
         let mut rng = Rng(5);
