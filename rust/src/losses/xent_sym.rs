@@ -426,11 +426,11 @@ mod tests {
     #[test]
     fn underflow_guards_keep_f32_accurate() {
         // Rows 0 and 2 are duplicates (s = scale = bm of block (0, 1)); row 3 is
-        // orthogonal to them, so its column in that block sits ~100 below bm (e^{−100}
-        // underflows in f32) while those entries still dominate row 3's softmax,
-        // and the block's log-sum-exps spread over ~100.
+        // orthogonal to every row, so its column in that block sits 100 below bm
+        // (e^{−100} underflows in f32) while holding 2 of the 5 equal terms of its
+        // softmax, and the block's log-sum-exps spread over ~100.
         let (n, d, sc) = (6usize, 3usize, 100.0);
-        let z = [1.0, 0.0, 0.0, 0.0, 0.6, 0.8, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, -0.8, 0.6];
+        let z = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.6, 0.0, 0.8, 0.8, 0.0, -0.6];
         let t = partners(n);
         let (want, gwant) = brute(&z, n, d, sc, &t, true);
         let z32: Vec<f32> = z.iter().map(|&v| v as f32).collect();
