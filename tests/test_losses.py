@@ -330,6 +330,40 @@ def test_thread_count_does_not_change_results():
         assert torch.equal(a, b) and torch.equal(ga, gb)
 
 
+def test_softmax_losses_thread_count_bit_identical_across_tiles():
+    # Sizes spanning several 256-row blocks / chunks and parallel tasks of the
+    # symmetric NT-Xent kernel and the q != k kernel.
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(1400, 16, generator=g, requires_grad=True)
+    queue = torch.randn(300, 16, generator=g)
+    for f in [
+        lambda t, j: Fn.ntxent_loss(t[:700], t[700:], 0.05, n_jobs=j),
+        lambda t, j: Fn.npair_loss(t[:600], t[600:1200], n_jobs=j),
+        lambda t, j: Fn.infonce_loss(t[:700], t[700:], None, 0.1, n_jobs=j),
+        lambda t, j: Fn.infonce_loss(t[:700], t[700:], queue, 0.1, n_jobs=j),
+    ]:
+        a, (ga,) = f(x, 1), torch.autograd.grad(f(x, 1), x)
+        b, (gb,) = f(x, 2), torch.autograd.grad(f(x, 2), x)
+        assert torch.equal(a, b) and torch.equal(ga, gb)
+
+
+def test_ntxent_large_batch_matches_reference():
+    # Several blocks of the symmetric kernel (n = 2·300 views) against the torch reference.
+    from reprkit.reference import losses as ref
+
+    g = torch.Generator().manual_seed(8)
+    z1 = torch.randn(300, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(300, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    for tau in (0.5, 0.1, 0.01):
+        got = Fn.ntxent_loss(z1, z2, tau)
+        want = ref.ntxent_loss(z1, z2, tau)
+        g_got = torch.autograd.grad(got, (z1, z2))
+        g_want = torch.autograd.grad(want, (z1, z2))
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+        for a, b in zip(g_got, g_want):
+            torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-12)
+
+
 def test_bad_input_raises_reprkit_errors():
     x = torch.randn(5, 3)
     y = torch.tensor([0, 1, 0, 1, 2])

@@ -24,7 +24,10 @@ def _scalar(v: float, like: Any) -> Any:
 def _grad(g: Any, a: Optional[np.ndarray], need: bool) -> Any:
     if not need or a is None:
         return None
-    return torch.from_numpy(a) * g
+    ga = torch.from_numpy(a)
+    if not g.requires_grad and g.numel() == 1 and float(g) == 1.0:
+        return ga  # loss.backward(): the kernel's gradient as is, no B×d copy
+    return ga * g
 
 
 class ContrastiveLossFn(torch.autograd.Function):

@@ -9,8 +9,10 @@
 pub mod common;
 pub mod contrastive;
 pub mod lifted;
+mod rowops;
 pub mod triplet;
 pub mod xent;
+mod xent_sym;
 
 pub use common::Batch;
 pub use contrastive::{contrastive_backward, contrastive_forward};

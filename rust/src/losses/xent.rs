@@ -10,12 +10,18 @@
 //!
 //! [`xent_forward`] keeps the per-row log-sum-exp (O(n) state) and
 //! [`xent_backward`] recomputes the similarity tiles; when the inputs need a
-//! gradient, [`xent_forward_backward`] produces it from the forward's own tiles
-//! (O(n·d) state, one pass over the tiles instead of two).
+//! gradient, [`xent_forward_backward`] produces it in one call. With q ≠ k that
+//! is one pass over chunks of rows (3 GEMMs of n·m·d: s, c·k, cᵀ·q); with k = q
+//! and a symmetric mask (NT-Xent) it is the two-pass kernel of `xent_sym`,
+//! which computes only the upper-triangle blocks (2 GEMM units instead of 3).
 
-use super::common::{exp_slice, ordered_sum, Space};
+use super::common::{ordered_sum, Space};
+use super::rowops::{self, simd_fn};
+use super::xent_sym::{Sym, SYM_GROUP, SYM_TILE};
 use crate::error::{check_finite, check_len, Error, Result};
+use crate::linalg::{gemm, MatRef};
 use crate::Real;
+use rayon::prelude::*;
 
 /// Which columns enter row i's softmax.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,9 +104,34 @@ impl<'a, T: Real> Xent<'a, T> {
     }
 }
 
+/// Rows per GEMM chunk of the q ≠ k kernel, and chunks per parallel task (each
+/// task accumulates its m×d share of ∂L/∂k in place; shares are summed in task
+/// order). Fixed, so results do not depend on the thread count.
+const CHUNK: usize = 256;
+const CHUNKS_PER_TASK: usize = 1;
+
+impl<'a, T: Real> Xent<'a, T> {
+    /// The symmetric two-pass kernel, when k = q and the mask is symmetric.
+    fn sym(&self) -> Option<Sym<'a, T>> {
+        let nodiag = match self.mask {
+            Mask::All => false,
+            Mask::NoDiag => true,
+            Mask::OwnAndTail(_) => return None,
+        };
+        if self.k.is_some() {
+            return None;
+        }
+        Some(Sym::new(self.q, self.n, self.d, T::c(self.scale), self.targets, nodiag, SYM_TILE, SYM_GROUP))
+    }
+}
+
 /// Loss value and the per-row log-sum-exp.
 pub fn xent_forward<T: Real>(p: &Xent<T>) -> Result<(f64, Vec<T>)> {
     let m = p.validate()?;
+    if let Some(sym) = p.sym() {
+        let lse = sym.lse();
+        return Ok((sym.loss(&lse), lse));
+    }
     let parts = p.space().map_tiles(|r0, r1, s| {
         let mut lse = Vec::with_capacity(r1 - r0);
         let mut acc = 0.0f64;
@@ -109,10 +140,7 @@ pub fn xent_forward<T: Real>(p: &Xent<T>) -> Result<(f64, Vec<T>)> {
             let row = &s[(i - r0) * m..(i - r0 + 1) * m];
             buf.copy_from_slice(row);
             p.mask.blank(i, &mut buf);
-            let mx = buf.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
-            buf.iter_mut().for_each(|v| *v -= mx);
-            exp_slice(&mut buf);
-            let sum: T = buf.iter().copied().sum();
+            let (mx, sum) = max_and_exp_sum(&mut buf);
             let l = mx + sum.ln();
             acc += (l - row[p.targets[i] as usize]).to_f64_();
             lse.push(l);
@@ -130,91 +158,123 @@ pub fn xent_backward<T: Real>(p: &Xent<T>, lse: &[T], gq: &mut [T], gk: &mut [T]
     if lse.len() != p.n {
         return Err(Error::Shape("log-sum-exp state does not match the batch".into()));
     }
-    gq.iter_mut().for_each(|v| *v = T::zero());
-    gk.iter_mut().for_each(|v| *v = T::zero());
-    let inv_n = T::c(1.0 / p.n as f64);
-    let same = p.k.is_none();
-    let t = p.targets;
-    p.space().backward(
-        same,
-        |r0, r1, s, c| {
-            let mut other = vec![T::zero(); if same { m } else { 0 }];
-            for i in r0..r1 {
-                let srow = &s[(i - r0) * m..(i - r0 + 1) * m];
-                let crow = &mut c[(i - r0) * m..(i - r0 + 1) * m];
-                for (cv, &sv) in crow.iter_mut().zip(srow) {
-                    *cv = sv - lse[i];
-                }
-                p.mask.blank(i, crow);
-                exp_slice(crow);
-                if same {
-                    // Row j's softmax also holds s_ji = s_ij: the unordered total.
-                    for ((o, &sv), &lj) in other.iter_mut().zip(srow).zip(lse) {
-                        *o = sv - lj;
-                    }
-                    p.mask.blank(i, &mut other);
-                    exp_slice(&mut other);
-                    for (cv, &o) in crow.iter_mut().zip(&other) {
-                        *cv += o;
-                    }
-                    for (j, &tj) in t.iter().enumerate() {
-                        if tj as usize == i {
-                            crow[j] -= T::one();
-                        }
-                    }
-                }
-                crow[t[i] as usize] -= T::one();
-                crow.iter_mut().for_each(|v| *v *= inv_n);
-            }
-        },
-        gq,
-        gk,
-    );
+    check_grads(p, m, gq, gk)?;
+    if let Some(sym) = p.sym() {
+        sym.grad(lse, gq);
+        return Ok(());
+    }
+    rows_pass(p, m, Some(lse), gq, gk);
     Ok(())
 }
 
-/// Forward and gradient in one pass: each tile's softmax needs only its own
-/// rows' log-sum-exp, so ∂L/∂q and ∂L/∂k (for a unit upstream gradient,
-/// O((n+m)·d) memory) come out of the forward's tiles and backward has no tile
-/// to recompute. With k = q (NT-Xent) both roles are summed into `gq` and `gk`
-/// is unused. Returns the loss.
+/// Forward and gradient in one call, for a unit upstream gradient (O((n+m)·d)
+/// memory, no tile computed twice beyond what the kernel needs). With k = q
+/// (NT-Xent) both roles are summed into `gq` and `gk` is unused. Returns the loss.
 pub fn xent_forward_backward<T: Real>(p: &Xent<T>, gq: &mut [T], gk: &mut [T]) -> Result<f64> {
     let m = p.validate()?;
+    check_grads(p, m, gq, gk)?;
+    if let Some(sym) = p.sym() {
+        let lse = sym.lse();
+        sym.grad(&lse, gq);
+        return Ok(sym.loss(&lse));
+    }
+    Ok(rows_pass(p, m, None, gq, gk))
+}
+
+fn check_grads<T: Real>(p: &Xent<T>, m: usize, gq: &[T], gk: &[T]) -> Result<()> {
     check_len("grad_q", gq.len(), p.n, p.d)?;
     if p.k.is_some() {
         check_len("grad_k", gk.len(), m, p.d)?;
     }
-    gq.iter_mut().for_each(|v| *v = T::zero());
-    gk.iter_mut().for_each(|v| *v = T::zero());
-    let space = p.space();
-    let slots: Vec<std::sync::Mutex<f64>> = (0..space.n_tiles()).map(|_| std::sync::Mutex::new(0.0)).collect();
-    let inv_n = T::c(1.0 / p.n as f64);
-    space.backward(
-        false,
-        |r0, r1, s, c| {
-            let mut acc = 0.0f64;
-            for i in r0..r1 {
-                let srow = &s[(i - r0) * m..(i - r0 + 1) * m];
-                let crow = &mut c[(i - r0) * m..(i - r0 + 1) * m];
-                crow.copy_from_slice(srow);
-                p.mask.blank(i, crow);
-                let mx = crow.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
-                crow.iter_mut().for_each(|v| *v -= mx);
-                exp_slice(crow);
-                let sum: T = crow.iter().copied().sum();
-                let ti = p.targets[i] as usize;
-                acc += (mx + sum.ln() - srow[ti]).to_f64_();
-                let w = inv_n / sum;
-                crow.iter_mut().for_each(|v| *v *= w);
-                crow[ti] -= inv_n;
+    Ok(())
+}
+
+/// Chunks of rows against all keys: s = scale·q_c·kᵀ, coefficients
+/// c = ∂L/∂s in place (from the chunk's own softmax, or from `lse`), then
+/// ∂L/∂q_c = scale·c·k and ∂L/∂k += scale·cᵀ·q_c. Overwrites `gq` (and `gk`
+/// with separate keys; with k = q the key role is added to `gq`). Returns the
+/// loss when `lse` is None (0 otherwise).
+fn rows_pass<T: Real>(p: &Xent<T>, m: usize, lse: Option<&[T]>, gq: &mut [T], gk: &mut [T]) -> f64 {
+    let (n, d) = (p.n, p.d);
+    let same = p.k.is_none();
+    let k = p.k.map_or(p.q, |v| v.0);
+    let scale = T::c(p.scale);
+    let inv_n = T::c(1.0 / n as f64);
+    let (qm, km) = (MatRef::new(p.q, n, d), MatRef::new(k, m, d));
+    let per_task = CHUNK * CHUNKS_PER_TASK;
+    let parts: Vec<(f64, Vec<T>)> = gq[..n * d]
+        .par_chunks_mut(per_task * d)
+        .enumerate()
+        .map(|(task, gqt)| {
+            let base = task * per_task;
+            let rows_here = gqt.len() / d;
+            let mut s = vec![T::zero(); CHUNK.min(rows_here) * m];
+            let mut part = vec![T::zero(); m * d];
+            let mut loss = 0.0f64;
+            for (c, r0) in (0..rows_here).step_by(CHUNK).enumerate() {
+                let r1 = (r0 + CHUNK).min(rows_here);
+                let (a0, a1) = (base + r0, base + r1);
+                let sb = &mut s[..(r1 - r0) * m];
+                gemm(scale, qm.rows_range(a0, a1), km.t(), T::zero(), sb);
+                loss += coef_rows(p, a0, m, sb, lse, inv_n);
+                let cm = MatRef::new(sb, r1 - r0, m);
+                gemm(scale, cm, km, T::zero(), &mut gqt[r0 * d..r1 * d]);
+                let beta = if c == 0 { T::zero() } else { T::one() };
+                gemm(scale, cm.t(), qm.rows_range(a0, a1), beta, &mut part);
             }
-            *slots[r0 / super::common::TILE].lock().unwrap_or_else(|e| e.into_inner()) = acc;
-        },
-        gq,
-        gk,
-    );
-    let total = ordered_sum(slots.into_iter().map(|v| v.into_inner().unwrap_or_else(|e| e.into_inner())));
-    Ok(total / p.n as f64)
+            (loss, part)
+        })
+        .collect();
+    // ∂L/∂k: the tasks' shares in task order, parallel over fixed row blocks.
+    let target: &mut [T] = if same { gq } else { gk };
+    target[..m * d].par_chunks_mut(CHUNK * d).enumerate().for_each(|(b, blk)| {
+        let off = b * CHUNK * d;
+        let len = blk.len();
+        if !same {
+            blk.copy_from_slice(&parts[0].1[off..off + len]);
+        }
+        for (_, pt) in &parts[usize::from(!same)..] {
+            rowops::add(blk, &pt[off..off + len]);
+        }
+    });
+    ordered_sum(parts.iter().map(|v| v.0)) / n as f64
+}
+
+simd_fn! {
+    /// Rows a0.. of a chunk of similarities `s` (each m wide) into coefficients
+    /// ∂L/∂s_ij = (softmax_ij − [j = t_i]) / n; returns the rows' summed loss when
+    /// their log-sum-exp is computed here (`lse` None).
+    fn coef_rows<T>(p: &Xent<T>, a0: usize, m: usize, s: &mut [T], lse: Option<&[T]>, inv_n: T) -> f64 {
+        let mut loss = 0.0f64;
+        for (ii, row) in s.chunks_exact_mut(m).enumerate() {
+            let i = a0 + ii;
+            let ti = p.targets[i] as usize;
+            let st = row[ti];
+            p.mask.blank(i, row);
+            match lse {
+                None => {
+                    let mx = rowops::max(row);
+                    let sum = rowops::exp_shift(row, mx);
+                    loss += (mx + sum.ln() - st).to_f64_();
+                    rowops::scale(row, inv_n / sum);
+                }
+                Some(l) => {
+                    rowops::exp_shift(row, l[i]);
+                    rowops::scale(row, inv_n);
+                }
+            }
+            row[ti] -= inv_n;
+        }
+        loss
+    }
+}
+
+simd_fn! {
+    /// (max, Σ e^{v − max}) of a row, leaving e^{v − max} in it.
+    fn max_and_exp_sum<T>(v: &mut [T]) -> (T, T) {
+        let mx = rowops::max(v);
+        (mx, rowops::exp_shift(v, mx))
+    }
 }
 
 #[cfg(test)]
@@ -284,5 +344,91 @@ mod tests {
         let mut g = vec![0.0f32; 8];
         xent_backward(&p, &lse, &mut g, &mut []).unwrap();
         assert!(g.iter().all(|x| x.is_finite()));
+    }
+}
+
+#[cfg(test)]
+mod thread_tests {
+    use super::*;
+    use crate::losses::common::testutil::*;
+
+    #[test]
+    fn fused_results_do_not_depend_on_the_thread_count() {
+        // n spans several tasks with a partial last chunk; queue mask and k = q too.
+        let (n, m, d) = (1300usize, 900usize, 8usize);
+        let mut rng = Rng(9);
+        let q: Vec<f32> = rng.normal_vec(n * d).iter().map(|&v| v as f32).collect();
+        let k: Vec<f32> = rng.normal_vec(m * d).iter().map(|&v| v as f32).collect();
+        let t: Vec<i64> = (0..n as i64).map(|i| i % m as i64).collect();
+        let ts: Vec<i64> = (0..n as i64).map(|i| (i + 1) % n as i64).collect();
+        let tq: Vec<i64> = (0..n as i64).map(|i| if i < n as i64 / 2 { i } else { n as i64 - 1 }).collect();
+        let probs = [
+            Xent { q: &q, n, k: Some((&k[..], m)), d, scale: 2.0, targets: &t, mask: Mask::All },
+            Xent { q: &q, n, k: None, d, scale: 2.0, targets: &ts, mask: Mask::NoDiag },
+            Xent { q: &q, n, k: None, d, scale: 2.0, targets: &tq, mask: Mask::OwnAndTail(n / 2) },
+        ];
+        for p in &probs {
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| {
+                    let mm = if p.k.is_some() { m } else { 0 };
+                    let (mut gq, mut gk) = (vec![0.0f32; n * d], vec![0.0f32; mm * d]);
+                    let loss = xent_forward_backward(p, &mut gq, &mut gk).unwrap();
+                    let (l2, lse) = xent_forward(p).unwrap();
+                    let (mut bq, mut bk) = (vec![0.0f32; n * d], vec![0.0f32; mm * d]);
+                    xent_backward(p, &lse, &mut bq, &mut bk).unwrap();
+                    let bits = gq.iter().chain(&gk).chain(&lse).chain(&bq).chain(&bk).map(|v| v.to_bits()).collect::<Vec<_>>();
+                    (loss.to_bits(), l2.to_bits(), bits)
+                })
+            };
+            let one = run(1);
+            assert_eq!(one, run(2));
+            assert_eq!(one, run(3));
+        }
+    }
+
+    #[test]
+    fn chunked_kernel_matches_brute_force_across_chunks() {
+        // n spans several chunks with a partial last one; OwnAndTail with k = q
+        // takes the chunked kernel with both roles summed into gq.
+        let (n, m, d) = (530usize, 40usize, 3usize);
+        let mut rng = Rng(4);
+        let q = rng.normal_vec(n * d);
+        let k = rng.normal_vec(m * d);
+        let t: Vec<i64> = (0..n as i64).map(|i| i % m as i64).collect();
+        let p = Xent { q: &q, n, k: Some((&k[..], m)), d, scale: 1.5, targets: &t, mask: Mask::All };
+        let (mut gq, mut gk) = (vec![0.0; n * d], vec![0.0; m * d]);
+        let loss = xent_forward_backward(&p, &mut gq, &mut gk).unwrap();
+        // Dense reference gradient.
+        let (mut wq, mut wk) = (vec![0.0; n * d], vec![0.0; m * d]);
+        let mut want = 0.0;
+        for i in 0..n {
+            let s: Vec<f64> = (0..m).map(|j| 1.5 * (0..d).map(|a| q[i * d + a] * k[j * d + a]).sum::<f64>()).collect();
+            let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = mx + s.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
+            want += lse - s[t[i] as usize];
+            for j in 0..m {
+                let c = 1.5 * ((s[j] - lse).exp() - if j == t[i] as usize { 1.0 } else { 0.0 }) / n as f64;
+                for a in 0..d {
+                    wq[i * d + a] += c * k[j * d + a];
+                    wk[j * d + a] += c * q[i * d + a];
+                }
+            }
+        }
+        assert!((loss - want / n as f64).abs() < 1e-10);
+        assert_close(&gq, &wq, 1e-10);
+        assert_close(&gk, &wk, 1e-10);
+        // k = q with the queue mask: the chunked kernel, both roles into gq.
+        let zz = rng.normal_vec(n * d);
+        let ts: Vec<i64> = (0..n as i64).map(|i| if i < 300 { i } else { 400 }).collect();
+        let ps = Xent { q: &zz, n, k: None, d, scale: 1.0, targets: &ts, mask: Mask::OwnAndTail(300) };
+        let mut g = vec![0.0; n * d];
+        let v = xent_forward_backward(&ps, &mut g, &mut []).unwrap();
+        let f = |z: &[f64]| {
+            let pp = Xent { q: z, n, k: None, d, scale: 1.0, targets: &ts, mask: Mask::OwnAndTail(300) };
+            xent_forward(&pp).unwrap().0
+        };
+        assert!((v - f(&zz)).abs() < 1e-12);
+        assert_close(&g, &fd_grad(&zz, &f), 1e-6);
     }
 }
