@@ -17,7 +17,7 @@ pub mod losses;
 pub mod real;
 pub mod rng;
 pub mod sparse;
-mod simd;
+pub(crate) mod simd;
 
 pub use error::{Error, Result};
 pub use real::Real;

@@ -5,25 +5,39 @@
 use crate::distances::Finish;
 use crate::Real;
 
-#[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+/// Whether the AVX2+FMA builds of the hot loops can run here (detected once).
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
-/// Declares `pub fn $name` that dispatches to an AVX2+FMA build of `$body` when available.
+/// Declares `$vis fn $name<T: Real>(..)` whose body is compiled twice, for the
+/// x86-64 baseline and for AVX2+FMA, the latter chosen at run time. Helpers the
+/// body calls should be `#[inline(always)]` so that their loops vectorise in it.
 macro_rules! multiversion {
-    ($(#[$m:meta])* fn $name:ident<$T:ident>($($arg:ident : $ty:ty),*) -> $ret:ty $body:block) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident<$T:ident>($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
         $(#[$m])*
-        pub fn $name<$T: Real>($($arg: $ty),*) -> $ret {
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name<$T: Real>($($arg: $ty),*) -> $ret {
             #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
             fn body<$T: Real>($($arg: $ty),*) -> $ret $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2<$T: Real>($($arg: $ty),*) -> $ret { body($($arg),*) }
-                if has_avx2() {
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2<$T: Real>($($arg: $ty),*) -> $ret {
+                    body($($arg),*)
+                }
+                if $crate::simd::has_avx2() {
                     // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
                     return unsafe { avx2($($arg),*) };
                 }
@@ -32,11 +46,12 @@ macro_rules! multiversion {
         }
     };
 }
+pub(crate) use multiversion;
 
 multiversion! {
     /// row_j ← row_j + nx + ny_j (turning −2x·y into ‖x−y‖²); returns whether any
     /// entry is ≤ tol·(nx + ny_j), i.e. lost its digits to cancellation.
-    fn add_norms<T>(row: &mut [T], nx: T, ny: &[T], tol: T) -> bool {
+    pub fn add_norms<T>(row: &mut [T], nx: T, ny: &[T], tol: T) -> bool {
         let mut bad = false;
         for (v, &nyj) in row.iter_mut().zip(ny) {
             let scale = nx + nyj;
@@ -50,7 +65,7 @@ multiversion! {
 
 multiversion! {
     /// Clamps squared distances at 0 and applies the metric's last step.
-    fn finish<T>(row: &mut [T], how: Finish) -> () {
+    pub fn finish<T>(row: &mut [T], how: Finish) -> () {
         let zero = T::zero();
         match how {
             Finish::Squared => row.iter_mut().for_each(|v| *v = if *v > zero { *v } else { zero }),
@@ -68,7 +83,7 @@ multiversion! {
 
 multiversion! {
     /// out_j ← g_j / d_j where d_j > 0, else 0 (Euclidean backward weights).
-    fn div_or_zero<T>(out: &mut [T], g: &[T], d: &[T]) -> () {
+    pub fn div_or_zero<T>(out: &mut [T], g: &[T], d: &[T]) -> () {
         let zero = T::zero();
         for ((o, &gv), &dv) in out.iter_mut().zip(g).zip(d) {
             let safe = if dv > zero { dv } else { T::one() };
@@ -79,7 +94,7 @@ multiversion! {
 
 multiversion! {
     /// w_j ← (w_j + g_j) / d_j where d_j > 0, else 0 (symmetrised Euclidean weights).
-    fn add_div_or_zero<T>(w: &mut [T], g: &[T], d: &[T]) -> () {
+    pub fn add_div_or_zero<T>(w: &mut [T], g: &[T], d: &[T]) -> () {
         let zero = T::zero();
         for ((o, &gv), &dv) in w.iter_mut().zip(g).zip(d) {
             let safe = if dv > zero { dv } else { T::one() };
@@ -94,7 +109,7 @@ multiversion! {
     /// (a strided loop moves one value at a time). 32 source rows are read
     /// along their full length at a time (long runs the prefetcher can follow),
     /// while 32 × 32 sub-blocks keep the lines in use in cache.
-    fn transpose_into<T>(src: &[T], lds: usize, rows: usize, cols: usize, out: &mut [T], ldo: usize) -> () {
+    pub fn transpose_into<T>(src: &[T], lds: usize, rows: usize, cols: usize, out: &mut [T], ldo: usize) -> () {
         let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
         for jb in (0..c8).step_by(32) {
             for ib in (0..r8).step_by(32) {
@@ -125,7 +140,7 @@ multiversion! {
 
 multiversion! {
     /// Σ_j g_j (1 − d_j) (cosine backward row sums).
-    fn dot_one_minus<T>(g: &[T], d: &[T]) -> T {
+    pub fn dot_one_minus<T>(g: &[T], d: &[T]) -> T {
         let mut acc = [T::zero(); 8];
         let n = g.len().min(d.len());
         let chunks = n / 8;
@@ -144,7 +159,7 @@ multiversion! {
 
 multiversion! {
     /// acc_j += w_j (column sums, one row at a time in a fixed order).
-    fn add_assign<T>(acc: &mut [T], w: &[T]) -> () {
+    pub fn add_assign<T>(acc: &mut [T], w: &[T]) -> () {
         for (a, &v) in acc.iter_mut().zip(w) {
             *a += v;
         }
@@ -154,7 +169,7 @@ multiversion! {
 multiversion! {
     /// Whether any 0 < d_j² ≤ tol·(a + b_j): a near pair whose backward weight 1/d is
     /// huge (pairs at distance exactly 0 have weight 0 and need nothing).
-    fn any_near<T>(dist: &[T], a: T, b: &[T], tol: T) -> bool {
+    pub fn any_near<T>(dist: &[T], a: T, b: &[T], tol: T) -> bool {
         let mut any = false;
         for (&dv, &bv) in dist.iter().zip(b) {
             any |= (dv > T::zero()) & (dv * dv <= tol * (a + bv));
@@ -165,7 +180,7 @@ multiversion! {
 
 multiversion! {
     /// Σ v with eight independent accumulators (a plain fold is one long dependency chain).
-    fn sum<T>(v: &[T]) -> T {
+    pub fn sum<T>(v: &[T]) -> T {
         let mut acc = [T::zero(); 8];
         let chunks = v.len() / 8;
         for c in 0..chunks {

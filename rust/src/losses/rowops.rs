@@ -1,6 +1,6 @@
 //! Row primitives of the softmax kernels. Reductions run over 8 fixed lanes
 //! (a fixed summation order that the compiler can vectorise), and functions
-//! declared with `simd_fn!` are also compiled for AVX2+FMA, chosen when the
+//! declared with `multiversion!` (crate::simd) are also compiled for AVX2+FMA, chosen when the
 //! CPU has it (wheels target the x86-64 baseline). No mul+add is contracted into an FMA, so both
 //! builds give the same bits.
 
@@ -10,41 +10,6 @@ use std::any::TypeId;
 
 const LANES: usize = 8;
 
-#[cfg(target_arch = "x86_64")]
-pub(super) fn has_avx2() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-}
-
-/// Declares `fn $name<T: Real>(..)` whose body is compiled twice, for the
-/// x86-64 baseline and for AVX2+FMA, the latter chosen at run time. The body's
-/// helpers below are `#[inline(always)]`, so their loops vectorise 8-wide in it.
-macro_rules! simd_fn {
-    ($(#[$m:meta])* $vis:vis fn $name:ident<$T:ident>($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
-        $(#[$m])*
-        #[allow(clippy::too_many_arguments)]
-        $vis fn $name<$T: Real>($($arg: $ty),*) -> $ret {
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn body<$T: Real>($($arg: $ty),*) -> $ret $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx2<$T: Real>($($arg: $ty),*) -> $ret {
-                    body($($arg),*)
-                }
-                if $crate::losses::rowops::has_avx2() {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
-}
-pub(super) use simd_fn;
 
 #[inline(always)]
 fn is_f32<T: 'static>() -> bool {
@@ -266,7 +231,7 @@ mod tests {
         let v32: Vec<f32> = v.iter().map(|&x| x as f32).collect();
         let mut o32 = vec![0.0f32; v.len()];
         // The AVX2 build and the baseline build agree bit for bit.
-        simd_fn! {
+        crate::simd::multiversion! {
             fn both<T>(o: &mut [T], v: &[T]) -> T { exp_shift_into(o, v, T::c(0.5)) }
         }
         let a = both(&mut o32, &v32);

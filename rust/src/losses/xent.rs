@@ -16,7 +16,8 @@
 //! which computes only the upper-triangle blocks (2 GEMM units instead of 3).
 
 use super::common::{ordered_sum, Space};
-use super::rowops::{self, simd_fn};
+use super::rowops;
+use crate::simd::multiversion;
 use super::xent_sym::{Sym, SYM_GROUP, SYM_TILE};
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::linalg::{gemm, MatRef};
@@ -240,7 +241,7 @@ fn rows_pass<T: Real>(p: &Xent<T>, m: usize, lse: Option<&[T]>, gq: &mut [T], gk
     ordered_sum(parts.iter().map(|v| v.0)) / n as f64
 }
 
-simd_fn! {
+multiversion! {
     /// Rows a0.. of a chunk of similarities `s` (each m wide) into coefficients
     /// ∂L/∂s_ij = (softmax_ij − [j = t_i]) / n; returns the rows' summed loss when
     /// their log-sum-exp is computed here (`lse` None).
@@ -269,7 +270,7 @@ simd_fn! {
     }
 }
 
-simd_fn! {
+multiversion! {
     /// (max, Σ e^{v − max}) of a row, leaving e^{v − max} in it.
     fn max_and_exp_sum<T>(v: &mut [T]) -> (T, T) {
         let mx = rowops::max(v);

@@ -18,7 +18,8 @@
 //! do not depend on the thread count, and memory is O(group·n·d) besides the
 //! output.
 
-use super::rowops::{self, exp1, simd_fn};
+use super::rowops::{self, exp1};
+use crate::simd::multiversion;
 use crate::linalg::{dot, gemm, MatRef};
 use crate::Real;
 use rayon::prelude::*;
@@ -264,7 +265,7 @@ impl<'a, T: Real> Sym<'a, T> {
     }
 }
 
-simd_fn! {
+multiversion! {
     /// e = e^{s − rowmax} row by row (cols wide); the rows' (max, sum) merged
     /// into `rs` and their max kept in `rmax`.
     fn row_stats<T>(s: &[T], e: &mut [T], cols: usize, rs: &mut [Part<T>], rmax: &mut [T]) -> () {
@@ -280,7 +281,7 @@ simd_fn! {
     }
 }
 
-simd_fn! {
+multiversion! {
     /// Column sums against the block maximum bm (returned):
     /// colsum_j = Σ_i e^{s_ij − bm} = Σ_i w_i e_ij with w_i = e^{rowmax_i − bm}.
     fn col_sums<T>(e: &[T], cols: usize, rmax: &[T], w: &mut [T], colsum: &mut [T]) -> T {
@@ -296,7 +297,7 @@ simd_fn! {
     }
 }
 
-simd_fn! {
+multiversion! {
     /// W_ij = (e^{s_ij − lr_i} + e^{s_ij − lc_j})/n in place (target terms aside),
     /// with one exponential per entry when the log-sum-exps are close.
     fn coef<T>(w: &mut [T], cols: usize, lr: &[T], lc: &[T], inv_n: T, beta: &mut [T]) -> () {

@@ -164,7 +164,7 @@ impl<const D: usize> Tree<D> {
         let theta2 = theta * theta;
         let groups = self.groups(GROUP);
         let fast = cauchy_2d && D == 2;
-        let avx = super::exact::has_avx2();
+        let avx = crate::simd::has_avx2();
         let per_group: Vec<(Vec<[f64; D]>, f64)> = groups
             .par_iter()
             .with_max_len(4)

@@ -180,19 +180,6 @@ unsafe fn exact_row_avx2<const D: usize>(yi: [f64; D], cols: &[Vec<f64>], prow: 
     exact_row::<D, 4>(yi, cols, prow, i, n)
 }
 
-/// Whether the AVX2+FMA versions of the hot loops can run here (checked once per call).
-#[inline]
-pub fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// Fused exact t-SNE gradient (dof = 1) for a *complete* P (every row holds all
 /// j ≠ i in order, as the exact method builds it): one sweep over all pairs
 /// accumulates A_i = Σ p_ij b_ij (y_i − y_j), F_i = Σ b²_ij (y_i − y_j) and Z,
@@ -201,7 +188,7 @@ pub fn has_avx2() -> bool {
 pub fn fused_tsne_gradient<const D: usize>(y: &[f64], n: usize, pdata: &[f64], exag: f64, grad: &mut [f64]) {
     let cols: Vec<Vec<f64>> = (0..D).map(|d| (0..n).map(|i| y[i * D + d]).collect()).collect();
     let mut frep = vec![0.0f64; n * D];
-    let avx = has_avx2();
+    let avx = crate::simd::has_avx2();
     let zs: Vec<f64> = grad
         .par_chunks_mut(TILE * D)
         .zip(frep.par_chunks_mut(TILE * D))

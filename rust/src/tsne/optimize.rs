@@ -164,7 +164,7 @@ fn attract<const D: usize, const KL: bool>(p: &Csr, y: &[f64], dim: usize, kerne
     let dim = if D > 0 { D } else { dim };
     if D == 2 && !KL && kernel == Kernel::StudentT(1.0) {
         // The hot case: vectorised Cauchy rows.
-        let avx = super::exact::has_avx2();
+        let avx = crate::simd::has_avx2();
         grad.par_chunks_mut(TILE * 2).enumerate().for_each(|(t, g)| {
             for (r, grow) in g.chunks_mut(2).enumerate() {
                 let i = t * TILE + r;

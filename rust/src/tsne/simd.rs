@@ -138,17 +138,17 @@ mod tests {
         let ws: Vec<f64> = (0..m).map(|j| 1.0 + (j % 5) as f64).collect();
         let q = [0.3, -0.2];
         let (z0, f0) = cauchy_list_2d_scalar(q, &xs, &ys, &ws);
-        let (z1, f1) = cauchy_list_2d(q, &xs, &ys, &ws, crate::tsne::exact::has_avx2());
+        let (z1, f1) = cauchy_list_2d(q, &xs, &ys, &ws, crate::simd::has_avx2());
         assert!((z0 - z1).abs() < 1e-12 * z0.abs());
         assert!((f0[0] - f1[0]).abs() < 1e-12 && (f0[1] - f1[1]).abs() < 1e-12);
         let (a0, g0, y0) = cauchy_row_2d_scalar(q, &xs, &ys, &ws);
-        let (a1, g1, y1) = cauchy_row_2d(q, &xs, &ys, &ws, crate::tsne::exact::has_avx2());
+        let (a1, g1, y1) = cauchy_row_2d(q, &xs, &ys, &ws, crate::simd::has_avx2());
         assert!((y0 - y1).abs() < 1e-12 && (a0[0] - a1[0]).abs() < 1e-12 && (g0[1] - g1[1]).abs() < 1e-12);
         let inter: Vec<f64> = xs.iter().zip(&ys).flat_map(|(a, b)| [*a, *b]).collect();
         let idx: Vec<u32> = (0..m as u32).rev().step_by(2).collect();
         let ps: Vec<f64> = idx.iter().map(|&j| 0.01 * j as f64).collect();
         let r0 = attract_row_2d_scalar(q, &idx, &ps, &inter);
-        let r1 = attract_row_2d(q, &idx, &ps, &inter, crate::tsne::exact::has_avx2());
+        let r1 = attract_row_2d(q, &idx, &ps, &inter, crate::simd::has_avx2());
         assert!((r0[0] - r1[0]).abs() < 1e-12 && (r0[1] - r1[1]).abs() < 1e-12);
     }
 }
