@@ -157,6 +157,15 @@ pub struct SqEuclid<'a, T> {
 impl<'a, T: Real> SqEuclid<'a, T> {
     /// `y = None` means the rows of `x` against themselves.
     pub fn new(x: &'a [T], n: usize, y: Option<(&'a [T], usize)>, d: usize) -> Self {
+        let mut s = Self::centred_only(x, n, y, d);
+        s.xct = transpose(&s.xc, n, d);
+        s.yct = s.yc.as_ref().map(|v| transpose(v, s.m, d));
+        s
+    }
+
+    /// Centred rows and norms without the transposed copies that only the
+    /// forward GEMM reads (the backward uses the rows as they are).
+    fn centred_only(x: &'a [T], n: usize, y: Option<(&'a [T], usize)>, d: usize) -> Self {
         let same = y.is_none();
         let (y, m) = y.unwrap_or((x, n));
         let mut mean = col_means(x, n, d);
@@ -176,9 +185,7 @@ impl<'a, T: Real> SqEuclid<'a, T> {
             let ny = row_sq_norms(&yc, m, d);
             (Some(yc), Some(ny))
         };
-        let xct = transpose(&xc, n, d);
-        let yct = yc.as_ref().map(|v| transpose(v, m, d));
-        SqEuclid { x, y, xc, yc, xct, yct, nx, ny, n, m, d, same }
+        SqEuclid { x, y, xc, yc, xct: Vec::new(), yct: None, nx, ny, n, m, d, same }
     }
 
     /// Squared distances of rows `r0..r1` of x to rows `c0..c1` of y, written
@@ -708,7 +715,7 @@ pub fn pairwise_backward<T: Real>(
         Metric::Euclidean | Metric::SqEuclidean => {
             // Centred rows: the product form below is translation invariant, and
             // centring keeps its terms small (as in the forward pass).
-            let prep = SqEuclid::new(x.data, n, if same { None } else { Some((y.data, m)) }, d);
+            let prep = SqEuclid::centred_only(x.data, n, if same { None } else { Some((y.data, m)) }, d);
             let xc = &prep.xc;
             let yc: &[T] = prep.yc.as_deref().unwrap_or(xc);
             let cny: &[T] = prep.ny.as_deref().unwrap_or(&prep.nx);
