@@ -215,7 +215,8 @@ impl<'a, T: Real> SqEuclid<'a, T> {
             let row = &mut out[(i - r0) * ld..(i - r0) * ld + bn];
             // A row's distance to itself is exactly 0; +∞ keeps it out of the cancellation
             // test below, which would otherwise send every diagonal row to the scalar loop.
-            let diag = (self.same && (c0..c1).contains(&i)).then_some(i - c0);
+            // Lazy: `i - c0` underflows when i lies left of the block.
+            let diag = (self.same && (c0..c1).contains(&i)).then(|| i - c0);
             if let Some(jj) = diag {
                 row[jj] = T::infinity();
             }
