@@ -21,7 +21,7 @@
 //! from G + Gᵀ and one GEMM per tile.
 
 use crate::error::{check_finite, check_len, Error, Result};
-use crate::linalg::{col_means, gemm, row_sq_norms, sq_dist, MatRef, ROW_TILE};
+use crate::linalg::{col_means, gemm, row_sq_norms, sq_dist, transpose, MatRef, ROW_TILE};
 use crate::simd;
 use crate::Real;
 use rayon::prelude::*;
@@ -107,13 +107,6 @@ fn normalise<T: Real>(x: &[T], n: usize, d: usize) -> (Vec<T>, Vec<T>) {
 /// Unit rows (zero rows stay zero) and each row's norm. Public for kNN on cosine.
 pub fn unit_rows<T: Real>(x: &[T], n: usize, d: usize) -> (Vec<T>, Vec<T>) {
     normalise(x, n, d)
-}
-
-/// Row-major transpose of an `n × d` matrix.
-fn transpose<T: Real>(a: &[T], n: usize, d: usize) -> Vec<T> {
-    let mut t = vec![T::zero(); n * d];
-    simd::transpose_into(a, d, d, n, &mut t, n);
-    t
 }
 
 fn centred<T: Real>(x: &[T], n: usize, d: usize, mean: &[f64]) -> Vec<T> {

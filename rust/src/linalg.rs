@@ -8,6 +8,22 @@ use rayon::prelude::*;
 /// thread count) so that results do not depend on how many threads run.
 pub const ROW_TILE: usize = 64;
 
+/// The d×n row-major transpose of a row-major n×d matrix (so that a GEMM
+/// operand `xᵀ` is packed from contiguous runs). Parallel over fixed blocks of
+/// 64 output rows, each transposed in register-sized blocks.
+pub fn transpose<T: Real>(x: &[T], n: usize, d: usize) -> Vec<T> {
+    const B: usize = 64;
+    let mut out = vec![T::zero(); n * d];
+    if n == 0 {
+        return out;
+    }
+    out.par_chunks_mut(B * n).enumerate().for_each(|(kb, o)| {
+        // Output rows k0.. are the input's columns k0..
+        crate::simd::transpose_into(&x[kb * B..], d, o.len() / n, n, o, n);
+    });
+    out
+}
+
 /// A read-only strided matrix view (`rows × cols`, element (i, j) at `i*rs + j*cs`).
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a, T> {
@@ -159,6 +175,19 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn transpose_matches_naive() {
+        for &(n, d) in &[(1usize, 1usize), (3, 1), (1, 5), (9, 13), (70, 130), (131, 67)] {
+            let x: Vec<f64> = (0..n * d).map(|v| v as f64).collect();
+            let t = transpose(&x, n, d);
+            for i in 0..n {
+                for k in 0..d {
+                    assert_eq!(t[k * n + i], x[i * d + k], "({n}, {d}) at ({i}, {k})");
+                }
+            }
+        }
     }
 
     #[test]

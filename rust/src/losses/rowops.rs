@@ -189,29 +189,6 @@ pub fn add<T: Real>(y: &mut [T], x: &[T]) {
     }
 }
 
-/// The d×n row-major transpose of a row-major n×d matrix (so that a GEMM
-/// operand `xᵀ` is packed from contiguous rows). Parallel over fixed blocks.
-pub fn transpose<T: Real>(x: &[T], n: usize, d: usize) -> Vec<T> {
-    use rayon::prelude::*;
-    const B: usize = 64;
-    let mut out = vec![T::zero(); n * d];
-    // Output rows k0..k0+B (features) at a time; inner blocks of B input rows.
-    out.par_chunks_mut(B * n).enumerate().for_each(|(kb, o)| {
-        let k0 = kb * B;
-        let kn = o.len() / n;
-        for i0 in (0..n).step_by(B) {
-            let i1 = (i0 + B).min(n);
-            for k in 0..kn {
-                let orow = &mut o[k * n..(k + 1) * n];
-                for i in i0..i1 {
-                    orow[i] = x[i * d + k0 + k];
-                }
-            }
-        }
-    });
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

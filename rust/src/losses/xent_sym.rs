@@ -75,7 +75,7 @@ pub(super) struct Sym<'a, T> {
 impl<'a, T: Real> Sym<'a, T> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(z: &'a [T], n: usize, d: usize, scale: T, targets: &'a [i64], nodiag: bool, tb: usize, group: usize) -> Self {
-        Sym { z, n, d, scale, targets, nodiag, tb, group, zt: rowops::transpose(z, n, d) }
+        Sym { z, n, d, scale, targets, nodiag, tb, group, zt: crate::linalg::transpose(z, n, d) }
     }
     fn nb(&self) -> usize {
         self.n.div_ceil(self.tb)
