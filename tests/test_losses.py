@@ -364,6 +364,17 @@ def test_ntxent_large_batch_matches_reference():
             torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ntxent_single_pair_is_exactly_zero(dtype):
+    # Two views only: each one's softmax holds just its partner, so L = 0 and ∂L = 0 (never below 0).
+    z1 = torch.tensor([[0.3, -1.2, 2.0]], dtype=dtype, requires_grad=True)
+    z2 = torch.tensor([[1.5, 0.7, -0.4]], dtype=dtype, requires_grad=True)
+    loss = Fn.ntxent_loss(z1, z2, 0.1)
+    assert float(loss.detach()) == 0.0
+    for g in torch.autograd.grad(loss, (z1, z2)):
+        torch.testing.assert_close(g, torch.zeros_like(g), rtol=0, atol=1e-6)
+
+
 def test_bad_input_raises_reprkit_errors():
     x = torch.randn(5, 3)
     y = torch.tensor([0, 1, 0, 1, 2])

@@ -183,7 +183,10 @@ impl<'a, T: Real> Sym<'a, T> {
         let tot: f64 = (0..self.n)
             .map(|i| {
                 let ti = self.targets[i] as usize;
-                (lse[i] - self.scale * dot(&z[i * d..(i + 1) * d], &z[ti * d..(ti + 1) * d])).to_f64_()
+                let st = self.scale * dot(&z[i * d..(i + 1) * d], &z[ti * d..(ti + 1) * d]);
+                // lse_i ≥ s_{i,t_i} exactly; this dot rounds differently from the block GEMM,
+                // so a lone-target row (n = 1) could come out a rounding error below 0.
+                (lse[i] - st).max(T::zero()).to_f64_()
             })
             .sum();
         tot / self.n as f64
