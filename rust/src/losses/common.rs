@@ -387,18 +387,20 @@ mod tests {
 
 #[cfg(test)]
 pub mod testutil {
-    /// Small deterministic PRNG for tests (splitmix64).
+    /// Small deterministic PRNG for tests: the crate's splitmix64 stream.
     pub struct Rng(pub u64);
     impl Rng {
         pub fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
+            let mut s = crate::rng::SplitMix(self.0);
+            let v = s.next_u64();
+            self.0 = s.0;
+            v
         }
         pub fn unif(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+            let mut s = crate::rng::SplitMix(self.0);
+            let v = s.uniform();
+            self.0 = s.0;
+            v
         }
         pub fn normal_vec(&mut self, len: usize) -> Vec<f64> {
             (0..len)
