@@ -16,6 +16,70 @@ pub const TILE: usize = 2 * ROW_TILE;
 /// Tiles whose column partials are held at once when references need gradients.
 const GROUP: usize = 8;
 
+/// How a loss turns the squared Euclidean distance s = ‖x_i − r_j‖² into its distance d.
+///
+/// `Cosine` expects unit rows (the caller L2-normalises them): for unit rows
+/// ½‖u − v‖² = 1 − cos θ, so the guarded squared-distance tiles serve all three.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// d = √s (Euclidean distance).
+    Euclidean,
+    /// d = s.
+    SqEuclidean,
+    /// d = s / 2 = 1 − cos θ on unit rows.
+    Cosine,
+}
+
+impl Metric {
+    pub const NAMES: &'static [&'static str] = &["euclidean", "sqeuclidean", "cosine"];
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "euclidean" => Metric::Euclidean,
+            "sqeuclidean" => Metric::SqEuclidean,
+            "cosine" => Metric::Cosine,
+            _ => {
+                return Err(Error::InvalidParameter(format!(
+                    "unknown distance {s:?}; accepted: {}",
+                    Metric::NAMES.join(", ")
+                )))
+            }
+        })
+    }
+
+    /// The loss's distance d from the squared distance s.
+    #[inline]
+    pub fn of_sq<T: Real>(self, s: T) -> T {
+        match self {
+            Metric::Euclidean => s.sqrt(),
+            Metric::SqEuclidean => s,
+            Metric::Cosine => s * T::c(0.5),
+        }
+    }
+
+    /// A tile row of squared distances turned into d in place.
+    #[inline]
+    pub fn row<T: Real>(self, row: &mut [T]) {
+        match self {
+            Metric::Euclidean => row.iter_mut().for_each(|v| *v = v.sqrt()),
+            Metric::SqEuclidean => {}
+            Metric::Cosine => row.iter_mut().for_each(|v| *v *= T::c(0.5)),
+        }
+    }
+
+    /// The distance coefficient c of [`Space::backward`] / [`sparse_backward`]
+    /// (∂L/∂x_i = c·(x_i − r_j)) for ∂L/∂d = `g` at squared distance `s`:
+    /// c = 2·g·∂d/∂s. Euclidean: g/D, taken as 0 at D = 0 (never NaN).
+    #[inline]
+    pub fn coef<T: Real>(self, s: T, g: T) -> T {
+        match self {
+            Metric::Euclidean => g * sqrt_and_inv(s).1,
+            Metric::SqEuclidean => g * T::c(2.0),
+            Metric::Cosine => g,
+        }
+    }
+}
+
 /// A labelled batch, optionally with cross-batch references (anchors come from
 /// `x`, positives and negatives from `refs`; without refs they come from `x`).
 #[derive(Clone, Copy)]

@@ -14,7 +14,7 @@ pub mod triplet;
 pub mod xent;
 mod xent_sym;
 
-pub use common::Batch;
+pub use common::{Batch, Metric};
 pub use contrastive::{contrastive_backward, contrastive_forward};
 pub use lifted::{lifted_backward, lifted_forward, LiftedState};
 pub use triplet::{mine, triplet_backward, triplet_forward, Mining, TripletCfg, TripletState};
