@@ -13,7 +13,7 @@ import reprkit
 from reprkit import functional as Fn
 from reprkit import losses as L
 from reprkit.errors import DTypeError, InvalidParameterError, NonFiniteError, ShapeError
-from reprkit.reference import losses as R
+from reprkit import reference as R
 
 LAYOUTS = ("random", "singletons", "one_class", "pairs")
 

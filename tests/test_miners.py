@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from reprkit import miners
 from reprkit.errors import DTypeError, ShapeError
-from reprkit.reference import losses as R
+from reprkit import reference as R
 
 
 def dmat(x, r, squared):

@@ -12,7 +12,7 @@ from scipy.spatial.distance import cdist
 
 import reprkit
 from reprkit.errors import InvalidParameterError, NonFiniteError, ShapeError
-from reprkit.spectral import spectral_init
+from reprkit.manifold import spectral_init
 
 
 def blobs(n: int, d: int = 6, seed: int = 0) -> np.ndarray:

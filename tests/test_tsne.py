@@ -293,7 +293,7 @@ def test_torch_and_numpy_inputs_agree():
 
 def test_pca_init_and_precomputed_metric():
     X, _ = _blobs(100, 6, seed=17)
-    Y0 = reprkit.sne.pca_init(X, 2)
+    Y0 = reprkit.manifold.sne.pca_init(X, 2)
     assert Y0[:, 0].std() == pytest.approx(1e-4, rel=1e-9)
     from sklearn.decomposition import PCA
 
@@ -411,7 +411,7 @@ def test_spectral_init_embeds_the_eigenvectors_of_p():
     assert trustworthiness(X, Y, n_neighbors=10) > 0.9
     # The start is Laplacian eigenmaps of P: check the first recorded state against it,
     # up to the sign of each column and one optimisation step.
-    Y0 = reprkit.spectral.spectral_init(est.affinities_, 2, random_state=0)
+    Y0 = reprkit.manifold.spectral_init(est.affinities_, 2, random_state=0)
     assert np.isclose(Y0[:, 0].std(), 1e-4)
     corr = [abs(np.corrcoef(seen[0][:, j], Y0[:, j])[0, 1]) for j in range(2)]
     assert min(corr) > 0.99, corr

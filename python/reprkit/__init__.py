@@ -2,7 +2,8 @@
 
 * loss kernels for metric and contrastive learning (``reprkit.losses``,
   ``reprkit.functional``, ``reprkit.miners``) — need torch;
-* classical embeddings: t-SNE, Laplacian eigenmaps, classical MDS, PCA;
+* classical embeddings: t-SNE, Laplacian eigenmaps, classical MDS, PCA
+  (``reprkit.manifold``);
 * pairwise distances for numpy arrays and differentiable torch tensors.
 
 Importing reprkit never imports torch; torch-facing APIs raise an ImportError
@@ -16,9 +17,7 @@ import os as _os
 from . import _core, errors
 from ._threads import get_num_threads, set_num_threads
 from .distances import pairwise_distances
-from .mds import ClassicalMDS
-from .pca import PCA
-from .spectral import LaplacianEigenmaps
+from .manifold import PCA, SNE, TSNE, ClassicalMDS, LaplacianEigenmaps, SymmetricSNE, tsne
 from .errors import (
     DTypeError,
     InvalidInputError,
@@ -47,23 +46,37 @@ __all__ = [
     "LaplacianEigenmaps",
     "ClassicalMDS",
     "PCA",
+    "TSNE",
+    "SNE",
+    "SymmetricSNE",
+    "tsne",
 ]
 
-_LAZY = {"reference", "functional", "losses", "miners", "plot"}
-_LAZY_ATTRS = {"MemoryBank": "memory"}
+# torch-backed packages load on first use; the old flat module names stay importable as attributes.
+_LAZY = {
+    "reference": "reference",
+    "functional": "functional",
+    "losses": "losses",
+    "miners": "miners",
+    "plot": "plot",
+    "testing": "testing",
+    "manifold": "manifold",
+    "sne": "manifold.sne",
+    "spectral": "manifold.spectral",
+    "mds": "manifold.mds",
+    "pca": "manifold.pca",
+    "memory": "losses.memory",
+}
+_LAZY_ATTRS = {"MemoryBank": "losses.memory"}
 
 
 def __getattr__(name: str):  # PEP 562: torch-backed submodules load on first use
     if name in _LAZY:
         import importlib
 
-        return importlib.import_module(f".{name}", __name__)
+        return importlib.import_module(f".{_LAZY[name]}", __name__)
     if name in _LAZY_ATTRS:  # torch-backed classes, imported on first use
         import importlib
 
         return getattr(importlib.import_module(f".{_LAZY_ATTRS[name]}", __name__), name)
     raise AttributeError(f"module 'reprkit' has no attribute {name!r}")
-
-from .sne import SNE, TSNE, SymmetricSNE, tsne  # noqa: E402
-
-__all__ += ["TSNE", "SNE", "SymmetricSNE", "tsne"]

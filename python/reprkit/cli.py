@@ -101,7 +101,7 @@ class _Progress:
 
 
 def _tsne(args: argparse.Namespace) -> int:
-    from .sne import TSNE
+    from .manifold import TSNE
 
     if args.demo:
         from .data import load_digits

@@ -22,7 +22,7 @@
 
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::linalg::{col_means, gemm, row_sq_norms, sq_dist, transpose, MatRef, ROW_TILE};
-use crate::simd;
+use crate::simd::{self, Finish};
 use crate::Real;
 use rayon::prelude::*;
 
@@ -119,14 +119,6 @@ fn centred<T: Real>(x: &[T], n: usize, d: usize, mean: &[f64]) -> Vec<T> {
     c
 }
 
-/// What the fused finishing pass turns a squared distance into.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Finish {
-    Squared,
-    Sqrt,
-    /// Cosine on unit rows: d²/2, capped at 2.
-    HalfCapped,
-}
 
 /// Squared Euclidean distances prepared for blocked evaluation: both sets
 /// centred on their joint mean, with squared norms, plus the original rows for

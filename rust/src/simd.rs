@@ -2,8 +2,16 @@
 //! AVX2+FMA, chosen at run time (wheels must run on any x86-64, so no
 //! `-C target-cpu=native`). The bodies are plain loops the compiler vectorises.
 
-use crate::distances::Finish;
 use crate::Real;
+
+/// What the fused finishing pass turns a squared distance into.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Finish {
+    Squared,
+    Sqrt,
+    /// Cosine on unit rows: d²/2, capped at 2.
+    HalfCapped,
+}
 
 /// Whether the AVX2+FMA builds of the hot loops can run here (detected once).
 pub(crate) fn has_avx2() -> bool {

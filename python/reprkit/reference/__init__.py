@@ -1,27 +1,19 @@
-"""Pure-torch implementations of reprkit's kernels.
+"""Pure-torch implementations of reprkit's kernels, one module per family.
 
 They run on any device (this is the CUDA path) and are the oracle the tests
 compare the Rust kernels against. They follow the same formulas and
 conventions as the Rust path, written for clarity rather than memory.
+``reprkit.reference.losses`` gathers every loss and miner.
 """
 
+from . import losses
 from .distances import pairwise_distances
+from .mining import mine_batch_all, mine_batch_hard, mine_semi_hard
+from .pairs import contrastive_loss, lifted_structure_loss, triplet_margin_loss
+from .softmax import infonce_loss, npair_loss, ntxent_loss
 
-__all__ = ["pairwise_distances"]
-
-from .losses import (  # noqa: E402
-    contrastive_loss,
-    infonce_loss,
-    lifted_structure_loss,
-    mine_batch_all,
-    mine_batch_hard,
-    mine_semi_hard,
-    npair_loss,
-    ntxent_loss,
-    triplet_margin_loss,
-)
-
-__all__ += [
+__all__ = [
+    "pairwise_distances",
     "contrastive_loss",
     "triplet_margin_loss",
     "lifted_structure_loss",
@@ -31,4 +23,5 @@ __all__ += [
     "mine_batch_hard",
     "mine_batch_all",
     "mine_semi_hard",
+    "losses",
 ]

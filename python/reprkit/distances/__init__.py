@@ -6,11 +6,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import _core
-from ._threads import resolve_n_jobs
-from ._torch import is_tensor
-from ._validation import check_array, check_choice
-from .errors import DTypeError, NonFiniteError, ShapeError
+from .. import _core
+from .._threads import resolve_n_jobs
+from .._torch import is_tensor
+from .._validation import check_array, check_choice
+from ..errors import DTypeError, NonFiniteError, ShapeError
 
 METRICS = ("euclidean", "sqeuclidean", "cosine")
 
@@ -58,10 +58,10 @@ def pairwise_distances(x: Any, y: Optional[Any] = None, metric: str = "euclidean
             if y.device != x.device:
                 raise ShapeError(f"x and y are on different devices ({x.device} and {y.device})")
         if x.device.type == "cpu":
-            from .autograd.distances import PairwiseDistances
+            from ._autograd import PairwiseDistances
 
             return PairwiseDistances.apply(x, y, metric, resolve_n_jobs(n_jobs))
-        from . import reference
+        from .. import reference
 
         cd = x.dtype if x.dtype in (_torch_float32(), _torch_float64()) else _torch_float32()
         out = reference.pairwise_distances(x.to(cd), None if y is None else y.to(cd), metric)

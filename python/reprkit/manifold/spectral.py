@@ -21,12 +21,12 @@ from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _core
+from .. import _core
 from ._estimator import Estimator, as_input, as_output, check_int, seed_of
-from ._threads import resolve_n_jobs
-from ._torch import is_tensor
-from ._validation import check_choice
-from .errors import InvalidInputError, InvalidParameterError, NonFiniteError, ShapeError
+from .._threads import resolve_n_jobs
+from .._torch import is_tensor
+from .._validation import check_choice
+from ..errors import InvalidInputError, InvalidParameterError, NonFiniteError, ShapeError
 
 __all__ = ["LaplacianEigenmaps", "spectral_init", "laplacian_eigenmaps"]
 
@@ -38,7 +38,7 @@ def _scipy_sparse() -> Any:
     try:
         import scipy.sparse as sp
     except ImportError as e:  # pragma: no cover - scipy is a runtime dependency
-        from .errors import MissingDependencyError
+        from ..errors import MissingDependencyError
 
         raise MissingDependencyError("Laplacian eigenmaps need scipy (`pip install scipy`)") from e
     return sp

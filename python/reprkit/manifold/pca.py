@@ -12,11 +12,11 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from . import _core
+from .. import _core
 from ._estimator import Estimator, as_input, as_output, check_int, seed_of
-from ._threads import resolve_n_jobs
-from ._validation import check_choice
-from .errors import InvalidParameterError, ShapeError
+from .._threads import resolve_n_jobs
+from .._validation import check_choice
+from ..errors import InvalidParameterError, ShapeError
 
 __all__ = ["PCA"]
 
@@ -115,7 +115,7 @@ class PCA(Estimator):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "components_"):
-            from .errors import InvalidInputError
+            from ..errors import InvalidInputError
 
             raise InvalidInputError("this PCA instance is not fitted yet; call fit first")
 

@@ -1,4 +1,4 @@
-"""Validation and dtype handling shared by reprkit.functional and reprkit.miners."""
+"""Validation and dtype handling shared by the loss families and the miners."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ._torch import is_tensor, require_torch
-from .errors import DTypeError, InvalidParameterError, NonFiniteError, ShapeError
+from .._torch import is_tensor, require_torch
+from ..errors import DTypeError, InvalidParameterError, NonFiniteError, ShapeError
 
 
 def check_embeddings(t: Any, name: str) -> Any:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .._torch import require_torch
+from ._torch import require_torch
 
 torch = require_torch()
 

@@ -13,11 +13,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import _core
+from .. import _core
 from ._estimator import Estimator, as_input, as_output, check_int, seed_of
-from ._threads import resolve_n_jobs
-from ._validation import check_choice
-from .errors import InvalidParameterError, ShapeError
+from .._threads import resolve_n_jobs
+from .._validation import check_choice
+from ..errors import InvalidParameterError, ShapeError
 
 __all__ = ["ClassicalMDS"]
 

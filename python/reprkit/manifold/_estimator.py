@@ -15,9 +15,9 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ._torch import is_tensor
-from ._validation import check_array
-from .errors import DTypeError, InvalidParameterError
+from .._torch import is_tensor
+from .._validation import check_array
+from ..errors import DTypeError, InvalidParameterError
 
 
 class Estimator:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .. import _core
-from ._bridge import as_numpy, as_tensor, compute_dtype, torch, unbroadcast
+from .._bridge import as_numpy, as_tensor, compute_dtype, torch, unbroadcast
 
 from torch.autograd.function import once_differentiable
 

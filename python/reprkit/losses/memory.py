@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Optional, Tuple
 
-from . import _loss_inputs as V
-from ._torch import require_torch
-from .errors import InvalidParameterError, ShapeError
+from .._torch import require_torch
+from ..errors import InvalidParameterError, ShapeError
+from . import _inputs as V
 
 torch = require_torch()
 

@@ -37,12 +37,12 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _core
+from .. import _core
 from ._estimator import Estimator
-from ._threads import resolve_n_jobs
-from ._torch import is_tensor
-from ._validation import check_array, check_choice
-from .errors import InvalidParameterError, NonFiniteError, ShapeError
+from .._threads import resolve_n_jobs
+from .._torch import is_tensor
+from .._validation import check_array, check_choice
+from ..errors import InvalidParameterError, NonFiniteError, ShapeError
 
 METRICS = ("euclidean", "sqeuclidean", "cosine", "precomputed")
 #: Below this many points ``neighbors="auto"`` uses the exact kNN (tiled GEMM), above it
@@ -301,7 +301,7 @@ class _SNEBase(Estimator):
         m = Xn.shape[0]
         idx = np.empty((m, k), dtype=np.int32)
         dist = np.empty((m, k), dtype=np.float64)
-        from .distances import pairwise_distances
+        from ..distances import pairwise_distances
 
         for s in range(0, m, 1024):
             if self.metric == "precomputed":

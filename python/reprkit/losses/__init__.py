@@ -1,0 +1,27 @@
+"""Metric-learning and contrastive losses, one module per family.
+
+* :mod:`.pairs` — pair and triplet losses on distances: contrastive, triplet margin, lifted structured;
+* :mod:`.softmax` — softmax cross-entropy over dot products: N-pair, NT-Xent (SimCLR), InfoNCE (MoCo);
+* :mod:`.mining` — the triplet miners (also ``reprkit.miners``); :mod:`.memory` — :class:`MemoryBank`.
+
+Each family module holds its formulas (docstrings), its functions (also in
+``reprkit.functional``), its ``torch.nn.Module`` classes (called like
+pytorch-metric-learning, ``loss_fn(embeddings, labels)``) and its dispatch:
+CPU tensors run Rust kernels for forward and backward, other devices the
+pure-torch :mod:`reprkit.reference`. A new family is a new module here, its
+reference in ``reprkit/reference/``, and its kernels in ``rust/src/losses/``.
+"""
+
+from .memory import MemoryBank
+from .pairs import ContrastiveLoss, LiftedStructureLoss, TripletMarginLoss
+from .softmax import InfoNCELoss, NPairLoss, NTXentLoss
+
+__all__ = [
+    "ContrastiveLoss",
+    "TripletMarginLoss",
+    "LiftedStructureLoss",
+    "NPairLoss",
+    "NTXentLoss",
+    "InfoNCELoss",
+    "MemoryBank",
+]
