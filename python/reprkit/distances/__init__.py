@@ -58,9 +58,9 @@ def pairwise_distances(x: Any, y: Optional[Any] = None, metric: str = "euclidean
             if y.device != x.device:
                 raise ShapeError(f"x and y are on different devices ({x.device} and {y.device})")
         if x.device.type == "cpu":
-            from ._autograd import PairwiseDistances
+            from ._autograd import pairwise_distances_cpu
 
-            return PairwiseDistances.apply(x, y, metric, resolve_n_jobs(n_jobs))
+            return pairwise_distances_cpu(x, y, metric, resolve_n_jobs(n_jobs))
         from .. import reference
 
         cd = x.dtype if x.dtype in (_torch_float32(), _torch_float64()) else _torch_float32()

@@ -1,38 +1,57 @@
-"""Autograd Function for pairwise distances on CPU tensors (Rust forward and backward)."""
+"""Pairwise distances of CPU tensors as torch operators: Rust forward and analytic Rust backward."""
 
-from __future__ import annotations
+from typing import Any, Optional, Tuple
 
-from typing import Any, Optional
-
-from .. import _core
-from .._bridge import as_numpy, as_tensor, compute_dtype, torch, unbroadcast
-
-from torch.autograd.function import once_differentiable
+from .. import _core, _ops
+from .._bridge import unbroadcast
+from .._ops import Tensor, torch
 
 
-class PairwiseDistances(torch.autograd.Function):
-    """D = pairwise_distances(x, y); backward is the analytic Rust kernel."""
+def _fake(x, y, metric, n_threads):
+    return x.new_empty((x.shape[0], x.shape[0] if y is None else y.shape[0]))
+
+
+@_ops.op("pairwise_distances", _fake)
+def _distances(x: Tensor, y: Optional[Tensor], metric: str, n_threads: int) -> Tensor:
+    return torch.from_numpy(_core.pairwise_distances(_ops.np_(x), _ops.np_(y), metric, n_threads))
+
+
+def _backward_fake(x, y, dist, g, metric, n_threads):
+    return torch.empty_like(x), _ops.empty_like_rows(x) if y is None else torch.empty_like(y)
+
+
+@_ops.backward_op("pairwise_distances_backward", "pairwise_distances", _backward_fake)
+def _distances_backward(x: Tensor, y: Optional[Tensor], dist: Tensor, g: Tensor, metric: str, n_threads: int) -> Tuple[Tensor, Tensor]:
+    """∂/∂x, ∂/∂y of Σ g ⊙ D; ``g`` may be (1, 1), (n, 1), (1, m) or (n, m) (broadcast in the kernel)."""
+    gx, gy = _core.pairwise_distances_backward(_ops.np_(x), _ops.np_(y), _ops.np_(dist), _ops.np_(g), metric, n_threads)
+    return torch.from_numpy(gx), _ops.t_(gy, x)
+
+
+class _PairwiseDistances(torch.autograd.Function):
+    """D = pairwise_distances(x, y) on float32/float64 CPU tensors."""
 
     @staticmethod
-    def forward(ctx: Any, x: Any, y: Optional[Any], metric: str, n_threads: int) -> Any:  # type: ignore[override]
-        cd = compute_dtype(x)
-        xa = as_numpy(x, cd)
-        ya = None if y is None else as_numpy(y, cd)
-        dist = _core.pairwise_distances(xa, ya, metric, n_threads)
-        ctx.metric, ctx.n_threads, ctx.same = metric, n_threads, y is None
-        ctx.arrays = (xa, ya, dist)
-        ctx.in_dtypes = (x.dtype, None if y is None else y.dtype)
-        return as_tensor(dist, x)
+    def forward(x: Any, y: Optional[Any], metric: str, n_threads: int) -> Any:  # type: ignore[override]
+        return _distances(x, y, metric, n_threads)
 
     @staticmethod
-    @once_differentiable  # the Rust backward is not itself differentiable: say so on double backward
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        x, y, metric, n_threads = inputs
+        ctx.metric, ctx.n_threads, ctx.has_y = metric, n_threads, y is not None
+        ctx.save_for_backward(x, y, output)  # the output is the user's tensor: no extra memory
+
+    @staticmethod
     def backward(ctx: Any, grad: Any) -> Any:  # type: ignore[override]
-        xa, ya, dist = ctx.arrays
-        need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if not (need_x or need_y):
-            return None, None, None, None
-        g = as_numpy(unbroadcast(grad), torch.float64 if dist.dtype.name == "float64" else torch.float32)
-        gx, gy = _core.pairwise_distances_backward(xa, ya, dist, g, ctx.metric, ctx.n_threads)
-        tx = torch.from_numpy(gx).to(ctx.in_dtypes[0]) if need_x else None
-        ty = torch.from_numpy(gy).to(ctx.in_dtypes[1]) if (need_y and gy is not None) else None
-        return tx, ty, None, None
+        x, y, dist = ctx.saved_tensors
+        g = unbroadcast(grad)  # .sum() hands an expanded (stride-0) gradient: no n × m copy
+        gx, gy = _distances_backward(x, y, dist, g.to(dist.dtype), ctx.metric, ctx.n_threads)
+        return gx, (gy if ctx.has_y else None), None, None
+
+    vmap = _ops.no_vmap("pairwise_distances")
+
+
+def pairwise_distances_cpu(x: Any, y: Optional[Any], metric: str, n_threads: int) -> Any:
+    """Casts half precision to float32 (autograd casts the gradient back) and applies the operator."""
+    cd = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    out = _PairwiseDistances.apply(x.to(cd), None if y is None else y.to(cd), metric, n_threads)
+    return out if out.dtype == x.dtype else out.to(x.dtype)

@@ -6,14 +6,10 @@ similarity tiles, O((n+m)·d) memory); other devices run
 :mod:`reprkit.reference.softmax`.
 """
 
-from __future__ import annotations
+from typing import Any, Optional, Tuple
 
-from typing import Any, Optional
-
-import numpy as np
-
-from .. import _core
-from .._bridge import as_numpy, torch
+from .. import _core, _ops
+from .._ops import Tensor, torch
 from .._threads import resolve_n_jobs
 from . import _inputs as V
 
@@ -26,43 +22,63 @@ def _on_cpu(t: Any) -> bool:
     return t.device.type == "cpu"
 
 
-def _scalar(v: float, like: Any) -> Any:
-    return torch.tensor(v, dtype=like.dtype)
+def _xent_fake(q, k, scale, targets, mask, tail, need_grad, n_threads):
+    if not need_grad:
+        return q.new_empty(()), _ops.empty_like_rows(q), _ops.empty_like_rows(q)
+    return q.new_empty(()), torch.empty_like(q), _ops.empty_like_rows(q) if k is None else torch.empty_like(k)
 
 
-def _grad(g: Any, a: Optional[np.ndarray], need: bool) -> Any:
-    if not need or a is None:
-        return None
-    ga = torch.from_numpy(a)
-    if not g.requires_grad and g.numel() == 1 and float(g) == 1.0:
-        return ga  # loss.backward(): the kernel's gradient as is, no B×d copy
-    return ga * g
+@_ops.op("xent", _xent_fake)
+def _xent(
+    q: Tensor, k: Optional[Tensor], scale: float, targets: Tensor, mask: str, tail: int, need_grad: bool, n_threads: int
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """(loss, ∂loss/∂q, ∂loss/∂k) of mean_i [lse_{j valid} s_ij − s_{i,t_i}], s = scale·q·kᵀ (k None: q itself).
+
+    With ``need_grad`` the gradient comes out of the forward's tiles (fused: O((n+m)·d)
+    kept, nothing recomputed); without it only the loss (empty gradients).
+    """
+    qa, ka, ta = _ops.np_(q), _ops.np_(k), _ops.np_(targets)
+    if need_grad:
+        loss, gq, gk = _core.xent_loss_fused(qa, ka, scale, ta, mask, tail, n_threads)
+        return torch.tensor(loss, dtype=q.dtype), _ops.t_(gq), _ops.t_(gk, q)
+    loss, _ = _core.xent_loss(qa, ka, scale, ta, mask, tail, None, n_threads)
+    return torch.tensor(loss, dtype=q.dtype), _ops.empty_like_rows(q), _ops.empty_like_rows(q)
 
 
-class SoftmaxXentFn(torch.autograd.Function):
-    """L = mean_i [logsumexp_{j valid} s_ij − s_{i,t_i}], s = scale·q·kᵀ (k None: q itself)."""
+def _xent_backward_fake(g, gq, gk, q, k):
+    return torch.empty_like(gq), torch.empty_like(gk)
+
+
+@_ops.backward_op("xent_backward", "the softmax losses (N-pair, NT-Xent, InfoNCE)", _xent_backward_fake)
+def _xent_backward(g: Tensor, gq: Tensor, gk: Tensor, q: Tensor, k: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """The forward's gradients times the upstream scalar ``g`` (q, k: for the double-backward refusal)."""
+    return gq * g, gk * g
+
+
+class _SoftmaxXent(torch.autograd.Function):
+    @staticmethod
+    def forward(q: Any, k: Any, scale: float, targets: Any, mask: str, tail: int, need_grad: bool, n_threads: int) -> Any:  # type: ignore[override]
+        return _xent(q, k, scale, targets, mask, tail, need_grad, n_threads)
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, q: Any, k: Optional[Any], scale: float, targets: np.ndarray, mask: str, tail: int, n_threads: int
-    ) -> Any:
-        qa = as_numpy(q)
-        ka = None if k is None else as_numpy(k)
-        if any(ctx.needs_input_grad[:2]):
-            # The gradient comes out of the forward's tiles (O((n+m)·d) kept, no recomputation).
-            loss, gq, gk = _core.xent_loss_fused(qa, ka, scale, targets, mask, tail, n_threads)
-            ctx.grads = (gq, gk)
-            return _scalar(loss, q)
-        loss, lse = _core.xent_loss(qa, ka, scale, targets, mask, tail, None, n_threads)
-        ctx.args = (qa, ka, scale, targets, mask, tail, lse, n_threads)
-        ctx.grads = None
-        return _scalar(loss, q)
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        q, k = inputs[0], inputs[1]
+        ctx.has_k = k is not None
+        ctx.save_for_backward(output[1], output[2], q, k)
+        ctx.mark_non_differentiable(output[1], output[2])
 
     @staticmethod
-    def backward(ctx: Any, g: Any) -> Any:  # type: ignore[override]
-        gq, gk = ctx.grads if ctx.grads is not None else _core.xent_loss(*ctx.args)
-        return (_grad(g, gq, ctx.needs_input_grad[0]), _grad(g, gk, ctx.needs_input_grad[1])) + (None,) * 5
+    def backward(ctx: Any, g: Any, _gq: Any, _gk: Any) -> Any:  # type: ignore[override]
+        gq, gk, q, k = ctx.saved_tensors
+        tq, tk = _xent_backward(g, gq, gk, q, k)
+        return (tq, tk if ctx.has_k else None) + (None,) * 6
 
+    vmap = _ops.no_vmap("the softmax losses (npair_loss, ntxent_loss, infonce_loss)")
+
+
+def _softmax_xent(q: Any, k: Optional[Any], scale: float, targets: Any, mask: str, tail: int, n_jobs: Optional[int]) -> Any:
+    need = _ops.needs_grad(q, k)
+    return _SoftmaxXent.apply(q, k, scale, targets, mask, tail, need, resolve_n_jobs(n_jobs))[0]
 
 
 def npair_loss(anchors: Any, positives: Any, l2_reg: float = 0.0, *, n_jobs: Optional[int] = None) -> Any:
@@ -76,8 +92,7 @@ def npair_loss(anchors: Any, positives: Any, l2_reg: float = 0.0, *, n_jobs: Opt
     l2_reg = V.check_finite_number("l2_reg", l2_reg, nonneg=True)
     a, p = V.common_dtype(a, p)
     if _on_cpu(a):
-        n = a.shape[0]
-        loss = SoftmaxXentFn.apply(a, p, 1.0, np.arange(n, dtype=np.int64), "all", 0, resolve_n_jobs(n_jobs))
+        loss = _softmax_xent(a, p, 1.0, torch.arange(a.shape[0]), "all", 0, n_jobs)
         if l2_reg:
             loss = loss + l2_reg * ((a * a).sum(1).mean() + (p * p).sum(1).mean())
         return loss
@@ -99,9 +114,8 @@ def ntxent_loss(z1: Any, z2: Any, temperature: float = 0.1, *, n_jobs: Optional[
     if _on_cpu(a):
         n = a.shape[0]
         u = F.normalize(torch.cat([a, b]), dim=1)
-        idx = np.arange(n, dtype=np.int64)
-        targets = np.concatenate([idx + n, idx])
-        return SoftmaxXentFn.apply(u, None, 1.0 / t, targets, "nodiag", 0, resolve_n_jobs(n_jobs))
+        idx = torch.arange(n)
+        return _softmax_xent(u, None, 1.0 / t, torch.cat([idx + n, idx]), "nodiag", 0, n_jobs)
     from ..reference import softmax as ref
 
     return ref.ntxent_loss(a, b, t)
@@ -125,7 +139,7 @@ def infonce_loss(
     if negative_keys is not None:
         nk = V.check_embeddings(negative_keys, "negative_keys")
         if nk.shape[1] != q.shape[1] or nk.device != q.device:
-            from .errors import ShapeError
+            from ..errors import ShapeError
 
             raise ShapeError(f"negative_keys must be (K, {q.shape[1]}) on {q.device}, got {tuple(nk.shape)} on {nk.device}")
     t = V.check_positive("temperature", temperature)
@@ -133,11 +147,11 @@ def infonce_loss(
     if _on_cpu(q):
         n = q.shape[0]
         qu, ku = F.normalize(q, dim=1), F.normalize(k, dim=1)
-        targets = np.arange(n, dtype=np.int64)
+        targets = torch.arange(n)
         if nk is None:
-            return SoftmaxXentFn.apply(qu, ku, 1.0 / t, targets, "all", 0, resolve_n_jobs(n_jobs))
+            return _softmax_xent(qu, ku, 1.0 / t, targets, "all", 0, n_jobs)
         keys = torch.cat([ku, F.normalize(nk, dim=1)])
-        return SoftmaxXentFn.apply(qu, keys, 1.0 / t, targets, "own_and_tail", n, resolve_n_jobs(n_jobs))
+        return _softmax_xent(qu, keys, 1.0 / t, targets, "own_and_tail", n, n_jobs)
     from ..reference import softmax as ref
 
     return ref.infonce_loss(q, k, nk, t)
