@@ -1,8 +1,8 @@
 """Metric-learning and contrastive losses, one module per family.
 
-* :mod:`.pairs` — pair and triplet losses on distances: contrastive, triplet margin, lifted structured;
+* :mod:`.pairs` — pair and triplet losses: contrastive, triplet margin, lifted structured, multi-similarity, circle;
 * :mod:`.softmax` — softmax cross-entropy over dot products: N-pair, NT-Xent (SimCLR), InfoNCE (MoCo);
-* :mod:`.mining` — the triplet miners (also ``reprkit.miners``); :mod:`.memory` — :class:`MemoryBank`.
+* :mod:`.mining` — the miners (also ``reprkit.miners``); :mod:`.memory` — :class:`MemoryBank`.
 
 Each family module holds its formulas (docstrings), its functions (also in
 ``reprkit.functional``), its ``torch.nn.Module`` classes (called like
@@ -13,13 +13,15 @@ reference in ``reprkit/reference/``, and its kernels in ``rust/src/losses/``.
 """
 
 from .memory import MemoryBank
-from .pairs import ContrastiveLoss, LiftedStructureLoss, TripletMarginLoss
+from .pairs import CircleLoss, ContrastiveLoss, LiftedStructureLoss, MultiSimilarityLoss, TripletMarginLoss
 from .softmax import InfoNCELoss, NPairLoss, NTXentLoss
 
 __all__ = [
     "ContrastiveLoss",
     "TripletMarginLoss",
     "LiftedStructureLoss",
+    "MultiSimilarityLoss",
+    "CircleLoss",
     "NPairLoss",
     "NTXentLoss",
     "InfoNCELoss",

@@ -8,8 +8,16 @@ conventions as the Rust path, written for clarity rather than memory.
 
 from . import losses
 from .distances import pairwise_distances
-from .mining import mine_batch_all, mine_batch_hard, mine_semi_hard
-from .pairs import contrastive_loss, lifted_structure_loss, triplet_margin_loss
+from .mining import (
+    distance_weighted_weights,
+    mine_batch_all,
+    mine_batch_hard,
+    mine_multi_similarity,
+    mine_pair_margin,
+    mine_semi_hard,
+    mine_triplet_margin,
+)
+from .pairs import circle_loss, contrastive_loss, lifted_structure_loss, multi_similarity_loss, triplet_margin_loss
 from .softmax import infonce_loss, npair_loss, ntxent_loss
 
 __all__ = [
@@ -23,5 +31,11 @@ __all__ = [
     "mine_batch_hard",
     "mine_batch_all",
     "mine_semi_hard",
+    "mine_triplet_margin",
+    "mine_pair_margin",
+    "mine_multi_similarity",
+    "distance_weighted_weights",
+    "multi_similarity_loss",
+    "circle_loss",
     "losses",
 ]
