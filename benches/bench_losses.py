@@ -31,7 +31,10 @@ import time
 SIZES = (1024, 4096, 8192, 16384)
 D = 128
 MEM_LIMIT = 8e9
-LOSSES = ("contrastive", "triplet_batch_hard", "triplet_batch_all", "lifted", "npair", "ntxent", "infonce")
+LOSSES = ("contrastive", "triplet_batch_hard", "triplet_batch_all", "lifted", "npair", "ntxent", "infonce",
+          "multi_similarity", "circle", "ms_miner_and_loss", "mine_triplet_semihard", "mine_pair_margin",
+          "mine_multi_similarity", "mine_distance_weighted")
+# Miner rows time the mining call alone (indices, no backward); the others forward + backward.
 IMPLS = ("reprkit", "torch", "pml")
 
 # Rough peak bytes of the peers, to skip what cannot run on a 24 GB machine.
@@ -46,7 +49,17 @@ ESTIMATE = {
     ("npair", "pml"): lambda b: 6 * 4 * (b // 2) ** 2,
     ("ntxent", "torch"): lambda b: 6 * 4 * b * b,
     ("infonce", "torch"): lambda b: 6 * 4 * (b // 2) ** 2,
+    # PML's TripletMarginMiner enumerates every triplet first (B³ bools + int64 indices).
+    ("mine_triplet_semihard", "pml"): lambda b: b**3 + 8 * 3 * 3 * b * b,
+    ("multi_similarity", "pml"): lambda b: 12 * 4 * b * b,
+    ("circle", "pml"): lambda b: 14 * 4 * b * b,
+    ("ms_miner_and_loss", "pml"): lambda b: 20 * 4 * b * b,
+    ("mine_pair_margin", "pml"): lambda b: 8 * 4 * b * b,
+    ("mine_multi_similarity", "pml"): lambda b: 12 * 4 * b * b,
+    ("mine_distance_weighted", "pml"): lambda b: 10 * 4 * b * b,
 }
+NEW = ("multi_similarity", "circle", "ms_miner_and_loss", "mine_triplet_semihard", "mine_pair_margin",
+       "mine_multi_similarity", "mine_distance_weighted")
 NO_PEER = {
     ("lifted", "pml"): "its |P|×|N| mask asks for 541 GB at B = 1024 (issue 3)",
     ("ntxent", "pml"): "its |P|×|N| matrix takes 17 GB at B = 1024 (issue 3)",
@@ -65,8 +78,25 @@ def make_case(loss: str, impl: str, b: int):
     y = torch.arange(b) // 4
     h = b // 2
     tau = 0.1
+    if loss.startswith("mine_"):
+        x = x.detach()
     if impl == "reprkit":
         from reprkit import functional as Fn
+        from reprkit import losses as RL
+        from reprkit import miners as RM
+
+        if loss in NEW:
+            ms_fn = RL.MultiSimilarityLoss()
+            new = {
+                "multi_similarity": lambda t: ms_fn(t, y),
+                "circle": lambda t: RL.CircleLoss()(t, y),
+                "ms_miner_and_loss": lambda t: ms_fn(t, y, RM.multi_similarity(t, y, 0.1)),
+                "mine_triplet_semihard": lambda t: RM.triplet_margin(t, y, 0.2, "semihard"),
+                "mine_pair_margin": lambda t: RM.pair_margin(t, y, 0.2, 0.8),
+                "mine_multi_similarity": lambda t: RM.multi_similarity(t, y, 0.1),
+                "mine_distance_weighted": lambda t: RM.distance_weighted(t, y, random_state=0),
+            }
+            return [x], new[loss]
 
         fns = {
             "contrastive": lambda t: Fn.contrastive_loss(t, y, 1.0),
@@ -132,6 +162,20 @@ def make_case(loss: str, impl: str, b: int):
     from pytorch_metric_learning import distances, losses, miners, reducers
 
     lp = distances.LpDistance(normalize_embeddings=False)
+    if loss in NEW:
+        ms_loss = losses.MultiSimilarityLoss()
+        ms_miner = miners.MultiSimilarityMiner(0.1)
+        new = {
+            "multi_similarity": lambda t: ms_loss(t, y),  # cosine similarity of normalised rows, as reprkit
+            "circle": lambda t: losses.CircleLoss()(t, y),
+            "ms_miner_and_loss": lambda t: ms_loss(t, y, ms_miner(t, y)),
+            "mine_triplet_semihard": lambda t: miners.TripletMarginMiner(0.2, type_of_triplets="semihard", distance=lp)(t, y),
+            "mine_pair_margin": lambda t: miners.PairMarginMiner(0.2, 0.8, distance=lp)(t, y),
+            "mine_multi_similarity": lambda t: ms_miner(t, y),
+            # PML's weights are normalised by the batch max; both sample one negative per positive pair
+            "mine_distance_weighted": lambda t: miners.DistanceWeightedMiner()(t, y),
+        }
+        return [x], new[loss]
     pair_labels = torch.cat([torch.arange(h), torch.arange(h)])
     if loss == "triplet_batch_hard":
         miner = miners.BatchHardMiner(distance=lp)
@@ -161,17 +205,24 @@ def run_one(loss: str, impl: str, b: int) -> dict:
     gc.collect()
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     reps = 3 if b <= 4096 else 1
+    mining = loss.startswith("mine_")
+
+    def call():
+        out = fn(*inputs)
+        if mining:  # indices: the value is the number of tuples
+            return float(sum(t.numel() for t in out))
+        out.backward()
+        return float(out.detach())
+
     if b <= 4096:
-        fn(*inputs).backward()  # warm-up (thread pools, allocator)
+        call()  # warm-up (thread pools, allocator)
     best, value = float("inf"), float("nan")
     for _ in range(reps):
         for t in inputs:
             t.grad = None
         t0 = time.perf_counter()
-        out = fn(*inputs)
-        out.backward()
+        value = call()
         best = min(best, time.perf_counter() - t0)
-        value = float(out.detach())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"time": best, "mem": peak - base, "loss": value, "threads": torch.get_num_threads()}
 
