@@ -166,6 +166,7 @@ pub fn pair_tuple_backward<T: Real>(
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index loops mirror the definitions
 mod tests {
     use super::*;
     use crate::losses::common::testutil::*;
@@ -347,7 +348,7 @@ mod tests {
             let g = [1.0f32; 4];
             assert!(pair_tuple_backward(&rows, (bad, ok), (ok, ok), 1.0, Metric::Cosine, &g, &mut [0.0; 4], &mut []).is_err());
         }
-        let r = vec![0.0f32; 2];
+        let r = [0.0f32; 2];
         let rows = Rows { x: &x, n: 2, d: 2, refs: Some((&r[..], 1)) };
         assert!(pair_tuple_forward(&rows, (ok, &[0, 1]), (&[], &[]), 1.0, Metric::Euclidean).is_err());
         assert!(pair_tuple_forward(&rows, (ok, &[0]), (&[], &[]), 1.0, Metric::Euclidean).is_err());

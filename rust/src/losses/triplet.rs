@@ -671,7 +671,7 @@ mod tests {
             }
         }
         assert!(triplet_tuple_forward(&rows, ok, ok, &[0], 0.1, Metric::Euclidean, false).is_err());
-        let r = vec![0.0f32; 2];
+        let r = [0.0f32; 2];
         let rows = Rows { x: &x, n: 3, d: 2, refs: Some((&r[..], 1)) };
         assert!(triplet_tuple_forward(&rows, &[2], &[0], &[1], 0.1, Metric::Euclidean, false).is_err());
         // f32 smoke: anchor 2 = (4, 5) against ref 0 = (0, 0) twice: ℓ = margin.
