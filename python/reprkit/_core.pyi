@@ -22,16 +22,35 @@ def pairwise_distances_backward(
     """Gradients of the distances; ``grad`` is (n, m) or broadcasts to it: (1, 1), (n, 1), (1, m)."""
     ...
 
-# --- losses (reprkit.autograd.losses); backward variants return gradients for a unit upstream gradient
+# --- losses (reprkit.autograd.losses)
+# Pair / triplet / lifted kernels: forwards return per-anchor (or per-tuple) values `per` and counts `cnt`
+# (1-D, x's dtype; mean = sum(per) / sum(cnt)); backwards take g = dL/dper (1-D, x's dtype).
+# metric: "euclidean" | "sqeuclidean" | "cosine" (cosine = ||u - v||^2 / 2 on rows the caller normalised).
+# ref_x None means the partners are x itself: gradients of both roles go to gx and gref is None.
+# mining / kind: "all" | "batch_all" | "batch_hard" | "semi_hard".
 def contrastive_loss(
     x: npt.NDArray[np.floating],
     labels: npt.NDArray[np.int64],
     ref_x: Optional[npt.NDArray[np.floating]],
     ref_labels: Optional[npt.NDArray[np.int64]],
     margin: float,
-    backward: bool,
+    metric: str,
     n_threads: int,
-) -> Any: ...
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+    """(per, cnt), each (n,): no refs per_i = 1/2 sum_{j!=i} l_ij, cnt_i = (n-1)/2; refs per_i = sum_j l_ij, cnt_i = m."""
+    ...
+def contrastive_loss_backward(
+    x: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    ref_labels: Optional[npt.NDArray[np.int64]],
+    margin: float,
+    metric: str,
+    g: npt.NDArray[np.floating],
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]:
+    """(gx, gref | None) of sum_i g_i per_i; g is (n,)."""
+    ...
 def triplet_loss(
     x: npt.NDArray[np.floating],
     labels: npt.NDArray[np.int64],
@@ -39,12 +58,27 @@ def triplet_loss(
     ref_labels: Optional[npt.NDArray[np.int64]],
     margin: float,
     mining: str,
-    squared: bool,
+    metric: str,
     soft: bool,
-    triplets: Optional[npt.NDArray[np.int64]],
-    norm: float,
     n_threads: int,
-) -> Any: ...
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.int64]]:
+    """(per, cnt, triplets): triplets (T, 3) mined for batch_hard / semi_hard, (0, 3) for all / batch_all."""
+    ...
+def triplet_loss_backward(
+    x: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    ref_labels: Optional[npt.NDArray[np.int64]],
+    margin: float,
+    mining: str,
+    metric: str,
+    soft: bool,
+    triplets: npt.NDArray[np.int64],
+    g: npt.NDArray[np.floating],
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]:
+    """(gx, gref | None) of sum_a g_a per_a; triplets as returned by triplet_loss, g is (n,)."""
+    ...
 def mine_triplets(
     x: npt.NDArray[np.floating],
     labels: npt.NDArray[np.int64],
@@ -52,19 +86,97 @@ def mine_triplets(
     ref_labels: Optional[npt.NDArray[np.int64]],
     kind: str,
     margin: float,
-    squared: bool,
+    metric: str,
     n_threads: int,
-) -> npt.NDArray[np.int64]: ...
+) -> npt.NDArray[np.int64]:
+    """(T, 3) (anchor, positive, negative) triplets in anchor, positive, negative order."""
+    ...
 def lifted_loss(
     x: npt.NDArray[np.floating],
     labels: npt.NDArray[np.int64],
     margin: float,
     hard: bool,
-    lse: Optional[npt.NDArray[np.floating]],
-    dl: Optional[npt.NDArray[np.floating]],
-    nearest: Optional[npt.NDArray[np.int64]],
+    metric: str,
     n_threads: int,
-) -> Any: ...
+) -> Tuple[
+    npt.NDArray[np.floating],
+    npt.NDArray[np.floating],
+    npt.NDArray[np.floating],
+    npt.NDArray[np.floating],
+    npt.NDArray[np.int64],
+]:
+    """(per, cnt, lse, dl, nearest): per_i = 1/2 sum over i's positives of relu(J)^2, cnt_i = #positives; the rest is state."""
+    ...
+def lifted_loss_backward(
+    x: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    margin: float,
+    hard: bool,
+    metric: str,
+    lse: npt.NDArray[np.floating],
+    dl: npt.NDArray[np.floating],
+    nearest: npt.NDArray[np.int64],
+    g: npt.NDArray[np.floating],
+    n_threads: int,
+) -> npt.NDArray[np.floating]:
+    """gx of sum_i g_i per_i; lse, dl, nearest exactly as lifted_loss returned them, g is (n,)."""
+    ...
+def pair_tuple_loss(
+    x: npt.NDArray[np.floating],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    a1: npt.NDArray[np.int64],
+    p: npt.NDArray[np.int64],
+    a2: npt.NDArray[np.int64],
+    n: npt.NDArray[np.int64],
+    margin: float,
+    metric: str,
+    n_threads: int,
+) -> npt.NDArray[np.floating]:
+    """per (P+N,): d^2 of each positive pair (x[a1], r[p]), then max(0, margin - d)^2 of each negative pair (x[a2], r[n])."""
+    ...
+def pair_tuple_loss_backward(
+    x: npt.NDArray[np.floating],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    a1: npt.NDArray[np.int64],
+    p: npt.NDArray[np.int64],
+    a2: npt.NDArray[np.int64],
+    n: npt.NDArray[np.int64],
+    margin: float,
+    metric: str,
+    g: npt.NDArray[np.floating],
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]:
+    """(gx, gref | None) of sum_k g_k per_k; g is (P+N,)."""
+    ...
+def triplet_tuple_loss(
+    x: npt.NDArray[np.floating],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    a: npt.NDArray[np.int64],
+    p: npt.NDArray[np.int64],
+    n: npt.NDArray[np.int64],
+    margin: float,
+    metric: str,
+    soft: bool,
+    n_threads: int,
+) -> npt.NDArray[np.floating]:
+    """per (T,): max(0, d(x[a], r[p]) - d(x[a], r[n]) + margin), softplus when soft."""
+    ...
+def triplet_tuple_loss_backward(
+    x: npt.NDArray[np.floating],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    a: npt.NDArray[np.int64],
+    p: npt.NDArray[np.int64],
+    n: npt.NDArray[np.int64],
+    margin: float,
+    metric: str,
+    soft: bool,
+    g: npt.NDArray[np.floating],
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]:
+    """(gx, gref | None) of sum_k g_k per_k; g is (T,)."""
+    ...
+
+# --- cross-entropy losses: backward variants return gradients for a unit upstream gradient
 def xent_loss(
     q: npt.NDArray[np.floating],
     k: Optional[npt.NDArray[np.floating]],

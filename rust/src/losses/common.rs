@@ -127,6 +127,81 @@ impl<'a, T: Real> Batch<'a, T> {
     }
 }
 
+/// Unlabelled rows for losses over given tuples: anchors from `x` (n×d),
+/// partners from `refs` (m×d), or from `x` itself without refs.
+#[derive(Clone, Copy)]
+pub struct Rows<'a, T> {
+    pub x: &'a [T],
+    pub n: usize,
+    pub d: usize,
+    pub refs: Option<(&'a [T], usize)>,
+}
+
+impl<'a, T: Real> Rows<'a, T> {
+    pub fn validate(&self) -> Result<()> {
+        if self.n == 0 || self.d == 0 {
+            return Err(Error::Shape(format!("embeddings must be non-empty, got shape ({}, {})", self.n, self.d)));
+        }
+        check_len("embeddings", self.x.len(), self.n, self.d)?;
+        check_finite("embeddings", self.x)?;
+        if let Some((r, m)) = self.refs {
+            if m == 0 {
+                return Err(Error::Shape("ref_embeddings must be non-empty".into()));
+            }
+            check_len("ref_embeddings", r.len(), m, self.d)?;
+            check_finite("ref_embeddings", r)?;
+        }
+        Ok(())
+    }
+    /// Partner rows and their count (the rows themselves without refs).
+    pub fn r(&self) -> (&'a [T], usize) {
+        self.refs.unwrap_or((self.x, self.n))
+    }
+    pub fn same(&self) -> bool {
+        self.refs.is_none()
+    }
+}
+
+/// Checks an upstream gradient ∂L/∂per: length `len`, finite.
+pub fn check_upstream<T: Real>(g: &[T], len: usize) -> Result<()> {
+    if g.len() != len {
+        return Err(Error::Shape(format!("upstream gradient has length {}, expected {len}", g.len())));
+    }
+    check_finite("upstream gradient", g)
+}
+
+/// One index column checked against a row count (also < 2³², the width the
+/// sparse backward stores).
+fn check_index(v: i64, rows: usize, what: &str) -> Result<u32> {
+    if v < 0 || v as u64 >= rows as u64 || v > u32::MAX as i64 {
+        return Err(Error::InvalidInput(format!("{what} index out of range: {v} (have {rows} rows)")));
+    }
+    Ok(v as u32)
+}
+
+/// Pairs (a[k] row of x, b[k] row of the partners) from two int64 columns.
+pub fn index_pairs(a: &[i64], b: &[i64], n: usize, m: usize, what: &str) -> Result<Vec<(u32, u32)>> {
+    if a.len() != b.len() {
+        return Err(Error::Shape(format!("{what} index arrays have lengths {} and {}", a.len(), b.len())));
+    }
+    a.iter().zip(b).map(|(&i, &j)| Ok((check_index(i, n, what)?, check_index(j, m, what)?))).collect()
+}
+
+/// Triplets (a[k] row of x; p[k], q[k] rows of the partners) from three int64 columns.
+pub fn index_triplets(a: &[i64], p: &[i64], q: &[i64], n: usize, m: usize) -> Result<Vec<[u32; 3]>> {
+    if a.len() != p.len() || a.len() != q.len() {
+        return Err(Error::Shape(format!(
+            "triplet index arrays have lengths {}, {} and {}",
+            a.len(),
+            p.len(),
+            q.len()
+        )));
+    }
+    (0..a.len())
+        .map(|k| Ok([check_index(a[k], n, "triplet")?, check_index(p[k], m, "triplet")?, check_index(q[k], m, "triplet")?]))
+        .collect()
+}
+
 enum Kind<'a, T> {
     /// Squared Euclidean distances (guarded product form).
     Dist(SqEuclid<'a, T>),
@@ -498,6 +573,16 @@ pub mod testutil {
                 (a - b) / (2.0 * h)
             })
             .collect()
+    }
+
+    /// Checks ∇f·v at `x` against central differences along `v`. Hinge losses
+    /// over many tuples may have a kink inside one step, so a second, smaller
+    /// step is tried before failing.
+    pub fn assert_dir(grad: &[f64], x: &[f64], v: &[f64], f: &dyn Fn(&[f64]) -> f64, tol: f64) {
+        let want: f64 = grad.iter().zip(v).map(|(a, b)| a * b).sum();
+        let at = |t: f64| f(&x.iter().zip(v).map(|(a, b)| a + t * b).collect::<Vec<_>>());
+        let fds: Vec<f64> = [1e-6, 1e-7].iter().map(|&h| (at(h) - at(-h)) / (2.0 * h)).collect();
+        assert!(fds.iter().any(|fd| (want - fd).abs() <= tol * (1.0 + fd.abs())), "directional {want} vs {fds:?}");
     }
 
     pub fn assert_close(a: &[f64], b: &[f64], tol: f64) {

@@ -1,10 +1,12 @@
 //! Metric-learning and contrastive loss kernels with on-line mining.
 //!
-//! Every loss has a forward that returns the loss value and a small state
-//! (mined indices, per-row log-sum-exp values: O(B·d + B) at most) and a
-//! backward that recomputes distance or similarity tiles of 64 rows instead of
-//! keeping any B×B matrix. Exponentials are always summed as log-sum-exp, and
-//! the gradient of a Euclidean distance at 0 is taken as 0.
+//! The pair and triplet losses return per-anchor values and counts (the caller
+//! forms mean / sum / weighted reductions) plus a small state (mined indices,
+//! per-row log-sum-exp values: O(B·d + B) at most); their backward takes the
+//! upstream gradient of each per-anchor value and recomputes distance or
+//! similarity tiles of fixed rows instead of keeping any B×B matrix. Losses
+//! over given index tuples cost O(T·d). Exponentials are always summed as
+//! log-sum-exp, and the gradient of a Euclidean distance at 0 is taken as 0.
 
 pub mod common;
 pub mod contrastive;
@@ -14,8 +16,10 @@ pub mod triplet;
 pub mod xent;
 mod xent_sym;
 
-pub use common::{Batch, Metric};
-pub use contrastive::{contrastive_backward, contrastive_forward};
+pub use common::{Batch, Metric, Rows};
+pub use contrastive::{contrastive_backward, contrastive_forward, pair_tuple_backward, pair_tuple_forward};
 pub use lifted::{lifted_backward, lifted_forward, LiftedState};
-pub use triplet::{mine, triplet_backward, triplet_forward, Mining, TripletCfg, TripletState};
+pub use triplet::{
+    mine, triplet_backward, triplet_forward, triplet_tuple_backward, triplet_tuple_forward, Mining, TripletCfg, TripletOut,
+};
 pub use xent::{xent_backward, xent_forward, xent_forward_backward, Mask, Xent};
