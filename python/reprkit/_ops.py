@@ -7,9 +7,9 @@ whose ``forward`` calls the operator and whose ``backward`` calls the backward
 operator: a Function with ``setup_context`` is what ``torch.func.grad`` / ``vjp``
 need (custom operators' own autograd registration does not support functorch).
 
-Double backward is refused, never silently wrong: every backward operator
-takes the differentiable inputs as arguments, and its own autograd formula
-raises :class:`DoubleBackwardError`. ``torch.vmap`` raises an error naming the
+Double backward is refused, never silently wrong: the gradients a backward
+returns pass through :func:`refuse_double_backward`, whose derivative raises
+:class:`DoubleBackwardError`. ``torch.vmap`` raises an error naming the
 loss (:func:`no_vmap`).
 """
 
@@ -54,21 +54,42 @@ def op(name: str, fake: Callable) -> Callable:
     return wrap
 
 
-def backward_op(name: str, loss: str, fake: Callable) -> Callable:
-    """Like :func:`op` for a backward kernel; differentiating it raises :class:`DoubleBackwardError`."""
+class _Refuse(torch.autograd.Function):
+    """Identity on a gradient whose own derivative would be wrong: differentiating it raises."""
 
-    def refuse(ctx: Any, *grads: Any) -> Any:
+    @staticmethod
+    def forward(grad: Any, loss: str, *inputs: Any) -> Any:  # type: ignore[override]
+        return grad.view_as(grad)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        ctx.loss = inputs[1]
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> Any:  # type: ignore[override]
         raise DoubleBackwardError(
-            f"reprkit: double backward of {loss} is not supported (its Rust backward kernel is not "
+            f"reprkit: double backward of {ctx.loss} is not supported (its Rust backward kernel is not "
             f"differentiable); use reprkit.reference for higher-order derivatives"
         )
 
-    def wrap(fn: Callable) -> Any:
-        custom = op(name, fake)(fn)
-        custom.register_autograd(refuse, setup_context=lambda ctx, inputs, output: None)
-        return custom
 
-    return wrap
+def refuse_double_backward(loss: str, grads: Sequence[Any], inputs: Sequence[Any]) -> tuple:
+    """The gradients a backward returns, tied to ``inputs`` so that a second derivative raises
+    :class:`DoubleBackwardError` (only when a graph is being built: ``create_graph=True``, torch.func)."""
+    if not torch.is_grad_enabled():
+        return tuple(grads)
+    ins = [t for t in inputs if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    return tuple(None if g is None else _Refuse.apply(g, loss, *ins) for g in grads)
+
+
+def detached(*ts: Any) -> tuple:
+    """Inputs for a backward operator: plain tensors, outside any autograd or functorch graph."""
+    return tuple(t.detach() if isinstance(t, torch.Tensor) else t for t in ts)
+
+
+def backward_op(name: str, loss: str, fake: Callable) -> Callable:
+    """:func:`op` for a backward kernel (called with :func:`detached` inputs; see :func:`refuse_double_backward`)."""
+    return op(name, fake)
 
 
 def no_vmap(loss: str) -> Any:

@@ -57,3 +57,14 @@ def resolve_n_jobs(n_jobs: Optional[int]) -> int:
     if n_jobs < 0:
         return max(1, _cpu_count() + 1 + n_jobs)
     return n_jobs
+
+
+def op_threads(n_jobs: Optional[int]) -> int:
+    """``n_jobs`` for a torch operator: 0 = "the default, resolved when the kernel runs" (so a traced
+    graph does not bake in torch.get_num_threads()); otherwise :func:`resolve_n_jobs`."""
+    return 0 if n_jobs is None else resolve_n_jobs(n_jobs)
+
+
+def kernel_threads(n: int) -> int:
+    """The thread count of an operator call: ``n``, or the default for 0."""
+    return n if n > 0 else get_num_threads()

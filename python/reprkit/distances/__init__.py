@@ -7,7 +7,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import _core
-from .._threads import resolve_n_jobs
+from .._threads import op_threads, resolve_n_jobs
 from .._torch import is_tensor
 from .._validation import check_array, check_choice
 from ..errors import DTypeError, NonFiniteError, ShapeError
@@ -60,7 +60,7 @@ def pairwise_distances(x: Any, y: Optional[Any] = None, metric: str = "euclidean
         if x.device.type == "cpu":
             from ._autograd import pairwise_distances_cpu
 
-            return pairwise_distances_cpu(x, y, metric, resolve_n_jobs(n_jobs))
+            return pairwise_distances_cpu(x, y, metric, op_threads(n_jobs))
         from .. import reference
 
         cd = x.dtype if x.dtype in (_torch_float32(), _torch_float64()) else _torch_float32()

@@ -3,6 +3,7 @@
 from typing import Any, Optional, Tuple
 
 from .. import _core, _ops
+from .._threads import kernel_threads
 from .._bridge import unbroadcast
 from .._ops import Tensor, torch
 
@@ -13,7 +14,7 @@ def _fake(x, y, metric, n_threads):
 
 @_ops.op("pairwise_distances", _fake)
 def _distances(x: Tensor, y: Optional[Tensor], metric: str, n_threads: int) -> Tensor:
-    return torch.from_numpy(_core.pairwise_distances(_ops.np_(x), _ops.np_(y), metric, n_threads))
+    return torch.from_numpy(_core.pairwise_distances(_ops.np_(x), _ops.np_(y), metric, kernel_threads(n_threads)))
 
 
 def _backward_fake(x, y, dist, g, metric, n_threads):
@@ -23,7 +24,7 @@ def _backward_fake(x, y, dist, g, metric, n_threads):
 @_ops.backward_op("pairwise_distances_backward", "pairwise_distances", _backward_fake)
 def _distances_backward(x: Tensor, y: Optional[Tensor], dist: Tensor, g: Tensor, metric: str, n_threads: int) -> Tuple[Tensor, Tensor]:
     """∂/∂x, ∂/∂y of Σ g ⊙ D; ``g`` may be (1, 1), (n, 1), (1, m) or (n, m) (broadcast in the kernel)."""
-    gx, gy = _core.pairwise_distances_backward(_ops.np_(x), _ops.np_(y), _ops.np_(dist), _ops.np_(g), metric, n_threads)
+    gx, gy = _core.pairwise_distances_backward(_ops.np_(x), _ops.np_(y), _ops.np_(dist), _ops.np_(g), metric, kernel_threads(n_threads))
     return torch.from_numpy(gx), _ops.t_(gy, x)
 
 
@@ -44,8 +45,9 @@ class _PairwiseDistances(torch.autograd.Function):
     def backward(ctx: Any, grad: Any) -> Any:  # type: ignore[override]
         x, y, dist = ctx.saved_tensors
         g = unbroadcast(grad)  # .sum() hands an expanded (stride-0) gradient: no n × m copy
-        gx, gy = _distances_backward(x, y, dist, g.to(dist.dtype), ctx.metric, ctx.n_threads)
-        return gx, (gy if ctx.has_y else None), None, None
+        gx, gy = _distances_backward(*_ops.detached(x, y, dist, g.to(dist.dtype)), ctx.metric, ctx.n_threads)
+        gx, gy = _ops.refuse_double_backward("pairwise_distances", (gx, gy if ctx.has_y else None), (x, y))
+        return gx, gy, None, None
 
     vmap = _ops.no_vmap("pairwise_distances")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -21,8 +22,9 @@ def check_embeddings(t: Any, name: str) -> Any:
         raise ShapeError(f"{name} must be a 2-D tensor (batch, dim), got shape {tuple(t.shape)}")
     if t.shape[0] == 0 or t.shape[1] == 0:
         raise ShapeError(f"{name} must be non-empty, got shape {tuple(t.shape)}")
-    if torch.compiler.is_compiling():
-        return t  # no data-dependent branch in a traced graph: the CPU kernels check finiteness themselves
+    if torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(t):
+        # No data-dependent branch in a traced graph or under vmap: the CPU kernels check finiteness themselves.
+        return t
     with torch.no_grad():
         # A finite sum proves every entry finite (NaN/±inf propagate) without the
         # B×d boolean mask of isfinite; only a non-finite sum (or overflow) needs it.
@@ -70,13 +72,13 @@ def check_same_shape(a: Any, b: Any, na: str, nb: str) -> None:
 
 
 def check_positive(name: str, v: float) -> float:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v) or v <= 0:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
         raise InvalidParameterError(f"{name} must be a finite number > 0, got {v!r}")
     return float(v)
 
 
 def check_finite_number(name: str, v: float, *, nonneg: bool = False) -> float:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v) or (nonneg and v < 0):
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or (nonneg and v < 0):
         raise InvalidParameterError(f"{name} must be a finite number{' >= 0' if nonneg else ''}, got {v!r}")
     return float(v)
 

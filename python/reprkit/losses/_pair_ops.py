@@ -10,6 +10,7 @@ gradient of ``per`` and recomputes distance tiles in Rust.
 from typing import Any, Optional, Tuple
 
 from .. import _core, _ops
+from .._threads import kernel_threads
 from .._ops import Tensor, np_, t_, torch
 
 
@@ -35,13 +36,13 @@ def _dynamic() -> Any:
 
 @_ops.op("contrastive", lambda x, r, y, ry, margin, metric, nt: (_vec(x, x.shape[0]), _vec(x, x.shape[0])))
 def contrastive(x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Tensor], margin: float, metric: str, nt: int) -> Tuple[Tensor, Tensor]:
-    per, cnt = _core.contrastive_loss(np_(x), np_(y), np_(r), np_(ry), margin, metric, nt)
+    per, cnt = _core.contrastive_loss(np_(x), np_(y), np_(r), np_(ry), margin, metric, kernel_threads(nt))
     return torch.from_numpy(per), torch.from_numpy(cnt)
 
 
 @_ops.backward_op("contrastive_backward", "contrastive_loss", lambda g, x, r, y, ry, margin, metric, nt: _grads_fake(x, r))
 def contrastive_backward(g: Tensor, x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Tensor], margin: float, metric: str, nt: int) -> Tuple[Tensor, Tensor]:
-    return _grads(x, _core.contrastive_loss_backward(np_(x), np_(y), np_(r), np_(ry), margin, metric, np_(g), nt))
+    return _grads(x, _core.contrastive_loss_backward(np_(x), np_(y), np_(r), np_(ry), margin, metric, np_(g), kernel_threads(nt)))
 
 
 # ----------------------------------------------------------------- triplet
@@ -57,7 +58,7 @@ def _triplet_fake(x, r, y, ry, margin, mining, metric, soft, nt):
 def triplet(
     x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Tensor], margin: float, mining: str, metric: str, soft: bool, nt: int
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    per, cnt, trip = _core.triplet_loss(np_(x), np_(y), np_(r), np_(ry), margin, mining, metric, soft, nt)
+    per, cnt, trip = _core.triplet_loss(np_(x), np_(y), np_(r), np_(ry), margin, mining, metric, soft, kernel_threads(nt))
     return torch.from_numpy(per), torch.from_numpy(cnt), torch.from_numpy(trip)
 
 
@@ -68,7 +69,7 @@ def triplet_backward(
     g: Tensor, x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Tensor], trip: Tensor, margin: float, mining: str,
     metric: str, soft: bool, nt: int,
 ) -> Tuple[Tensor, Tensor]:
-    return _grads(x, _core.triplet_loss_backward(np_(x), np_(y), np_(r), np_(ry), margin, mining, metric, soft, np_(trip), np_(g), nt))
+    return _grads(x, _core.triplet_loss_backward(np_(x), np_(y), np_(r), np_(ry), margin, mining, metric, soft, np_(trip), np_(g), kernel_threads(nt)))
 
 
 # ----------------------------------------------------------------- lifted
@@ -81,7 +82,7 @@ def _lifted_fake(x, y, margin, hard, metric, nt):
 
 @_ops.op("lifted", _lifted_fake)
 def lifted(x: Tensor, y: Tensor, margin: float, hard: bool, metric: str, nt: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return tuple(torch.from_numpy(a) for a in _core.lifted_loss(np_(x), np_(y), margin, hard, metric, nt))  # type: ignore[return-value]
+    return tuple(torch.from_numpy(a) for a in _core.lifted_loss(np_(x), np_(y), margin, hard, metric, kernel_threads(nt)))  # type: ignore[return-value]
 
 
 @_ops.backward_op(
@@ -90,7 +91,7 @@ def lifted(x: Tensor, y: Tensor, margin: float, hard: bool, metric: str, nt: int
 def lifted_backward(
     g: Tensor, x: Tensor, y: Tensor, lse: Tensor, dl: Tensor, nearest: Tensor, margin: float, hard: bool, metric: str, nt: int
 ) -> Tuple[Tensor, Tensor]:
-    gx = _core.lifted_loss_backward(np_(x), np_(y), margin, hard, metric, np_(lse), np_(dl), np_(nearest), np_(g), nt)
+    gx = _core.lifted_loss_backward(np_(x), np_(y), margin, hard, metric, np_(lse), np_(dl), np_(nearest), np_(g), kernel_threads(nt))
     return torch.from_numpy(gx), _ops.empty_like_rows(x)
 
 
@@ -99,7 +100,7 @@ def lifted_backward(
 
 @_ops.op("pair_tuple", lambda x, r, a1, p, a2, n, margin, metric, nt: _vec(x, a1.shape[0] + a2.shape[0]))
 def pair_tuple(x: Tensor, r: Optional[Tensor], a1: Tensor, p: Tensor, a2: Tensor, n: Tensor, margin: float, metric: str, nt: int) -> Tensor:
-    return torch.from_numpy(_core.pair_tuple_loss(np_(x), np_(r), np_(a1), np_(p), np_(a2), np_(n), margin, metric, nt))
+    return torch.from_numpy(_core.pair_tuple_loss(np_(x), np_(r), np_(a1), np_(p), np_(a2), np_(n), margin, metric, kernel_threads(nt)))
 
 
 @_ops.backward_op(
@@ -108,12 +109,12 @@ def pair_tuple(x: Tensor, r: Optional[Tensor], a1: Tensor, p: Tensor, a2: Tensor
 def pair_tuple_backward(
     g: Tensor, x: Tensor, r: Optional[Tensor], a1: Tensor, p: Tensor, a2: Tensor, n: Tensor, margin: float, metric: str, nt: int
 ) -> Tuple[Tensor, Tensor]:
-    return _grads(x, _core.pair_tuple_loss_backward(np_(x), np_(r), np_(a1), np_(p), np_(a2), np_(n), margin, metric, np_(g), nt))
+    return _grads(x, _core.pair_tuple_loss_backward(np_(x), np_(r), np_(a1), np_(p), np_(a2), np_(n), margin, metric, np_(g), kernel_threads(nt)))
 
 
 @_ops.op("triplet_tuple", lambda x, r, a, p, n, margin, metric, soft, nt: _vec(x, a.shape[0]))
 def triplet_tuple(x: Tensor, r: Optional[Tensor], a: Tensor, p: Tensor, n: Tensor, margin: float, metric: str, soft: bool, nt: int) -> Tensor:
-    return torch.from_numpy(_core.triplet_tuple_loss(np_(x), np_(r), np_(a), np_(p), np_(n), margin, metric, soft, nt))
+    return torch.from_numpy(_core.triplet_tuple_loss(np_(x), np_(r), np_(a), np_(p), np_(n), margin, metric, soft, kernel_threads(nt)))
 
 
 @_ops.backward_op(
@@ -123,7 +124,7 @@ def triplet_tuple(x: Tensor, r: Optional[Tensor], a: Tensor, p: Tensor, n: Tenso
 def triplet_tuple_backward(
     g: Tensor, x: Tensor, r: Optional[Tensor], a: Tensor, p: Tensor, n: Tensor, margin: float, metric: str, soft: bool, nt: int
 ) -> Tuple[Tensor, Tensor]:
-    return _grads(x, _core.triplet_tuple_loss_backward(np_(x), np_(r), np_(a), np_(p), np_(n), margin, metric, soft, np_(g), nt))
+    return _grads(x, _core.triplet_tuple_loss_backward(np_(x), np_(r), np_(a), np_(p), np_(n), margin, metric, soft, np_(g), kernel_threads(nt)))
 
 
 # ----------------------------------------------------------------- similarity losses (unit rows)
@@ -135,7 +136,7 @@ def _two(x: Any) -> Tuple[Any, Any]:
 
 @_ops.op("multi_similarity", lambda x, r, y, ry, alpha, beta, base, nt: _two(x))
 def multi_similarity(x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Tensor], alpha: float, beta: float, base: float, nt: int) -> Tuple[Tensor, Tensor]:
-    per, cnt = _core.multi_similarity_loss(np_(x), np_(y), np_(r), np_(ry), alpha, beta, base, nt)
+    per, cnt = _core.multi_similarity_loss(np_(x), np_(y), np_(r), np_(ry), alpha, beta, base, kernel_threads(nt))
     return torch.from_numpy(per), torch.from_numpy(cnt)
 
 
@@ -145,25 +146,25 @@ def multi_similarity(x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Ten
 def multi_similarity_backward(
     g: Tensor, x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Tensor], alpha: float, beta: float, base: float, nt: int
 ) -> Tuple[Tensor, Tensor]:
-    return _grads(x, _core.multi_similarity_loss_backward(np_(x), np_(y), np_(r), np_(ry), alpha, beta, base, np_(g), nt))
+    return _grads(x, _core.multi_similarity_loss_backward(np_(x), np_(y), np_(r), np_(ry), alpha, beta, base, np_(g), kernel_threads(nt)))
 
 
 @_ops.op("circle", lambda x, r, y, ry, m, gamma, nt: _two(x))
 def circle(x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Tensor], m: float, gamma: float, nt: int) -> Tuple[Tensor, Tensor]:
-    per, cnt = _core.circle_loss(np_(x), np_(y), np_(r), np_(ry), m, gamma, nt)
+    per, cnt = _core.circle_loss(np_(x), np_(y), np_(r), np_(ry), m, gamma, kernel_threads(nt))
     return torch.from_numpy(per), torch.from_numpy(cnt)
 
 
 @_ops.backward_op("circle_backward", "circle_loss", lambda g, x, r, y, ry, m, gamma, nt: _grads_fake(x, r))
 def circle_backward(g: Tensor, x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Tensor], m: float, gamma: float, nt: int) -> Tuple[Tensor, Tensor]:
-    return _grads(x, _core.circle_loss_backward(np_(x), np_(y), np_(r), np_(ry), m, gamma, np_(g), nt))
+    return _grads(x, _core.circle_loss_backward(np_(x), np_(y), np_(r), np_(ry), m, gamma, np_(g), kernel_threads(nt)))
 
 
 @_ops.op("multi_similarity_pairs", lambda x, r, a1, p, a2, n, alpha, beta, base, nt: _two(x))
 def multi_similarity_pairs(
     x: Tensor, r: Optional[Tensor], a1: Tensor, p: Tensor, a2: Tensor, n: Tensor, alpha: float, beta: float, base: float, nt: int
 ) -> Tuple[Tensor, Tensor]:
-    per, cnt = _core.multi_similarity_pairs_loss(np_(x), np_(r), np_(a1), np_(p), np_(a2), np_(n), alpha, beta, base, nt)
+    per, cnt = _core.multi_similarity_pairs_loss(np_(x), np_(r), np_(a1), np_(p), np_(a2), np_(n), alpha, beta, base, kernel_threads(nt))
     return torch.from_numpy(per), torch.from_numpy(cnt)
 
 
@@ -176,13 +177,13 @@ def multi_similarity_pairs_backward(
     base: float, nt: int,
 ) -> Tuple[Tensor, Tensor]:
     return _grads(
-        x, _core.multi_similarity_pairs_loss_backward(np_(x), np_(r), np_(a1), np_(p), np_(a2), np_(n), alpha, beta, base, np_(g), nt)
+        x, _core.multi_similarity_pairs_loss_backward(np_(x), np_(r), np_(a1), np_(p), np_(a2), np_(n), alpha, beta, base, np_(g), kernel_threads(nt))
     )
 
 
 @_ops.op("circle_pairs", lambda x, r, a1, p, a2, n, m, gamma, nt: _two(x))
 def circle_pairs(x: Tensor, r: Optional[Tensor], a1: Tensor, p: Tensor, a2: Tensor, n: Tensor, m: float, gamma: float, nt: int) -> Tuple[Tensor, Tensor]:
-    per, cnt = _core.circle_pairs_loss(np_(x), np_(r), np_(a1), np_(p), np_(a2), np_(n), m, gamma, nt)
+    per, cnt = _core.circle_pairs_loss(np_(x), np_(r), np_(a1), np_(p), np_(a2), np_(n), m, gamma, kernel_threads(nt))
     return torch.from_numpy(per), torch.from_numpy(cnt)
 
 
@@ -192,7 +193,7 @@ def circle_pairs(x: Tensor, r: Optional[Tensor], a1: Tensor, p: Tensor, a2: Tens
 def circle_pairs_backward(
     g: Tensor, x: Tensor, r: Optional[Tensor], a1: Tensor, p: Tensor, a2: Tensor, n: Tensor, m: float, gamma: float, nt: int
 ) -> Tuple[Tensor, Tensor]:
-    return _grads(x, _core.circle_pairs_loss_backward(np_(x), np_(r), np_(a1), np_(p), np_(a2), np_(n), m, gamma, np_(g), nt))
+    return _grads(x, _core.circle_pairs_loss_backward(np_(x), np_(r), np_(a1), np_(p), np_(a2), np_(n), m, gamma, np_(g), kernel_threads(nt)))
 
 
 # ----------------------------------------------------------------- the autograd Functions
@@ -207,8 +208,10 @@ def _function(name: str, fwd: Any, bwd: Any, state_at: int, loss: str, refs: boo
     outputs 2… as ``state``, and returns (∂x, ∂r).
     """
 
+    fwd_op, bwd_op = fwd._opoverload, bwd._opoverload  # dynamo traces OpOverloads, not CustomOpDefs in closures
+
     def forward(*args: Any) -> Any:
-        return fwd(*args)
+        return fwd_op(*args)
 
     def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
         outs = output if isinstance(output, tuple) else (output,)
@@ -224,8 +227,10 @@ def _function(name: str, fwd: Any, bwd: Any, state_at: int, loss: str, refs: boo
         saved = ctx.saved_tensors
         it = iter(saved[: ctx.n_tensors])
         args = [next(it) if t else c for t, c in zip(ctx.layout, ctx.consts)]
-        gx, gr = bwd(g.contiguous(), *args[:state_at], *saved[ctx.n_tensors :], *args[state_at:])
+        call = _ops.detached(g.contiguous(), *args[:state_at], *saved[ctx.n_tensors :], *args[state_at:])
+        gx, gr = bwd_op(*call)
         grads = (gx, gr if ctx.has_r else None) if refs else (gx,)
+        grads = _ops.refuse_double_backward(loss, grads, args[:2])
         return grads + (None,) * (len(args) - len(grads))
 
     return type(

@@ -18,7 +18,7 @@ from typing import Any, Optional, Tuple
 
 from .. import _core, _ops
 from .._ops import Tensor, np_, torch
-from .._threads import resolve_n_jobs
+from .._threads import kernel_threads, op_threads
 from .._validation import check_choice
 from . import _inputs as V
 
@@ -41,29 +41,29 @@ def _dyn(y: Any, cols: int) -> Any:
 
 @_ops.op("mine_triplets", lambda x, r, y, ry, kind, margin, metric, nt: _dyn(y, 3))
 def _mine_triplets(x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Tensor], kind: str, margin: float, metric: str, nt: int) -> Tensor:
-    return torch.from_numpy(_core.mine_triplets(np_(x), np_(y), np_(r), np_(ry), kind, margin, metric, nt))
+    return torch.from_numpy(_core.mine_triplets(np_(x), np_(y), np_(r), np_(ry), kind, margin, metric, kernel_threads(nt)))
 
 
 @_ops.op("mine_triplet_margin", lambda x, r, y, ry, margin, kind, metric, nt: _dyn(y, 3))
 def _mine_triplet_margin(x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Tensor], margin: float, kind: str, metric: str, nt: int) -> Tensor:
-    return torch.from_numpy(_core.mine_triplet_margin(np_(x), np_(y), np_(r), np_(ry), margin, kind, metric, nt))
+    return torch.from_numpy(_core.mine_triplet_margin(np_(x), np_(y), np_(r), np_(ry), margin, kind, metric, kernel_threads(nt)))
 
 
 @_ops.op("mine_pair_margin", lambda x, r, y, ry, pm, nm, metric, nt: (_dyn(y, 2), _dyn(y, 2)))
 def _mine_pair_margin(x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Tensor], pm: float, nm: float, metric: str, nt: int) -> Tuple[Tensor, Tensor]:
-    pos, neg = _core.mine_pair_margin(np_(x), np_(y), np_(r), np_(ry), pm, nm, metric, nt)
+    pos, neg = _core.mine_pair_margin(np_(x), np_(y), np_(r), np_(ry), pm, nm, metric, kernel_threads(nt))
     return torch.from_numpy(pos), torch.from_numpy(neg)
 
 
 @_ops.op("mine_multi_similarity", lambda x, r, y, ry, eps, nt: (_dyn(y, 2), _dyn(y, 2)))
 def _mine_multi_similarity(x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Tensor], eps: float, nt: int) -> Tuple[Tensor, Tensor]:
-    pos, neg = _core.mine_multi_similarity(np_(x), np_(y), np_(r), np_(ry), eps, nt)
+    pos, neg = _core.mine_multi_similarity(np_(x), np_(y), np_(r), np_(ry), eps, kernel_threads(nt))
     return torch.from_numpy(pos), torch.from_numpy(neg)
 
 
 @_ops.op("mine_distance_weighted", lambda x, r, y, ry, cutoff, nz, seed, nt: _dyn(y, 3))
 def _mine_distance_weighted(x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Tensor], cutoff: float, nz: float, seed: int, nt: int) -> Tensor:
-    return torch.from_numpy(_core.mine_distance_weighted(np_(x), np_(y), np_(r), np_(ry), cutoff, nz, seed, nt))
+    return torch.from_numpy(_core.mine_distance_weighted(np_(x), np_(y), np_(r), np_(ry), cutoff, nz, seed, kernel_threads(nt)))
 
 
 # ----------------------------------------------------------------- helpers
@@ -111,7 +111,7 @@ def batch_hard(
     metric = _metric(distance, squared)
     x, y, r, ry = _prep(embeddings, labels, ref_embeddings, ref_labels, metric)
     if x.device.type == "cpu":
-        return _split3(_mine_triplets(x, r, y, ry, "batch_hard", 0.0, metric, resolve_n_jobs(n_jobs)))
+        return _split3(_mine_triplets(x, r, y, ry, "batch_hard", 0.0, metric, op_threads(n_jobs)))
     return _ref().mine_batch_hard(x, y, metric, r, ry)
 
 
@@ -124,7 +124,7 @@ def batch_all(
     metric = _metric(distance, squared)
     x, y, r, ry = _prep(embeddings, labels, ref_embeddings, ref_labels, metric)
     if x.device.type == "cpu":
-        return _split3(_mine_triplets(x, r, y, ry, "batch_all", margin, metric, resolve_n_jobs(n_jobs)))
+        return _split3(_mine_triplets(x, r, y, ry, "batch_all", margin, metric, op_threads(n_jobs)))
     return _ref().mine_batch_all(x, y, margin, metric, r, ry)
 
 
@@ -143,7 +143,7 @@ def semi_hard(
     metric = _metric(distance, squared)
     x, y, r, ry = _prep(embeddings, labels, ref_embeddings, ref_labels, metric)
     if x.device.type == "cpu":
-        a, p, n = _split3(_mine_triplets(x, r, y, ry, "semi_hard", 0.0, metric, resolve_n_jobs(n_jobs)))
+        a, p, n = _split3(_mine_triplets(x, r, y, ry, "semi_hard", 0.0, metric, op_threads(n_jobs)))
     else:
         a, p, n = _ref().mine_semi_hard(x, y, metric, r, ry)
     if margin is not None:
@@ -168,7 +168,7 @@ def triplet_margin(
     metric = _metric(distance, None)
     x, y, r, ry = _prep(embeddings, labels, ref_embeddings, ref_labels, metric)
     if x.device.type == "cpu":
-        return _split3(_mine_triplet_margin(x, r, y, ry, margin, type, metric, resolve_n_jobs(n_jobs)))
+        return _split3(_mine_triplet_margin(x, r, y, ry, margin, type, metric, op_threads(n_jobs)))
     return _ref().mine_triplet_margin(x, y, margin, type, metric, r, ry)
 
 
@@ -185,7 +185,7 @@ def pair_margin(
     metric = _metric(distance, None)
     x, y, r, ry = _prep(embeddings, labels, ref_embeddings, ref_labels, metric)
     if x.device.type == "cpu":
-        return _split4(*_mine_pair_margin(x, r, y, ry, pm, nm, metric, resolve_n_jobs(n_jobs)))
+        return _split4(*_mine_pair_margin(x, r, y, ry, pm, nm, metric, op_threads(n_jobs)))
     return _ref().mine_pair_margin(x, y, pm, nm, metric, r, ry)
 
 
@@ -199,7 +199,7 @@ def multi_similarity(
     eps = V.check_finite_number("epsilon", epsilon)
     x, y, r, ry = _prep(embeddings, labels, ref_embeddings, ref_labels, "cosine")
     if x.device.type == "cpu":
-        return _split4(*_mine_multi_similarity(x, r, y, ry, eps, resolve_n_jobs(n_jobs)))
+        return _split4(*_mine_multi_similarity(x, r, y, ry, eps, op_threads(n_jobs)))
     return _ref().mine_multi_similarity(x, y, eps, r, ry)
 
 
@@ -228,7 +228,7 @@ def distance_weighted(
         seed = random_state
     x, y, r, ry = _prep(embeddings, labels, ref_embeddings, ref_labels, "cosine")
     if x.device.type == "cpu":
-        return _split3(_mine_distance_weighted(x, r, y, ry, cutoff, nz, seed, resolve_n_jobs(n_jobs)))
+        return _split3(_mine_distance_weighted(x, r, y, ry, cutoff, nz, seed, op_threads(n_jobs)))
     # Other devices: sample from the reference weights with a seeded torch generator.
     w = _ref().distance_weighted_weights(x, y, cutoff, nz, r, ry)
     from ..reference.pairs import _masks

@@ -31,7 +31,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Optional, Sequence, Tuple
 
-from .._threads import resolve_n_jobs
+from .._threads import op_threads
 from .._torch import require_torch
 from .._validation import check_choice
 from ..errors import InvalidParameterError, ShapeError
@@ -212,7 +212,7 @@ def contrastive_loss(
         if _on_cpu(x):
             from ._pair_ops import PairTuple
 
-            per = PairTuple.apply(xx, rr, a1, p, a2, n, margin, distance, resolve_n_jobs(n_jobs))
+            per = PairTuple.apply(xx, rr, a1, p, a2, n, margin, distance, op_threads(n_jobs))
         else:
             from ..reference.pairs import pair_tuple_terms
 
@@ -222,7 +222,7 @@ def contrastive_loss(
     if _on_cpu(x):
         from ._pair_ops import Contrastive
 
-        per, cnt = Contrastive.apply(xx, rr, y, ry, margin, distance, resolve_n_jobs(n_jobs))
+        per, cnt = Contrastive.apply(xx, rr, y, ry, margin, distance, op_threads(n_jobs))
     else:
         from ..reference.pairs import contrastive_terms
 
@@ -281,7 +281,7 @@ def triplet_margin_loss(
         if _on_cpu(x):
             from ._pair_ops import TripletTuple
 
-            per = TripletTuple.apply(xx, rr, a, p, n, margin, distance, soft, resolve_n_jobs(n_jobs))
+            per = TripletTuple.apply(xx, rr, a, p, n, margin, distance, soft, op_threads(n_jobs))
         else:
             from ..reference.pairs import triplet_tuple_terms
 
@@ -290,7 +290,7 @@ def triplet_margin_loss(
     if _on_cpu(x):
         from ._pair_ops import Triplet
 
-        per, cnt, _ = Triplet.apply(xx, rr, y, ry, margin, mining, distance, soft, resolve_n_jobs(n_jobs))
+        per, cnt, _ = Triplet.apply(xx, rr, y, ry, margin, mining, distance, soft, op_threads(n_jobs))
     else:
         from ..reference.pairs import triplet_terms
 
@@ -331,7 +331,7 @@ def lifted_structure_loss(
     if _on_cpu(x):
         from ._pair_ops import Lifted
 
-        per, cnt, *_ = Lifted.apply(xx, y, margin, bool(hard), distance, resolve_n_jobs(n_jobs))
+        per, cnt, *_ = Lifted.apply(xx, y, margin, bool(hard), distance, op_threads(n_jobs))
     else:
         from ..reference.pairs import lifted_terms
 
@@ -348,7 +348,7 @@ def _similarity_loss(kind: str, embeddings: Any, labels: Any, params: Tuple[floa
     x, y, r, ry = _inputs(embeddings, labels, ref_embeddings, ref_labels, need_labels=indices_tuple is None)
     w = _weights(weights, x.shape[0], x)
     u, ur = _prepare(x, r, "cosine")
-    nt = resolve_n_jobs(n_jobs)
+    nt = op_threads(n_jobs)
     if indices_tuple is not None:
         pairs = _tuple(indices_tuple, x.shape[0], x.shape[0] if r is None else r.shape[0], x.device, "pairs")
         if _on_cpu(x):

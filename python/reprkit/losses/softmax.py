@@ -10,7 +10,7 @@ from typing import Any, Optional, Tuple
 
 from .. import _core, _ops
 from .._ops import Tensor, torch
-from .._threads import resolve_n_jobs
+from .._threads import kernel_threads, op_threads
 from . import _inputs as V
 
 F = torch.nn.functional
@@ -39,9 +39,9 @@ def _xent(
     """
     qa, ka, ta = _ops.np_(q), _ops.np_(k), _ops.np_(targets)
     if need_grad:
-        loss, gq, gk = _core.xent_loss_fused(qa, ka, scale, ta, mask, tail, n_threads)
+        loss, gq, gk = _core.xent_loss_fused(qa, ka, scale, ta, mask, tail, kernel_threads(n_threads))
         return torch.tensor(loss, dtype=q.dtype), _ops.t_(gq), _ops.t_(gk, q)
-    loss, _ = _core.xent_loss(qa, ka, scale, ta, mask, tail, None, n_threads)
+    loss, _ = _core.xent_loss(qa, ka, scale, ta, mask, tail, None, kernel_threads(n_threads))
     return torch.tensor(loss, dtype=q.dtype), _ops.empty_like_rows(q), _ops.empty_like_rows(q)
 
 
@@ -70,15 +70,16 @@ class _SoftmaxXent(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: Any, _gq: Any, _gk: Any) -> Any:  # type: ignore[override]
         gq, gk, q, k = ctx.saved_tensors
-        tq, tk = _xent_backward(g, gq, gk, q, k)
-        return (tq, tk if ctx.has_k else None) + (None,) * 6
+        tq, tk = _xent_backward(*_ops.detached(g, gq, gk, q, k))
+        grads = _ops.refuse_double_backward("the softmax losses", (tq, tk if ctx.has_k else None), (q, k))
+        return grads + (None,) * 6
 
     vmap = _ops.no_vmap("the softmax losses (npair_loss, ntxent_loss, infonce_loss)")
 
 
 def _softmax_xent(q: Any, k: Optional[Any], scale: float, targets: Any, mask: str, tail: int, n_jobs: Optional[int]) -> Any:
     need = _ops.needs_grad(q, k)
-    return _SoftmaxXent.apply(q, k, scale, targets, mask, tail, need, resolve_n_jobs(n_jobs))[0]
+    return _SoftmaxXent.apply(q, k, scale, targets, mask, tail, need, op_threads(n_jobs))[0]
 
 
 def npair_loss(anchors: Any, positives: Any, l2_reg: float = 0.0, *, n_jobs: Optional[int] = None) -> Any:
