@@ -319,3 +319,278 @@ pub fn mine_distance_weighted<T: Real>(
     });
     Ok(parts.concat())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::losses::common::testutil::*;
+    use crate::losses::pairsim::testkit::{sims, unit_rows};
+
+    struct Case {
+        x: Vec<f64>,
+        l: Vec<i64>,
+        rx: Vec<f64>,
+        rl: Vec<i64>,
+        n: usize,
+        m: usize,
+        d: usize,
+    }
+
+    impl Case {
+        fn batch(&self) -> Batch<'_, f64> {
+            let refs = if self.m == 0 { None } else { Some((&self.rx[..], self.m, &self.rl[..])) };
+            Batch { x: &self.x, n: self.n, d: self.d, labels: &self.l, refs }
+        }
+        /// (references, their count, their labels, same)
+        fn r(&self) -> (&[f64], usize, &[i64], bool) {
+            if self.m == 0 { (&self.x, self.n, &self.l, true) } else { (&self.rx, self.m, &self.rl, false) }
+        }
+        fn dist(&self, i: usize, j: usize, metric: Metric) -> f64 {
+            let (r, _, _, _) = self.r();
+            metric.of_sq(dist(&self.x, i, r, j, self.d))
+        }
+        fn is_pos(&self, i: usize, j: usize) -> bool {
+            let (_, _, rl, same) = self.r();
+            rl[j] == self.l[i] && !(same && i == j)
+        }
+        fn is_neg(&self, i: usize, j: usize) -> bool {
+            self.r().2[j] != self.l[i]
+        }
+    }
+
+    /// Layouts: small, two tiles, references, one class, singletons; unit rows (for cosine).
+    fn cases() -> Vec<Case> {
+        let mut rng = Rng(17);
+        let mut out = Vec::new();
+        for &(n, m, d, k) in &[(12usize, 0usize, 3usize, 3u64), (70, 0, 3, 6), (9, 75, 3, 4), (5, 0, 2, 1), (8, 0, 3, 1000), (7, 9, 2, 1000)] {
+            let x = unit_rows(&mut rng, n, d);
+            let l = rng.labels(n, k);
+            let rx = unit_rows(&mut rng, m, d);
+            let rl = rng.labels(m, k);
+            out.push(Case { x, l, rx, rl, n, m, d });
+        }
+        out
+    }
+
+    const METRICS: [Metric; 3] = [Metric::Euclidean, Metric::SqEuclidean, Metric::Cosine];
+    const TYPES: [TripletType; 4] = [TripletType::All, TripletType::Hard, TripletType::SemiHard, TripletType::Easy];
+
+    fn brute_triplets(c: &Case, margin: f64, ty: TripletType, metric: Metric) -> Vec<[u32; 3]> {
+        let mm = c.r().1;
+        let mut out = Vec::new();
+        for a in 0..c.n {
+            for p in (0..mm).filter(|&p| c.is_pos(a, p)) {
+                for q in (0..mm).filter(|&q| c.is_neg(a, q)) {
+                    let t = c.dist(a, q, metric) - c.dist(a, p, metric);
+                    let keep = match ty {
+                        TripletType::All => t <= margin,
+                        TripletType::Hard => t <= margin && t <= 0.0,
+                        TripletType::SemiHard => t > 0.0 && t <= margin,
+                        TripletType::Easy => t > margin,
+                    };
+                    if keep {
+                        out.push([a as u32, p as u32, q as u32]);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn triplet_margin_matches_brute_force() {
+        for c in cases() {
+            for metric in METRICS {
+                for ty in TYPES {
+                    for margin in [0.2, 0.05, -0.1, 10.0] {
+                        let got = mine_triplet_margin(&c.batch(), margin, ty, metric).unwrap();
+                        assert_eq!(got, brute_triplets(&c, margin, ty, metric), "{ty:?} {metric:?} {margin}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn triplet_margin_dense_and_sparse_runs_agree() {
+        // Many negatives per anchor and a wide margin range: runs listed both by scan and by sort.
+        let mut rng = Rng(3);
+        let (n, d) = (150usize, 4usize);
+        let c = Case { x: unit_rows(&mut rng, n, d), l: rng.labels(n, 3), rx: vec![], rl: vec![], n, m: 0, d };
+        for margin in [0.001, 0.01, 0.1, 0.5, 2.0] {
+            for ty in TYPES {
+                let got = mine_triplet_margin(&c.batch(), margin, ty, Metric::Euclidean).unwrap();
+                assert_eq!(got, brute_triplets(&c, margin, ty, Metric::Euclidean));
+            }
+        }
+    }
+
+    #[test]
+    fn pair_margin_matches_brute_force() {
+        for c in cases() {
+            let mm = c.r().1;
+            for metric in METRICS {
+                for (pm, nm) in [(0.2, 0.8), (0.5, 0.5), (-1.0, 10.0)] {
+                    let (mut wp, mut wn) = (Vec::new(), Vec::new());
+                    for a in 0..c.n {
+                        for j in 0..mm {
+                            let v = c.dist(a, j, metric);
+                            if c.is_pos(a, j) && v > pm {
+                                wp.push([a as u32, j as u32]);
+                            }
+                            if c.is_neg(a, j) && v < nm {
+                                wn.push([a as u32, j as u32]);
+                            }
+                        }
+                    }
+                    assert_eq!(mine_pair_margin(&c.batch(), pm, nm, metric).unwrap(), (wp, wn));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn multi_similarity_matches_brute_force() {
+        for c in cases() {
+            let (r, mm, _, _) = c.r();
+            let s = sims(&c.x, c.n, r, mm, c.d);
+            for eps in [0.1, 0.0, 0.5, -0.05] {
+                let (mut wp, mut wn) = (Vec::new(), Vec::new());
+                for a in 0..c.n {
+                    let ps: Vec<usize> = (0..mm).filter(|&j| c.is_pos(a, j)).collect();
+                    let ns: Vec<usize> = (0..mm).filter(|&j| c.is_neg(a, j)).collect();
+                    if ps.is_empty() || ns.is_empty() {
+                        continue;
+                    }
+                    let minp = ps.iter().map(|&j| s[a * mm + j]).fold(f64::INFINITY, f64::min);
+                    let maxn = ns.iter().map(|&j| s[a * mm + j]).fold(f64::NEG_INFINITY, f64::max);
+                    wp.extend(ps.iter().filter(|&&j| s[a * mm + j] - eps < maxn).map(|&j| [a as u32, j as u32]));
+                    wn.extend(ns.iter().filter(|&&j| s[a * mm + j] + eps > minp).map(|&j| [a as u32, j as u32]));
+                }
+                assert_eq!(mine_multi_similarity(&c.batch(), eps).unwrap(), (wp, wn), "eps {eps}");
+            }
+        }
+    }
+
+    /// The sampling weights of anchor a's negatives (0 where excluded), brute force.
+    fn dw_weights(c: &Case, a: usize, cutoff: f64, nzc: f64) -> Vec<f64> {
+        let mm = c.r().1;
+        let dim = c.d as f64;
+        let lw: Vec<Option<f64>> = (0..mm)
+            .map(|j| {
+                if !c.is_neg(a, j) {
+                    return None;
+                }
+                let q = c.dist(a, j, Metric::Euclidean).max(cutoff);
+                let v = (2.0 - dim) * q.ln() - ((dim - 3.0) / 2.0) * (1.0 - 0.25 * q * q).ln();
+                (q < nzc && v.is_finite()).then_some(v)
+            })
+            .collect();
+        let mx = lw.iter().flatten().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = lw.iter().map(|v| v.map_or(0.0, |v| (v - mx).exp())).collect();
+        let s: f64 = w.iter().sum();
+        w.iter().map(|v| if s > 0.0 { v / s } else { 0.0 }).collect()
+    }
+
+    #[test]
+    fn distance_weighted_gives_valid_triplets_and_none_without_weight() {
+        for c in cases() {
+            let mm = c.r().1;
+            for (cutoff, nzc) in [(0.5, 1.4), (0.0, f64::INFINITY), (0.5, 0.3)] {
+                let t = mine_distance_weighted(&c.batch(), cutoff, nzc, 9).unwrap();
+                // One triplet per (anchor, positive) pair of anchors with a weighted negative, in order.
+                let mut want = Vec::new();
+                for a in 0..c.n {
+                    let w = dw_weights(&c, a, cutoff, nzc);
+                    if w.iter().all(|&v| v == 0.0) {
+                        continue;
+                    }
+                    want.extend((0..mm).filter(|&p| c.is_pos(a, p)).map(|p| (a as u32, p as u32)));
+                }
+                let got: Vec<(u32, u32)> = t.iter().map(|t| (t[0], t[1])).collect();
+                assert_eq!(got, want);
+                for tr in &t {
+                    let w = dw_weights(&c, tr[0] as usize, cutoff, nzc);
+                    assert!(w[tr[2] as usize] > 0.0, "negative {tr:?} has weight 0");
+                }
+                if nzc < cutoff {
+                    assert!(t.is_empty());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn distance_weighted_frequencies_follow_the_weights() {
+        // 6 unit rows in 5-d, two classes; anchor 0 has 2 positives and 3 negatives.
+        let mut rng = Rng(8);
+        let (n, d) = (6usize, 5usize);
+        let c = Case { x: unit_rows(&mut rng, n, d), l: vec![0, 0, 1, 1, 0, 1], rx: vec![], rl: vec![], n, m: 0, d };
+        let (cutoff, nzc) = (0.5, 1.9);
+        let draws = 40_000u64;
+        let mut counts = vec![vec![0.0f64; n]; n];
+        let mut per_anchor = vec![0.0f64; n];
+        for seed in 0..draws {
+            for t in mine_distance_weighted(&c.batch(), cutoff, nzc, seed).unwrap() {
+                counts[t[0] as usize][t[2] as usize] += 1.0;
+                per_anchor[t[0] as usize] += 1.0;
+            }
+        }
+        let mut checked = 0;
+        for a in 0..n {
+            let w = dw_weights(&c, a, cutoff, nzc);
+            for j in 0..n {
+                if per_anchor[a] == 0.0 {
+                    continue;
+                }
+                let f = counts[a][j] / per_anchor[a];
+                let sd = (w[j] * (1.0 - w[j]) / per_anchor[a]).sqrt();
+                assert!((f - w[j]).abs() <= 5.0 * sd + 1e-12, "anchor {a} neg {j}: {f} vs {}", w[j]);
+                checked += (w[j] > 0.0 && w[j] < 1.0) as usize;
+            }
+        }
+        assert!(checked >= 6, "too few non-trivial weights ({checked})");
+    }
+
+    #[test]
+    fn distance_weighted_does_not_depend_on_the_thread_count() {
+        let mut rng = Rng(2);
+        let (n, m, d) = (200usize, 150usize, 6usize);
+        let x: Vec<f32> = unit_rows(&mut rng, n, d).into_iter().map(|v| v as f32).collect();
+        let rx: Vec<f32> = unit_rows(&mut rng, m, d).into_iter().map(|v| v as f32).collect();
+        let l = rng.labels(n, 10);
+        let rl = rng.labels(m, 10);
+        for refs in [None, Some((&rx[..], m, &rl[..]))] {
+            let b = Batch { x: &x, n, d, labels: &l, refs };
+            let run = |t: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+                pool.install(|| mine_distance_weighted(&b, 0.5, 1.4, 123).unwrap())
+            };
+            let one = run(1);
+            assert!(!one.is_empty());
+            assert_eq!(one, run(2));
+            assert_ne!(one, pool_free_other_seed(&b));
+        }
+    }
+
+    fn pool_free_other_seed(b: &Batch<f32>) -> Vec<[u32; 3]> {
+        mine_distance_weighted(b, 0.5, 1.4, 124).unwrap()
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        let x = vec![1.0f64, 0.0, 0.0, 1.0];
+        let l = vec![0i64, 1];
+        let b = Batch { x: &x, n: 2, d: 2, labels: &l, refs: None };
+        assert!(mine_triplet_margin(&b, f64::NAN, TripletType::All, Metric::Euclidean).is_err());
+        assert!(mine_pair_margin(&b, 0.1, f64::INFINITY, Metric::Cosine).is_err());
+        assert!(mine_multi_similarity(&b, f64::NAN).is_err());
+        assert!(mine_distance_weighted(&b, f64::NAN, 1.4, 0).is_err());
+        assert!(TripletType::parse("hardest").is_err());
+        let bad = Batch { x: &x, n: 2, d: 2, labels: &l[..1], refs: None };
+        assert!(mine_triplet_margin(&bad, 0.1, TripletType::All, Metric::Euclidean).is_err());
+        let xn = vec![f64::NAN, 0.0, 0.0, 1.0];
+        let bn = Batch { x: &xn, n: 2, d: 2, labels: &l, refs: None };
+        assert!(mine_multi_similarity(&bn, 0.1).is_err());
+    }
+}
