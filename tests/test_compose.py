@@ -136,8 +136,13 @@ def test_gradcheck_float64_every_option():
             lambda a: Fn.lifted_structure_loss(a, y, 0.5, distance=distance, reduction="none"),
         ]:
             assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-5)
-    for f in [lambda a: Fn.multi_similarity_loss(a, y, reduction="none"), lambda a: Fn.circle_loss(a, y, 0.25, 8.0)]:
-        assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(lambda a: Fn.multi_similarity_loss(a, y, reduction="none"), (x,), eps=1e-6, atol=1e-5)
+    # The circle loss's weights α are constants in its gradient (the paper's and PML's code), so its gradient is
+    # not the derivative of its value: gradcheck on the value with the α held fixed, via the reference's detach.
+    xa = x.detach().clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(RP.circle_loss(xa, y, 0.25, 8.0), xa)
+    (got,) = torch.autograd.grad(Fn.circle_loss(xa, y, 0.25, 8.0), xa)
+    torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
 
 
 # ----------------------------------------------------------------- indices_tuple

@@ -196,6 +196,160 @@ def xent_loss_fused(
     tail: int,
     n_threads: int,
 ) -> Tuple[float, npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]: ...
+# --- miners and per-anchor pair-similarity losses (rust/py/src/pairs.rs). metric: "euclidean" | "sqeuclidean" |
+# "cosine" (1 - cos on unit rows); ref_x/ref_labels None = the batch itself; index outputs are int64, (anchor, ...)
+# rows ordered by anchor then reference index; losses take unit rows (cosine similarity = x·r) and return per-anchor
+# (per, cnt) of x's dtype; backward takes g = dL/dper (n,) and returns (gx, gref | None).
+def mine_triplet_margin(
+    x: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    ref_labels: Optional[npt.NDArray[np.int64]],
+    margin: float,
+    type: str,
+    metric: str,
+    n_threads: int,
+) -> npt.NDArray[np.int64]:
+    """(T, 3) triplets with t = d_an - d_ap meeting type: "all" t <= margin, "hard" also t <= 0, "semihard" 0 < t <= margin, "easy" t > margin."""
+    ...
+def mine_pair_margin(
+    x: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    ref_labels: Optional[npt.NDArray[np.int64]],
+    pos_margin: float,
+    neg_margin: float,
+    metric: str,
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(pos (P, 2), neg (N, 2)): positive pairs with d > pos_margin, negative pairs with d < neg_margin."""
+    ...
+def mine_multi_similarity(
+    x: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    ref_labels: Optional[npt.NDArray[np.int64]],
+    epsilon: float,
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(pos (P, 2), neg (N, 2)) on S = x·r of unit rows: negatives with S + eps > min positive S, positives with S - eps < max negative S."""
+    ...
+def mine_distance_weighted(
+    x: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    ref_labels: Optional[npt.NDArray[np.int64]],
+    cutoff: float,
+    nonzero_loss_cutoff: float,
+    seed: int,
+    n_threads: int,
+) -> npt.NDArray[np.int64]:
+    """(T, 3): one negative per (anchor, positive) pair drawn with probability proportional to the Wu et al. weight (unit rows)."""
+    ...
+def multi_similarity_loss(
+    x: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    ref_labels: Optional[npt.NDArray[np.int64]],
+    alpha: float,
+    beta: float,
+    base: float,
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+    """(per (n,), cnt (n,)) of the Multi-Similarity loss; cnt is 1 for every anchor."""
+    ...
+def multi_similarity_loss_backward(
+    x: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    ref_labels: Optional[npt.NDArray[np.int64]],
+    alpha: float,
+    beta: float,
+    base: float,
+    g: npt.NDArray[np.floating],
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]:
+    """(gx, gref | None) = sum_i g_i dper_i/d(x, ref_x)."""
+    ...
+def circle_loss(
+    x: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    ref_labels: Optional[npt.NDArray[np.int64]],
+    m: float,
+    gamma: float,
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+    """(per (n,), cnt (n,)) of the Circle loss; per is 0 without a positive and a negative, cnt = [per > 0]."""
+    ...
+def circle_loss_backward(
+    x: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    ref_labels: Optional[npt.NDArray[np.int64]],
+    m: float,
+    gamma: float,
+    g: npt.NDArray[np.floating],
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]:
+    """(gx, gref | None) = sum_i g_i dper_i/d(x, ref_x), alpha_p / alpha_n held constant."""
+    ...
+def multi_similarity_pairs_loss(
+    x: npt.NDArray[np.floating],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    a1: npt.NDArray[np.int64],
+    p: npt.NDArray[np.int64],
+    a2: npt.NDArray[np.int64],
+    n: npt.NDArray[np.int64],
+    alpha: float,
+    beta: float,
+    base: float,
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+    """(per (n_rows,), cnt (n_rows,)) over the given pairs (a1[k], p[k]) and (a2[k], n[k]); duplicates count as given."""
+    ...
+def multi_similarity_pairs_loss_backward(
+    x: npt.NDArray[np.floating],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    a1: npt.NDArray[np.int64],
+    p: npt.NDArray[np.int64],
+    a2: npt.NDArray[np.int64],
+    n: npt.NDArray[np.int64],
+    alpha: float,
+    beta: float,
+    base: float,
+    g: npt.NDArray[np.floating],
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]:
+    """(gx, gref | None) = sum_i g_i dper_i/d(x, ref_x) over the given pairs."""
+    ...
+def circle_pairs_loss(
+    x: npt.NDArray[np.floating],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    a1: npt.NDArray[np.int64],
+    p: npt.NDArray[np.int64],
+    a2: npt.NDArray[np.int64],
+    n: npt.NDArray[np.int64],
+    m: float,
+    gamma: float,
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+    """(per (n_rows,), cnt (n_rows,)) of the Circle loss over the given pairs; cnt = [per > 0]."""
+    ...
+def circle_pairs_loss_backward(
+    x: npt.NDArray[np.floating],
+    ref_x: Optional[npt.NDArray[np.floating]],
+    a1: npt.NDArray[np.int64],
+    p: npt.NDArray[np.int64],
+    a2: npt.NDArray[np.int64],
+    n: npt.NDArray[np.int64],
+    m: float,
+    gamma: float,
+    g: npt.NDArray[np.floating],
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]:
+    """(gx, gref | None) = sum_i g_i dper_i/d(x, ref_x) over the given pairs."""
+    ...
 # --- spectral embeddings, PCA, classical MDS (reprkit.spectral / pca / mds) ---
 def knn_affinity(
     x: npt.NDArray[np.floating], n_neighbors: int, weights: str, t: Optional[float], n_threads: int

@@ -10,7 +10,9 @@ use pyo3::prelude::*;
 
 mod arrays;
 mod distances;
+mod held;
 mod losses;
+mod pairs;
 mod runtime;
 mod spectral;
 mod tsne;
@@ -21,6 +23,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::register(m)?;
     distances::register(m)?;
     losses::register(m)?;
+    pairs::register(m)?;
     spectral::register(m)?;
     tsne::register(m)?;
     Ok(())

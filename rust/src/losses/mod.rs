@@ -8,17 +8,30 @@
 //! over given index tuples cost O(T·d). Exponentials are always summed as
 //! log-sum-exp, and the gradient of a Euclidean distance at 0 is taken as 0.
 
+pub mod circle;
 pub mod common;
 pub mod contrastive;
 pub mod lifted;
+pub mod miners;
+pub mod multisim;
+pub mod pairsim;
 mod rowops;
 pub mod triplet;
 pub mod xent;
 mod xent_sym;
 
+pub use circle::{circle_backward, circle_forward, circle_pairs_backward, circle_pairs_forward, Circle};
 pub use common::{Batch, Metric, Rows};
 pub use contrastive::{contrastive_backward, contrastive_forward, pair_tuple_backward, pair_tuple_forward};
 pub use lifted::{lifted_backward, lifted_forward, LiftedState};
+pub use miners::{
+    mine_distance_weighted, mine_multi_similarity, mine_pair_margin, mine_triplet_margin, PairSets, TripletType,
+};
+pub use multisim::{
+    multi_similarity_backward, multi_similarity_forward, multi_similarity_pairs_backward,
+    multi_similarity_pairs_forward, MultiSimilarity,
+};
+pub use pairsim::GivenPairs;
 pub use triplet::{
     mine, triplet_backward, triplet_forward, triplet_tuple_backward, triplet_tuple_forward, Mining, TripletCfg, TripletOut,
 };

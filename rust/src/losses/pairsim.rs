@@ -1,0 +1,572 @@
+//! Shared driver of the per-anchor pair-similarity losses (Multi-Similarity,
+//! Circle): per_i = F(L⁺_i, L⁻_i) with L^± = log(k₀ + Σ_{j∈P(i) / N(i)} e^{l^±(S_ij)}),
+//! k₀ ∈ {0, 1}, on dot-product similarities S of unit rows.
+//!
+//! Dense sets (from labels) walk 64-row similarity tiles and recompute them in
+//! backward; given pair sets (PML's `(a1, p, a2, n)`) are grouped by anchor and
+//! evaluated pair by pair, O((P + N)·d).
+
+use super::common::{Batch, Space};
+use super::rowops::exp1;
+use crate::error::{check_finite, check_len, Error, Result};
+use crate::linalg::dot;
+use crate::Real;
+use rayon::prelude::*;
+
+/// The per-element logits and the per-anchor combination of one loss.
+pub(crate) trait RowLoss<T: Real>: Sync {
+    /// Whether each log-sum has the implicit e⁰ term (log(1 + Σ e^l)).
+    const ADD_ONE: bool;
+    /// Logit of a positive similarity, and its derivative (detached parts held constant).
+    fn pos(&self, s: T) -> (T, T);
+    /// Logit of a negative similarity, and its derivative.
+    fn neg(&self, s: T) -> (T, T);
+    /// (per, ∂per/∂L⁺, ∂per/∂L⁻) from the log-sums; `has_p`/`has_n` say whether the sets are non-empty.
+    fn combine(&self, lp: T, ln: T, has_p: bool, has_n: bool) -> (T, T, T);
+    /// The anchor's count (the reducer's denominator share) for its value.
+    fn count(&self, per: T) -> T;
+}
+
+/// A log-sum from its shift (the logits' max, or max(·, 0) with `ADD_ONE`) and
+/// Σ e^{l − shift}: −∞ for an empty set without the implicit term.
+#[inline]
+fn log_sum<T: Real>(add_one: bool, shift: T, sum: T) -> T {
+    let extra = if add_one { (-shift).exp() } else { T::zero() };
+    shift + (sum + extra).ln()
+}
+
+#[inline]
+fn shift_of<T: Real>(add_one: bool, mx: T) -> T {
+    if add_one {
+        mx.max(T::zero())
+    } else if mx == T::neg_infinity() {
+        T::zero()
+    } else {
+        mx
+    }
+}
+
+/// e^{shift − L}: the factor turning e^{l − shift} into e^{l − L} (0 for an empty set).
+#[inline]
+fn back_factor<T: Real>(has: bool, shift: T, l: T) -> T {
+    if has { (shift - l).exp() } else { T::zero() }
+}
+
+/// One dense row: similarities `s` (m wide) of anchor `i` with label `yi`
+/// against references labelled `rl` (`same`: the anchor's own column is in
+/// neither set). `buf` (m wide) receives e^{l_j − shift_class(j)} (0 off both
+/// sets). Returns (per, L⁺, L⁻, shift⁺, shift⁻, has_p, has_n).
+#[allow(clippy::type_complexity)]
+#[inline]
+fn dense_row<T: Real, L: RowLoss<T>>(
+    loss: &L, s: &[T], i: usize, yi: i64, rl: &[i64], same: bool, buf: &mut [T],
+) -> (T, T, T, T, T, bool, bool) {
+    let ninf = T::neg_infinity();
+    let (mut mp, mut mn) = (ninf, ninf);
+    let (mut np, mut nn) = (0usize, 0usize);
+    for (j, ((b, &v), &l)) in buf.iter_mut().zip(s).zip(rl).enumerate() {
+        if l == yi {
+            // The anchor's own column is in neither set: logit −∞ (weight 0).
+            let z = if same && j == i { ninf } else { loss.pos(v).0 };
+            *b = z;
+            mp = if z > mp { z } else { mp };
+            np += 1;
+        } else {
+            let z = loss.neg(v).0;
+            *b = z;
+            mn = if z > mn { z } else { mn };
+            nn += 1;
+        }
+    }
+    if same {
+        np -= 1;
+    }
+    let (has_p, has_n) = (np > 0, nn > 0);
+    let (sp, sn) = (shift_of(L::ADD_ONE, mp), shift_of(L::ADD_ONE, mn));
+    let (mut ap, mut an) = (T::zero(), T::zero());
+    for (b, &l) in buf.iter_mut().zip(rl) {
+        let p = l == yi;
+        let e = exp1(*b - if p { sp } else { sn });
+        *b = e;
+        if p {
+            ap += e;
+        } else {
+            an += e;
+        }
+    }
+    let (lp, ln) = (log_sum(L::ADD_ONE, sp, ap), log_sum(L::ADD_ONE, sn, an));
+    let per = loss.combine(lp, ln, has_p, has_n).0;
+    (per, lp, ln, sp, sn, has_p, has_n)
+}
+
+fn sim_space<'a, T: Real>(b: &Batch<'a, T>) -> Space<'a, T> {
+    let r = b.refs.map(|(r, m, _)| (r, m));
+    Space::dot(b.x, b.n, r, b.d, T::one())
+}
+
+/// Per-anchor values and counts over the label-defined pair sets.
+pub(crate) fn dense_forward<T: Real, L: RowLoss<T>>(b: &Batch<T>, loss: &L) -> Result<(Vec<T>, Vec<T>)> {
+    b.validate()?;
+    let (_, m, rl) = b.r();
+    let same = b.same();
+    let parts = sim_space(b).map_tiles(|r0, r1, s| {
+        let mut buf = vec![T::zero(); m];
+        (r0..r1)
+            .map(|i| {
+                let row = &s[(i - r0) * m..(i - r0 + 1) * m];
+                let per = dense_row(loss, row, i, b.labels[i], rl, same, &mut buf).0;
+                (per, loss.count(per))
+            })
+            .collect::<Vec<_>>()
+    });
+    Ok(parts.into_iter().flatten().unzip())
+}
+
+fn check_upstream<T: Real>(g: &[T], n: usize) -> Result<()> {
+    if g.len() != n {
+        return Err(Error::Shape(format!("upstream gradient has length {}, expected {n}", g.len())));
+    }
+    check_finite("upstream gradient", g)
+}
+
+/// Σ_i g_i ∂per_i/∂x into `gx` and, with references, ∂/∂refs into `gr`.
+pub(crate) fn dense_backward<T: Real, L: RowLoss<T>>(
+    b: &Batch<T>, loss: &L, g: &[T], gx: &mut [T], gr: &mut [T],
+) -> Result<()> {
+    b.validate()?;
+    check_upstream(g, b.n)?;
+    let (_, m, rl) = b.r();
+    check_len("grad_x", gx.len(), b.n, b.d)?;
+    if !b.same() {
+        check_len("grad_ref", gr.len(), m, b.d)?;
+    }
+    gx.iter_mut().for_each(|v| *v = T::zero());
+    gr.iter_mut().for_each(|v| *v = T::zero());
+    let same = b.same();
+    sim_space(b).backward(
+        false,
+        |r0, r1, s, c| {
+            for i in r0..r1 {
+                let gi = g[i];
+                if gi == T::zero() {
+                    continue;
+                }
+                let row = &s[(i - r0) * m..(i - r0 + 1) * m];
+                let crow = &mut c[(i - r0) * m..(i - r0 + 1) * m];
+                let yi = b.labels[i];
+                let (_, lp, ln, sp, sn, hp, hn) = dense_row(loss, row, i, yi, rl, same, crow);
+                let (_, fp, fnn) = loss.combine(lp, ln, hp, hn);
+                // c_j = g·∂F/∂L·e^{l_j − L}·∂l_j/∂S; crow holds e^{l_j − shift}.
+                let kp = gi * fp * back_factor(hp, sp, lp);
+                let kn = gi * fnn * back_factor(hn, sn, ln);
+                for ((cv, &v), &l) in crow.iter_mut().zip(row).zip(rl) {
+                    *cv *= if l == yi { kp * loss.pos(v).1 } else { kn * loss.neg(v).1 };
+                }
+            }
+        },
+        gx,
+        gr,
+    );
+    Ok(())
+}
+
+/// Given pair sets: anchors `a1[k]` with positives `p[k]`, anchors `a2[k]`
+/// with negatives `neg[k]` (indices into the references; duplicates count as given).
+#[derive(Clone, Copy)]
+pub struct GivenPairs<'a, T> {
+    pub x: &'a [T],
+    pub n: usize,
+    pub d: usize,
+    /// Reference rows and their count (None: the batch itself).
+    pub refs: Option<(&'a [T], usize)>,
+    pub a1: &'a [i64],
+    pub p: &'a [i64],
+    pub a2: &'a [i64],
+    pub neg: &'a [i64],
+}
+
+/// Pairs grouped by anchor in their given order: anchor i's positives are
+/// `pos[ps[i]..ps[i+1]]`, its negatives `neg[ns[i]..ns[i+1]]`.
+struct Groups {
+    ps: Vec<usize>,
+    pos: Vec<u32>,
+    ns: Vec<usize>,
+    neg: Vec<u32>,
+}
+
+fn group(n: usize, m: usize, a: &[i64], o: &[i64], what: &str) -> Result<(Vec<usize>, Vec<u32>)> {
+    if a.len() != o.len() {
+        return Err(Error::Shape(format!("{what} pairs: {} anchors but {} partners", a.len(), o.len())));
+    }
+    let mut start = vec![0usize; n + 1];
+    for (&ai, &oi) in a.iter().zip(o) {
+        if ai < 0 || ai as u64 >= n as u64 {
+            return Err(Error::InvalidInput(format!("{what} pair anchor index {ai} out of range [0, {n})")));
+        }
+        if oi < 0 || oi as u64 >= m as u64 {
+            return Err(Error::InvalidInput(format!("{what} pair index {oi} out of range [0, {m})")));
+        }
+        start[ai as usize + 1] += 1;
+    }
+    for k in 0..n {
+        start[k + 1] += start[k];
+    }
+    let mut fill = start.clone();
+    let mut idx = vec![0u32; a.len()];
+    for (&ai, &oi) in a.iter().zip(o) {
+        idx[fill[ai as usize]] = oi as u32;
+        fill[ai as usize] += 1;
+    }
+    Ok((start, idx))
+}
+
+impl<'a, T: Real> GivenPairs<'a, T> {
+    fn r(&self) -> (&'a [T], usize) {
+        self.refs.unwrap_or((self.x, self.n))
+    }
+    fn validate(&self) -> Result<Groups> {
+        if self.n == 0 || self.d == 0 {
+            return Err(Error::Shape(format!("embeddings must be non-empty, got shape ({}, {})", self.n, self.d)));
+        }
+        check_len("embeddings", self.x.len(), self.n, self.d)?;
+        check_finite("embeddings", self.x)?;
+        if let Some((r, m)) = self.refs {
+            if m == 0 {
+                return Err(Error::Shape("ref_embeddings must be non-empty".into()));
+            }
+            check_len("ref_embeddings", r.len(), m, self.d)?;
+            check_finite("ref_embeddings", r)?;
+        }
+        let m = self.r().1;
+        if self.n > u32::MAX as usize || m > u32::MAX as usize {
+            return Err(Error::Shape("more than 2^32 rows".into()));
+        }
+        let (ps, pos) = group(self.n, m, self.a1, self.p, "positive")?;
+        let (ns, neg) = group(self.n, m, self.a2, self.neg, "negative")?;
+        Ok(Groups { ps, pos, ns, neg })
+    }
+}
+
+/// Work space of one anchor of given pairs: the similarities of its positives
+/// and negatives, and their e^{l − shift}.
+#[derive(Default)]
+struct Scratch<T> {
+    sp: Vec<T>,
+    sn: Vec<T>,
+    ep: Vec<T>,
+    en: Vec<T>,
+}
+
+/// Anchor i of given pairs: (per, L⁺, L⁻, shift⁺, shift⁻), filling `w`.
+fn given_row<T: Real, L: RowLoss<T>>(loss: &L, q: &GivenPairs<T>, gr: &Groups, i: usize, w: &mut Scratch<T>) -> (T, T, T, T, T) {
+    let (r, _) = q.r();
+    let d = q.d;
+    let xi = &q.x[i * d..(i + 1) * d];
+    let sim = |j: &u32| dot(xi, &r[*j as usize * d..(*j as usize + 1) * d]);
+    w.sp.clear();
+    w.sp.extend(gr.pos[gr.ps[i]..gr.ps[i + 1]].iter().map(sim));
+    w.sn.clear();
+    w.sn.extend(gr.neg[gr.ns[i]..gr.ns[i + 1]].iter().map(sim));
+    let exp_sum = |s: &[T], e: &mut Vec<T>, f: &dyn Fn(T) -> T| -> (T, T) {
+        e.clear();
+        e.extend(s.iter().map(|&v| f(v)));
+        let mx = e.iter().copied().fold(T::neg_infinity(), T::max);
+        let sh = shift_of(L::ADD_ONE, mx);
+        let mut a = T::zero();
+        for v in e.iter_mut() {
+            *v = (*v - sh).exp();
+            a += *v;
+        }
+        (sh, log_sum(L::ADD_ONE, sh, a))
+    };
+    let (shp, lsp) = exp_sum(&w.sp, &mut w.ep, &|v| loss.pos(v).0);
+    let (shn, lsn) = exp_sum(&w.sn, &mut w.en, &|v| loss.neg(v).0);
+    let per = loss.combine(lsp, lsn, !w.sp.is_empty(), !w.sn.is_empty()).0;
+    (per, lsp, lsn, shp, shn)
+}
+
+/// Per-anchor values and counts (n each) over given pair sets.
+pub(crate) fn given_forward<T: Real, L: RowLoss<T>>(q: &GivenPairs<T>, loss: &L) -> Result<(Vec<T>, Vec<T>)> {
+    let gr = q.validate()?;
+    let rows: Vec<(T, T)> = (0..q.n)
+        .into_par_iter()
+        .map_init(Scratch::default, |w, i| {
+                let per = given_row(loss, q, &gr, i, w).0;
+                (per, loss.count(per))
+            })
+        .collect();
+    Ok(rows.into_iter().unzip())
+}
+
+/// Σ_i g_i ∂per_i/∂x into `gx` and, with references, ∂/∂refs into `gr`.
+pub(crate) fn given_backward<T: Real, L: RowLoss<T>>(
+    q: &GivenPairs<T>, loss: &L, g: &[T], gx: &mut [T], gref: &mut [T],
+) -> Result<()> {
+    let gr = q.validate()?;
+    check_upstream(g, q.n)?;
+    let (r, m) = q.r();
+    let d = q.d;
+    check_len("grad_x", gx.len(), q.n, d)?;
+    if q.refs.is_some() {
+        check_len("grad_ref", gref.len(), m, d)?;
+    }
+    gx.iter_mut().for_each(|v| *v = T::zero());
+    gref.iter_mut().for_each(|v| *v = T::zero());
+    // Coefficients ∂(Σ g per)/∂S of every given pair, in anchor order.
+    let coefs: Vec<Vec<(u32, u32, T)>> = (0..q.n)
+        .into_par_iter()
+        .map_init(Scratch::default, |w, i| {
+            let gi = g[i];
+            let (ps, ns) = (&gr.pos[gr.ps[i]..gr.ps[i + 1]], &gr.neg[gr.ns[i]..gr.ns[i + 1]]);
+            if gi == T::zero() || (ps.is_empty() && ns.is_empty()) {
+                return Vec::new();
+            }
+            let (_, lsp, lsn, shp, shn) = given_row(loss, q, &gr, i, w);
+            let (hp, hn) = (!ps.is_empty(), !ns.is_empty());
+            let (_, fp, fnn) = loss.combine(lsp, lsn, hp, hn);
+            let kp = gi * fp * back_factor(hp, shp, lsp);
+            let kn = gi * fnn * back_factor(hn, shn, lsn);
+            let mut out = Vec::with_capacity(ps.len() + ns.len());
+            for ((&j, &e), &s) in ps.iter().zip(&w.ep).zip(&w.sp) {
+                out.push((i as u32, j, kp * e * loss.pos(s).1));
+            }
+            for ((&j, &e), &s) in ns.iter().zip(&w.en).zip(&w.sn) {
+                out.push((i as u32, j, kn * e * loss.neg(s).1));
+            }
+            out
+        })
+        .collect();
+    let pairs: Vec<(u32, u32, T)> = coefs.concat();
+    sparse_dot_backward(q.x, q.n, r, m, d, q.refs.is_none(), &pairs, gx, gref);
+    Ok(())
+}
+
+/// Gradient of a loss through a sparse set of dot products: each `(i, j, c)`
+/// adds c·r_j to ∂L/∂x_i and c·x_i to ∂L/∂r_j (into `gx` when `same`).
+/// Contributions to one row are summed in the order of `pairs` (deterministic).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sparse_dot_backward<T: Real>(
+    x: &[T], n: usize, r: &[T], m: usize, d: usize, same: bool, pairs: &[(u32, u32, T)], gx: &mut [T], gr: &mut [T],
+) {
+    let by = |key: &dyn Fn(&(u32, u32, T)) -> usize, len: usize| -> (Vec<usize>, Vec<u32>) {
+        let mut start = vec![0usize; len + 1];
+        for p in pairs {
+            start[key(p) + 1] += 1;
+        }
+        for k in 0..len {
+            start[k + 1] += start[k];
+        }
+        let mut fill = start.clone();
+        let mut idx = vec![0u32; pairs.len()];
+        for (q, p) in pairs.iter().enumerate() {
+            let k = key(p);
+            idx[fill[k]] = q as u32;
+            fill[k] += 1;
+        }
+        (start, idx)
+    };
+    let (rs, ri) = by(&|p| p.0 as usize, n);
+    gx[..n * d].par_chunks_mut(d).enumerate().for_each(|(i, g)| {
+        for &q in &ri[rs[i]..rs[i + 1]] {
+            let (_, j, c) = pairs[q as usize];
+            let rj = &r[j as usize * d..(j as usize + 1) * d];
+            for (gv, &b) in g.iter_mut().zip(rj) {
+                *gv += c * b;
+            }
+        }
+    });
+    let (cs, ci) = by(&|p| p.1 as usize, m);
+    let target: &mut [T] = if same { gx } else { gr };
+    target[..m * d].par_chunks_mut(d).enumerate().for_each(|(j, g)| {
+        let mut acc = vec![T::zero(); d];
+        for &q in &ci[cs[j]..cs[j + 1]] {
+            let (i, _, c) = pairs[q as usize];
+            let xi = &x[i as usize * d..(i as usize + 1) * d];
+            for (a, &v) in acc.iter_mut().zip(xi) {
+                *a += c * v;
+            }
+        }
+        for (gv, a) in g.iter_mut().zip(acc) {
+            *gv += a;
+        }
+    });
+}
+
+/// Shared checks of the pair-similarity losses against a brute-force reference.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use super::*;
+    use crate::losses::common::testutil::*;
+
+    /// Explicit per-anchor partner lists (duplicates allowed).
+    pub type Sets = Vec<Vec<usize>>;
+    /// Brute-force per-anchor values: (x, r, m, positives, negatives, frozen S (n×m) for detached factors).
+    pub type Brute<'a> = &'a dyn Fn(&[f64], &[f64], usize, &Sets, &Sets, &[f64]) -> Vec<f64>;
+    type Fwd<'a> = &'a dyn Fn(&Batch<f64>) -> Result<(Vec<f64>, Vec<f64>)>;
+    type Bwd<'a> = &'a dyn Fn(&Batch<f64>, &[f64], &mut [f64], &mut [f64]) -> Result<()>;
+    type PFwd<'a> = &'a dyn Fn(&GivenPairs<f64>) -> Result<(Vec<f64>, Vec<f64>)>;
+    type PBwd<'a> = &'a dyn Fn(&GivenPairs<f64>, &[f64], &mut [f64], &mut [f64]) -> Result<()>;
+
+    pub fn unit_rows(rng: &mut Rng, n: usize, d: usize) -> Vec<f64> {
+        let mut v = rng.normal_vec(n * d);
+        for r in v.chunks_mut(d) {
+            let s = r.iter().map(|a| a * a).sum::<f64>().sqrt();
+            r.iter_mut().for_each(|a| *a /= s);
+        }
+        v
+    }
+
+    pub fn sims(x: &[f64], n: usize, r: &[f64], m: usize, d: usize) -> Vec<f64> {
+        let mut s = vec![0.0; n * m];
+        for i in 0..n {
+            for j in 0..m {
+                s[i * m + j] = (0..d).map(|k| x[i * d + k] * r[j * d + k]).sum();
+            }
+        }
+        s
+    }
+
+    pub fn label_sets(l: &[i64], rl: &[i64], same: bool) -> (Sets, Sets) {
+        let p = l.iter().enumerate().map(|(i, &y)| (0..rl.len()).filter(|&j| rl[j] == y && !(same && j == i)).collect()).collect();
+        let q = l.iter().map(|&y| (0..rl.len()).filter(|&j| rl[j] != y).collect()).collect();
+        (p, q)
+    }
+
+    fn flat(s: &Sets) -> (Vec<i64>, Vec<i64>) {
+        let mut a = Vec::new();
+        let mut o = Vec::new();
+        for (i, v) in s.iter().enumerate() {
+            for &j in v {
+                a.push(i as i64);
+                o.push(j as i64);
+            }
+        }
+        (a, o)
+    }
+
+    /// Σ_i g_i per_i, for finite differences with the detached factors frozen at `s0`.
+    fn weighted(brute: Brute, x: &[f64], r: &[f64], m: usize, p: &Sets, q: &Sets, s0: &[f64], g: &[f64]) -> f64 {
+        brute(x, r, m, p, q, s0).iter().zip(g).map(|(a, b)| a * b).sum()
+    }
+
+    /// Dense and given-pairs variants against `brute` (values, counts, finite-difference
+    /// gradients), dense vs given with the dense sets, given sets with duplicates, and index errors.
+    pub fn check(fwd: Fwd, bwd: Bwd, pfwd: PFwd, pbwd: PBwd, brute: Brute, count: &dyn Fn(f64) -> f64) {
+        let mut rng = Rng(21);
+        // (n, m (0 = no refs), d, classes); 70 rows span two tiles; k = 1 has no negatives; k = 1000 singletons.
+        for &(n, m, d, k) in &[(10usize, 0usize, 3usize, 3u64), (70, 0, 4, 5), (9, 75, 3, 4), (5, 0, 2, 1), (8, 0, 3, 1000), (6, 7, 3, 1000)] {
+            let x = unit_rows(&mut rng, n, d);
+            let l = rng.labels(n, k);
+            let rx = unit_rows(&mut rng, m, d);
+            let rl = rng.labels(m, k);
+            let same = m == 0;
+            let refs = if same { None } else { Some((&rx[..], m, &rl[..])) };
+            let b = Batch { x: &x, n, d, labels: &l, refs };
+            let (r, mm, rls) = b.r();
+            let r = r.to_vec();
+            let (ps, ns) = label_sets(&l, rls, same);
+            let s0 = sims(&x, n, &r, mm, d);
+            let want = brute(&x, &r, mm, &ps, &ns, &s0);
+            let (per, cnt) = fwd(&b).unwrap();
+            assert_close(&per, &want, 1e-11);
+            let wc: Vec<f64> = want.iter().map(|&v| count(v)).collect();
+            assert_eq!(cnt, wc);
+            // Backward against central differences of Σ g_i per_i.
+            let g = rng.normal_vec(n);
+            let (mut gx, mut gr) = (vec![0.0; n * d], vec![0.0; m * d]);
+            bwd(&b, &g, &mut gx, &mut gr).unwrap();
+            let fx = if same {
+                fd_grad(&x, &|xx| weighted(brute, xx, xx, mm, &ps, &ns, &s0, &g))
+            } else {
+                fd_grad(&x, &|xx| weighted(brute, xx, &r, mm, &ps, &ns, &s0, &g))
+            };
+            assert_close(&gx, &fx, 1e-5);
+            if !same {
+                assert_close(&gr, &fd_grad(&rx, &|rr| weighted(brute, &x, rr, mm, &ps, &ns, &s0, &g)), 1e-5);
+            }
+            // Given pairs = the dense sets: the same values and gradients.
+            let (a1, p) = flat(&ps);
+            let (a2, nn) = flat(&ns);
+            let gp = GivenPairs { x: &x, n, d, refs: refs.map(|(r, m, _)| (r, m)), a1: &a1, p: &p, a2: &a2, neg: &nn };
+            let (pp, pc) = pfwd(&gp).unwrap();
+            assert_close(&pp, &per, 1e-12);
+            assert_eq!(pc, cnt);
+            let (mut hx, mut hr) = (vec![0.0; n * d], vec![0.0; m * d]);
+            pbwd(&gp, &g, &mut hx, &mut hr).unwrap();
+            assert_close(&hx, &gx, 1e-10);
+            assert_close(&hr, &gr, 1e-10);
+            // Random given sets with duplicates (and self pairs), against brute force.
+            let mut rs: Vec<Sets> = Vec::new();
+            for _ in 0..2 {
+                rs.push((0..n).map(|_| (0..(rng.next_u64() % 4) as usize).map(|_| (rng.next_u64() % mm as u64) as usize).collect()).collect());
+            }
+            let (rp, rn) = (rs[0].clone(), rs[1].clone());
+            let (a1, p) = flat(&rp);
+            let (a2, nn) = flat(&rn);
+            let gp = GivenPairs { x: &x, n, d, refs: refs.map(|(r, m, _)| (r, m)), a1: &a1, p: &p, a2: &a2, neg: &nn };
+            let want = brute(&x, &r, mm, &rp, &rn, &s0);
+            let (pp, pc) = pfwd(&gp).unwrap();
+            assert_close(&pp, &want, 1e-11);
+            assert_eq!(pc, want.iter().map(|&v| count(v)).collect::<Vec<_>>());
+            pbwd(&gp, &g, &mut hx, &mut hr).unwrap();
+            let fx = if same {
+                fd_grad(&x, &|xx| weighted(brute, xx, xx, mm, &rp, &rn, &s0, &g))
+            } else {
+                fd_grad(&x, &|xx| weighted(brute, xx, &r, mm, &rp, &rn, &s0, &g))
+            };
+            assert_close(&hx, &fx, 1e-5);
+            if !same {
+                assert_close(&hr, &fd_grad(&rx, &|rr| weighted(brute, &x, rr, mm, &rp, &rn, &s0, &g)), 1e-5);
+            }
+            // Bad indices and lengths are errors, not panics.
+            let bad = [n as i64];
+            let badm = [mm as i64];
+            let neg1 = [-1i64];
+            let zero = [0i64];
+            let cases: [(&[i64], &[i64], &[i64], &[i64]); 5] = [
+                (&bad, &zero, &[], &[]),
+                (&zero, &badm, &[], &[]),
+                (&[], &[], &neg1, &zero),
+                (&[], &[], &zero, &neg1),
+                (&zero, &[], &[], &[]),
+            ];
+            for (a1, p, a2, nn) in cases {
+                let gp = GivenPairs { x: &x, n, d, refs: refs.map(|(r, m, _)| (r, m)), a1, p, a2, neg: nn };
+                assert!(pfwd(&gp).is_err());
+                assert!(pbwd(&gp, &g, &mut hx, &mut hr).is_err());
+            }
+        }
+    }
+
+    /// Dense forward and backward are bit-identical for 1, 2 and 3 threads (several tiles, f32).
+    pub fn check_threads(
+        fwd: &(dyn Fn(&Batch<f32>) -> Result<(Vec<f32>, Vec<f32>)> + Sync),
+        bwd: &(dyn Fn(&Batch<f32>, &[f32], &mut [f32], &mut [f32]) -> Result<()> + Sync),
+    ) {
+        let mut rng = Rng(5);
+        let (n, m, d) = (300usize, 230usize, 8usize);
+        let to32 = |v: Vec<f64>| v.into_iter().map(|a| a as f32).collect::<Vec<f32>>();
+        let x = to32(unit_rows(&mut rng, n, d));
+        let rx = to32(unit_rows(&mut rng, m, d));
+        let l = rng.labels(n, 20);
+        let rl = rng.labels(m, 20);
+        let g = to32(rng.normal_vec(n));
+        for refs in [None, Some((&rx[..], m, &rl[..]))] {
+            let b = Batch { x: &x, n, d, labels: &l, refs };
+            let mm = if refs.is_some() { m } else { 0 };
+            let run = |t: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+                pool.install(|| {
+                    let (per, cnt) = fwd(&b).unwrap();
+                    let (mut gx, mut gr) = (vec![0.0f32; n * d], vec![0.0f32; mm * d]);
+                    bwd(&b, &g, &mut gx, &mut gr).unwrap();
+                    per.iter().chain(&cnt).chain(&gx).chain(&gr).map(|v| v.to_bits()).collect::<Vec<_>>()
+                })
+            };
+            let one = run(1);
+            assert!(one.iter().all(|&v| f32::from_bits(v).is_finite()));
+            assert_eq!(one, run(2));
+            assert_eq!(one, run(3));
+        }
+    }
+}
