@@ -203,7 +203,7 @@ def test_zero_gradients_by_symmetry_pass_in_float32():
         return (u @ u.T).sum()
 
     assert_gradients_match(cos_loss, cos_loss, x)
-    assert_gradients_match(cos_loss, cos_loss, x, reference_noise=False)
+    assert "gradient mismatch" in _fails(cos_loss, cos_loss, x, rounding_allowance=False, gradcheck=False)
 
     def pushes(x):  # a small constant gradient where the true one is exactly zero
         return cos_loss(x) + 1e-3 * (x - x.detach()).sum()
