@@ -569,3 +569,20 @@ def test_strategies_without_hypothesis_name_the_extra(monkeypatch):
     with pytest.raises(ImportError, match=r"pip install reprkit\[test\]"):
         embeddings()
     assert make_embeddings(3, 2).shape == (3, 2)  # the generators need no hypothesis
+
+
+def test_precision_loss_is_caught_despite_rounding_allowances():
+    # Distances by the product form ‖a‖² + ‖b‖² − 2a·b cancel catastrophically for near
+    # duplicates in float32: the allowances (own-dtype rounding of a stable reference, one-ulp
+    # conditioning) must not hide that, while the same code passes on well-separated rows.
+    def gram_contrastive(x, y):
+        sq = (x * x).sum(1)
+        d2 = (sq[:, None] + sq[None] - 2 * x @ x.T).clamp_min(0)
+        d = torch.where(d2 > 0, d2.clamp_min(1e-30).sqrt(), 0.0)
+        terms = torch.where(y[:, None] == y[None], d2, (MARGIN - d).clamp_min(0) ** 2)
+        return (terms * (1 - torch.eye(len(y), dtype=x.dtype))).sum(1) / (len(y) - 1)
+
+    y = make_labels(8, "balanced", 4, seed=0)
+    assert_gradients_match(gram_contrastive, contrastive_ref, make_embeddings(8, 4, seed=0), y, gradcheck=False)
+    near = make_embeddings(8, 4, "near_duplicates", seed=0)
+    assert "gradient mismatch for input 0" in _fails(gram_contrastive, contrastive_ref, near, y, gradcheck=False)

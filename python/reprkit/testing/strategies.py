@@ -500,8 +500,8 @@ def labelled_batches(
     """Strategy for ``(embeddings, labels)`` pairs with the same number of rows.
 
     Parameters are those of :func:`embeddings` and :func:`labels`. For the
-    "balanced" structure with a range (or int) ``n``, n is drawn as a multiple of the
-    class count, so any ``n_classes`` that fits in the range works.
+    "balanced" structure with ``n_classes`` given and a range (or int) ``n``, n is drawn
+    as a multiple of the class count, so any ``n_classes`` that fits in the range works.
 
     Returns
     -------
@@ -519,12 +519,10 @@ def labelled_batches(
     @st.composite
     def _batches(draw: Any) -> Tuple[torch.Tensor, torch.Tensor]:
         structure_ = draw(struct_s)
-        if structure_ == "balanced" and n_range is not None and n_range[1] > 0:
+        if structure_ == "balanced" and n_classes is not None and n_range is not None and n_range[1] > 0:
             lo, hi = n_range
             # Draw the class count, then the class size, so that k·size lies in [lo, hi].
-            if n_classes is None:
-                k = draw(st.integers(min(2, hi), max(min(2, hi), hi // 2)))
-            elif _is_strategy(n_classes):
+            if _is_strategy(n_classes):
                 k = draw(n_classes)
             else:
                 klo, khi = _int_range(n_classes, "n_classes", 1)  # type: ignore[misc]
