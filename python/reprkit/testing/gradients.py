@@ -50,7 +50,7 @@ def default_tolerances(dtype: torch.dtype) -> Tuple[float, float]:
     """
     if dtype in _TOLERANCES:
         return _TOLERANCES[dtype]
-    if dtype.is_floating_point and dtype.itemsize <= 2:
+    if dtype.is_floating_point and torch.finfo(dtype).bits <= 16:
         return _TOLERANCES[torch.bfloat16]
     return _TOLERANCES[torch.float32]
 
