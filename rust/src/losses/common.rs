@@ -7,7 +7,7 @@
 
 use crate::distances::SqEuclid;
 use crate::error::{check_finite, check_len, Error, Result};
-use crate::linalg::{gemm, MatRef, ROW_TILE};
+use crate::linalg::{col_means, gemm, MatRef, ROW_TILE};
 use crate::Real;
 use rayon::prelude::*;
 
@@ -286,8 +286,32 @@ impl<'a, T: Real> Space<'a, T> {
             Kind::Dist(_) => T::one(),
         };
         let need_cols = !(self.same && symmetric);
-        let xs = MatRef::new(self.x, n, d);
-        let rs = MatRef::new(self.r, m, d);
+        // Distances: Σ_j c_ij (x_i − r_j) is formed as (Σ_j c_ij) x_i − Σ_j c_ij r_j, which cancels when the
+        // rows sit far from the origin relative to their spread (a collapsed batch). Centring both on their
+        // joint mean (a translation: the differences are unchanged) keeps the gradient's relative precision.
+        let centred = if is_dist { Some(centre(self.x, n, if self.same { None } else { Some((self.r, m)) }, d)) } else { None };
+        let (xv, rv): (&[T], &[T]) = match &centred {
+            Some((cx, cr)) => (cx, if self.same { cx } else { cr }),
+            None => (self.x, self.r),
+        };
+        let xs = MatRef::new(xv, n, d);
+        let rs = MatRef::new(rv, m, d);
+        // Pairs whose distance is tiny against the rows' norms (near-duplicates: the forward recomputed them
+        // directly) still cancel in the product form; their terms c·(x_i − r_j) are added directly instead.
+        let sq_norms = |v: &[T], rows: usize| -> Vec<T> { (0..rows).map(|i| v[i * d..(i + 1) * d].iter().map(|&a| a * a).sum()).collect() };
+        let (nx, nr) = if is_dist {
+            let nx = sq_norms(xv, n);
+            let nr = if self.same { nx.clone() } else { sq_norms(rv, m) };
+            (nx, nr)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let direct_term = |i: usize, j: usize, cij: T, out: &mut [T]| {
+            let (xi, rj) = (&xv[i * d..(i + 1) * d], &rv[j * d..(j + 1) * d]);
+            for ((o, &a), &b) in out.iter_mut().zip(xi).zip(rj) {
+                *o += cij * (a - b);
+            }
+        };
         // One tile: row gradients into `gt`; with need_cols, returns (column sums, cᵀ·x_tile).
         let tile = |t: usize, gt: &mut [T]| -> Option<(Vec<T>, Vec<T>)> {
             let r0 = t * TILE;
@@ -297,16 +321,32 @@ impl<'a, T: Real> Space<'a, T> {
             self.fill(r0, r1, &mut vals);
             let mut c = vec![T::zero(); rows * m];
             coef(r0, r1, &vals, &mut c);
+            let mut direct: Vec<(usize, usize, T)> = Vec::new();
+            if is_dist {
+                for i in 0..rows {
+                    let ni = nx[r0 + i];
+                    for j in 0..m {
+                        let k = i * m + j;
+                        if c[k] != T::zero() && vals[k] <= T::CANCEL_TOL * (ni + nr[j]) {
+                            direct.push((i, j, c[k]));
+                            c[k] = T::zero();
+                        }
+                    }
+                }
+            }
             drop(vals);
             let cm = MatRef::new(&c, rows, m);
             if is_dist {
                 gemm(-T::one(), cm, rs, T::zero(), gt);
                 for i in 0..rows {
                     let s: T = c[i * m..(i + 1) * m].iter().copied().sum();
-                    let xi = &self.x[(r0 + i) * d..(r0 + i + 1) * d];
+                    let xi = &xv[(r0 + i) * d..(r0 + i + 1) * d];
                     for (g, &v) in gt[i * d..(i + 1) * d].iter_mut().zip(xi) {
                         *g += s * v;
                     }
+                }
+                for &(i, j, cij) in &direct {
+                    direct_term(r0 + i, j, cij, &mut gt[i * d..(i + 1) * d]);
                 }
             } else {
                 gemm(scale, cm, rs, T::zero(), gt);
@@ -316,6 +356,10 @@ impl<'a, T: Real> Space<'a, T> {
             }
             let mut p = vec![T::zero(); m * d];
             gemm(T::one(), cm.t(), xs.rows_range(r0, r1), T::zero(), &mut p);
+            // The column side of a direct pair, −c·(x_i − r_j), enters the final colsum·r_j − p_j through p.
+            for &(i, j, cij) in &direct {
+                direct_term(r0 + i, j, cij, &mut p[j * d..(j + 1) * d]);
+            }
             let mut cs = vec![T::zero(); m];
             if is_dist {
                 for i in 0..rows {
@@ -366,7 +410,7 @@ impl<'a, T: Real> Space<'a, T> {
         target[..m * d].par_chunks_mut(d).enumerate().for_each(|(j, g)| {
             let a = &acc[j * d..(j + 1) * d];
             if is_dist {
-                let rj = &self.r[j * d..(j + 1) * d];
+                let rj = &rv[j * d..(j + 1) * d];
                 for ((gv, &av), &rv) in g.iter_mut().zip(a).zip(rj) {
                     *gv += colsum[j] * rv - av;
                 }
@@ -377,6 +421,25 @@ impl<'a, T: Real> Space<'a, T> {
             }
         });
     }
+}
+
+/// Rows of x (and r) minus the mean of all their rows, in parallel (fixed row order: deterministic).
+fn centre<T: Real>(x: &[T], n: usize, r: Option<(&[T], usize)>, d: usize) -> (Vec<T>, Vec<T>) {
+    let mut mu = col_means(x, n, d);
+    let total = n + r.map_or(0, |(_, m)| m);
+    if let Some((rr, m)) = r {
+        let mr = col_means(rr, m, d);
+        for (a, b) in mu.iter_mut().zip(&mr) {
+            *a = (*a * n as f64 + b * m as f64) / total as f64;
+        }
+    }
+    let mu: Vec<T> = mu.into_iter().map(T::c).collect();
+    let shift = |src: &[T]| -> Vec<T> {
+        let mut out = src.to_vec();
+        out.par_chunks_mut(d).for_each(|row| row.iter_mut().zip(&mu).for_each(|(v, &c)| *v -= c));
+        out
+    };
+    (shift(&x[..n * d]), r.map_or_else(Vec::new, |(rr, m)| shift(&rr[..m * d])))
 }
 
 /// Gradient of a loss that depends on a sparse set of distances: each
