@@ -319,3 +319,16 @@ def test_distance_weighted_miner_is_seeded_valid_and_follows_the_weights():
     freq = counts / counts.sum()
     assert float((freq - w[anchor]).abs().max()) < 0.05
     assert bool((freq[w[anchor] == 0] == 0).all())
+
+
+def test_pml_style_miner_objects_equal_the_functions():
+    x, y = batch(n=20, seed=15)
+    assert as_set(miners.TripletMarginMiner(0.3, "semihard")(x, y)) == as_set(miners.triplet_margin(x, y, 0.3, "semihard"))
+    assert [v.tolist() for v in miners.MultiSimilarityMiner(0.1)(x, y)] == [v.tolist() for v in miners.multi_similarity(x, y, 0.1)]
+    assert [v.tolist() for v in miners.BatchHardMiner(distance="cosine")(x, y)] == [v.tolist() for v in miners.batch_hard(x, y, distance="cosine")]
+    m = miners.DistanceWeightedMiner(random_state=1)
+    assert [v.tolist() for v in m(x, y)] == [v.tolist() for v in m(x, y)]
+    assert "TripletMarginMiner(margin=0.3" in repr(miners.TripletMarginMiner(0.3))
+    # composes with a loss exactly like PML's miner → loss pipeline
+    loss = L.TripletMarginLoss(0.2, distance="euclidean")(x, y, miners.TripletMarginMiner(0.2, "hard")(x, y))
+    assert torch.isfinite(loss)

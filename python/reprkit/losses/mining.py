@@ -240,3 +240,78 @@ def distance_weighted(
     gen = torch.Generator(device=w.device).manual_seed(seed)
     n = torch.multinomial(w[a], 1, generator=gen)[:, 0]
     return a, p, n
+
+
+# ----------------------------------------------------------------- PML-style miner objects
+
+
+class _Miner:
+    """A configured miner called like pytorch-metric-learning's: ``miner(embeddings, labels, ref_emb=None, ref_labels=None)``."""
+
+    def __init__(self, fn: Any, **params: Any) -> None:
+        self._fn, self.params = fn, params
+
+    def __call__(self, embeddings: Any, labels: Any, ref_emb: Any = None, ref_labels: Any = None) -> Any:
+        return self._fn(embeddings, labels, ref_embeddings=ref_emb, ref_labels=ref_labels, **self.params)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+
+class BatchHardMiner(_Miner):
+    """:func:`batch_hard` as an object (PML's ``BatchHardMiner``)."""
+
+    def __init__(self, *, distance: str = "euclidean", n_jobs: Optional[int] = None) -> None:
+        super().__init__(batch_hard, distance=distance, n_jobs=n_jobs)
+
+
+class BatchAllMiner(_Miner):
+    """:func:`batch_all` as an object: every valid triplet with a positive hinge loss."""
+
+    def __init__(self, margin: float = 0.2, *, distance: str = "euclidean", n_jobs: Optional[int] = None) -> None:
+        super().__init__(batch_all, margin=margin, distance=distance, n_jobs=n_jobs)
+
+
+class SemiHardMiner(_Miner):
+    """:func:`semi_hard` as an object (FaceNet's semi-hard negatives)."""
+
+    def __init__(self, margin: Optional[float] = None, *, distance: str = "euclidean", n_jobs: Optional[int] = None) -> None:
+        super().__init__(semi_hard, margin=margin, distance=distance, n_jobs=n_jobs)
+
+
+class TripletMarginMiner(_Miner):
+    """:func:`triplet_margin` as an object (PML's ``TripletMarginMiner(margin, type_of_triplets)``)."""
+
+    def __init__(self, margin: float = 0.2, type_of_triplets: str = "all", *, distance: str = "euclidean",
+                 n_jobs: Optional[int] = None) -> None:
+        super().__init__(triplet_margin, margin=margin, type=type_of_triplets, distance=distance, n_jobs=n_jobs)
+
+
+class PairMarginMiner(_Miner):
+    """:func:`pair_margin` as an object (PML's ``PairMarginMiner``)."""
+
+    def __init__(self, pos_margin: float = 0.2, neg_margin: float = 0.8, *, distance: str = "euclidean",
+                 n_jobs: Optional[int] = None) -> None:
+        super().__init__(pair_margin, pos_margin=pos_margin, neg_margin=neg_margin, distance=distance, n_jobs=n_jobs)
+
+
+class MultiSimilarityMiner(_Miner):
+    """:func:`multi_similarity` as an object (PML's ``MultiSimilarityMiner``)."""
+
+    def __init__(self, epsilon: float = 0.1, *, n_jobs: Optional[int] = None) -> None:
+        super().__init__(multi_similarity, epsilon=epsilon, n_jobs=n_jobs)
+
+
+class DistanceWeightedMiner(_Miner):
+    """:func:`distance_weighted` as an object (PML's ``DistanceWeightedMiner``); a fixed ``random_state`` makes
+    every call draw the same way for the same inputs."""
+
+    def __init__(self, cutoff: float = 0.5, nonzero_loss_cutoff: float = 1.4, *, random_state: Optional[int] = None,
+                 n_jobs: Optional[int] = None) -> None:
+        super().__init__(distance_weighted, cutoff=cutoff, nonzero_loss_cutoff=nonzero_loss_cutoff,
+                         random_state=random_state, n_jobs=n_jobs)
+
+
+__all__ += ["BatchHardMiner", "BatchAllMiner", "SemiHardMiner", "TripletMarginMiner", "PairMarginMiner",
+            "MultiSimilarityMiner", "DistanceWeightedMiner"]
