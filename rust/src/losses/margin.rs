@@ -262,6 +262,9 @@ pub struct MarginState<T> {
     pub target_logit: Vec<T>,
 }
 
+/// One class tile's forward result: per-row (max, Σ e^{l − max}) and the (row, target logit) found in it.
+type TilePart<T> = (Vec<(T, f64)>, Vec<(usize, T)>);
+
 /// Loss value and state (per-row log-sum-exp and target logit).
 pub fn margin_forward<T: Real>(p: &MarginSoftmax<T>) -> Result<(f64, MarginState<T>)> {
     p.validate()?;
@@ -269,7 +272,7 @@ pub fn margin_forward<T: Real>(p: &MarginSoftmax<T>) -> Result<(f64, MarginState
     let n = p.n;
     let (cc, nt) = p.tiling();
     // Per tile: per-row (max, Σ e^{l − max}) and the targets found in the tile.
-    let parts: Vec<(Vec<(T, f64)>, Vec<(usize, T)>)> = (0..nt)
+    let parts: Vec<TilePart<T>> = (0..nt)
         .into_par_iter()
         .map(|t| {
             let (c0, c1) = (t * cc, ((t + 1) * cc).min(p.classes));
