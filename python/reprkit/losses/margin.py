@@ -36,7 +36,7 @@ same recomputation, so GPU memory is also linear in C. float16/bfloat16 compute 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
