@@ -437,3 +437,18 @@ class TsneOptimizer:
     def gradient(
         self, y: npt.NDArray[np.float64], exaggeration: float, n_threads: int
     ) -> Tuple[npt.NDArray[np.float64], float]: ...
+def margin_loss(
+    z: npt.NDArray[Any],
+    w: npt.NDArray[Any],
+    labels: npt.NDArray[np.int64],
+    margins: npt.NDArray[np.float64],
+    scale: float,
+    kind: str,
+    easy_margin: bool,
+    sub_centers: int,
+    lse: Optional[npt.NDArray[Any]],
+    g: float,
+    n_threads: int,
+) -> Any:
+    """kind "linear" | "normalized" | "cosface" | "arcface"; lse None -> (loss, lse (n,)); else (grad_z, grad_w) for upstream g."""
+    ...

@@ -15,6 +15,14 @@ from .losses.pairs import (  # noqa: F401
     pairs_to_triplets,
     triplet_margin_loss,
 )
+from .losses.margin import (  # noqa: F401
+    adaptive_margins,
+    arcface_loss,
+    center_loss,
+    cosface_loss,
+    normalized_softmax_loss,
+    subcenter_arcface_loss,
+)
 from .losses.softmax import infonce_loss, npair_loss, ntxent_loss
 
 __all__ = [
@@ -26,4 +34,10 @@ __all__ = [
     "npair_loss",
     "ntxent_loss",
     "infonce_loss",
+    "normalized_softmax_loss",
+    "cosface_loss",
+    "arcface_loss",
+    "subcenter_arcface_loss",
+    "center_loss",
+    "adaptive_margins",
 ]

@@ -2,6 +2,7 @@
 
 * :mod:`.pairs` — pair and triplet losses: contrastive, triplet margin, lifted structured, multi-similarity, circle;
 * :mod:`.softmax` — softmax cross-entropy over dot products: N-pair, NT-Xent (SimCLR), InfoNCE (MoCo);
+* :mod:`.margin` — margin-softmax with class weights: normalised softmax, CosFace, ArcFace, sub-center ArcFace, center loss;
 * :mod:`.mining` — the miners (also ``reprkit.miners``); :mod:`.memory` — :class:`MemoryBank`.
 
 Each family module holds its formulas (docstrings), its functions (also in
@@ -12,6 +13,7 @@ pure-torch :mod:`reprkit.reference`. A new family is a new module here, its
 reference in ``reprkit/reference/``, and its kernels in ``rust/src/losses/``.
 """
 
+from .margin import ArcFaceLoss, CenterLoss, CosFaceLoss, NormalizedSoftmaxLoss, SubCenterArcFaceLoss, adaptive_margins
 from .memory import MemoryBank
 from .pairs import CircleLoss, ContrastiveLoss, LiftedStructureLoss, MultiSimilarityLoss, TripletMarginLoss
 from .softmax import InfoNCELoss, NPairLoss, NTXentLoss
@@ -26,4 +28,10 @@ __all__ = [
     "NTXentLoss",
     "InfoNCELoss",
     "MemoryBank",
+    "NormalizedSoftmaxLoss",
+    "CosFaceLoss",
+    "ArcFaceLoss",
+    "SubCenterArcFaceLoss",
+    "CenterLoss",
+    "adaptive_margins",
 ]

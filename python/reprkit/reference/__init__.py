@@ -8,6 +8,7 @@ conventions as the Rust path, written for clarity rather than memory.
 
 from . import losses
 from .distances import pairwise_distances
+from .margin import arcface_loss, center_loss, cosface_loss, normalized_softmax_loss, subcenter_arcface_loss
 from .mining import (
     distance_weighted_weights,
     mine_batch_all,
@@ -38,4 +39,9 @@ __all__ = [
     "multi_similarity_loss",
     "circle_loss",
     "losses",
+    "normalized_softmax_loss",
+    "cosface_loss",
+    "arcface_loss",
+    "subcenter_arcface_loss",
+    "center_loss",
 ]

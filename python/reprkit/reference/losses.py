@@ -1,5 +1,12 @@
 """Every pure-torch loss and miner in one namespace (the families are :mod:`.pairs`, :mod:`.softmax`, :mod:`.mining`)."""
 
+from .margin import (  # noqa: F401
+    arcface_loss,
+    center_loss,
+    cosface_loss,
+    normalized_softmax_loss,
+    subcenter_arcface_loss,
+)
 from .mining import (  # noqa: F401
     distance_weighted_weights,
     mine_batch_all,

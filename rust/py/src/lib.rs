@@ -12,6 +12,7 @@ mod arrays;
 mod distances;
 mod held;
 mod losses;
+mod margin;
 mod pairs;
 mod runtime;
 mod spectral;
@@ -23,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::register(m)?;
     distances::register(m)?;
     losses::register(m)?;
+    margin::register(m)?;
     pairs::register(m)?;
     spectral::register(m)?;
     tsne::register(m)?;

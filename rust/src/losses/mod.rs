@@ -12,6 +12,7 @@ pub mod circle;
 pub mod common;
 pub mod contrastive;
 pub mod lifted;
+pub mod margin;
 pub mod miners;
 pub mod multisim;
 pub mod pairsim;
@@ -24,6 +25,7 @@ pub use circle::{circle_backward, circle_forward, circle_pairs_backward, circle_
 pub use common::{Batch, Metric, Rows};
 pub use contrastive::{contrastive_backward, contrastive_forward, pair_tuple_backward, pair_tuple_forward};
 pub use lifted::{lifted_backward, lifted_forward, LiftedState};
+pub use margin::{margin_backward, margin_forward, Kind as MarginKind, MarginSoftmax, MarginState};
 pub use miners::{
     mine_distance_weighted, mine_multi_similarity, mine_pair_margin, mine_triplet_margin, PairSets, TripletType,
 };
