@@ -15,6 +15,7 @@ from .losses.pairs import (  # noqa: F401
     pairs_to_triplets,
     triplet_margin_loss,
 )
+from .losses.proxies import proxy_anchor_loss, proxy_nca_loss  # noqa: F401
 from .losses.softmax import infonce_loss, npair_loss, ntxent_loss
 
 __all__ = [
@@ -26,4 +27,6 @@ __all__ = [
     "npair_loss",
     "ntxent_loss",
     "infonce_loss",
+    "proxy_anchor_loss",
+    "proxy_nca_loss",
 ]

@@ -2,6 +2,7 @@
 
 * :mod:`.pairs` — pair and triplet losses: contrastive, triplet margin, lifted structured, multi-similarity, circle;
 * :mod:`.softmax` — softmax cross-entropy over dot products: N-pair, NT-Xent (SimCLR), InfoNCE (MoCo);
+* :mod:`.proxies` — learnable class proxies: Proxy-Anchor, Proxy-NCA;
 * :mod:`.mining` — the miners (also ``reprkit.miners``); :mod:`.memory` — :class:`MemoryBank`.
 
 Each family module holds its formulas (docstrings), its functions (also in
@@ -14,6 +15,7 @@ reference in ``reprkit/reference/``, and its kernels in ``rust/src/losses/``.
 
 from .memory import MemoryBank
 from .pairs import CircleLoss, ContrastiveLoss, LiftedStructureLoss, MultiSimilarityLoss, TripletMarginLoss
+from .proxies import ProxyAnchorLoss, ProxyNCALoss
 from .softmax import InfoNCELoss, NPairLoss, NTXentLoss
 
 __all__ = [
@@ -26,4 +28,6 @@ __all__ = [
     "NTXentLoss",
     "InfoNCELoss",
     "MemoryBank",
+    "ProxyAnchorLoss",
+    "ProxyNCALoss",
 ]
