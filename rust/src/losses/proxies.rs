@@ -256,6 +256,9 @@ pub fn proxy_anchor_backward<T: Real>(
     tiles_backward(p, true, T::one(), &coef, gu, gw)
 }
 
+/// One group's Proxy-NCA partials: per-row (max, sum) of the log-sum-exp, and (row, target logit).
+type NcaPart<T> = (Vec<T>, Vec<T>, Vec<(usize, T)>);
+
 fn check_nca_scale(sigma: f64) -> Result<()> {
     if !(sigma.is_finite() && sigma > 0.0) {
         return Err(Error::InvalidParameter(format!("scale must be finite and > 0, got {sigma}")));
@@ -273,7 +276,7 @@ pub fn proxy_nca_forward<T: Real>(p: &Proxies<T>, sigma: f64) -> Result<(Vec<T>,
     let groups = p.groups();
     // Per group: (max, sum) of each row's log-sum-exp over the group's classes, and the
     // target logits of the rows whose class lies in the group.
-    let parts: Vec<(Vec<T>, Vec<T>, Vec<(usize, T)>)> = groups
+    let parts: Vec<NcaPart<T>> = groups
         .par_iter()
         .map(|&(g0, g1)| {
             let mut m = vec![T::neg_infinity(); n];
