@@ -341,3 +341,39 @@ def test_torch_func_grad_vmap_and_double_backward():
         (g,) = torch.autograd.grad(fn(xr, w), xr, create_graph=True)
         with pytest.raises(DoubleBackwardError, match="double backward"):
             g.pow(2).sum().backward()
+
+
+def test_the_other_devices_path_dispatches_to_the_chunked_reference(monkeypatch):
+    # What a CUDA tensor takes, forced on CPU: the chunked torch path, same values and gradients.
+    import reprkit.losses.proxies as LP
+
+    x, y, w = batch(n=30, d=5, c=600, seed=15)
+    wt = torch.rand(30, dtype=x.dtype)
+    want_a = vg(lambda a, b: Fn.proxy_anchor_loss(a, y, b, 0.2, 16.0), x, w)
+    want_n = vg(lambda a, b: Fn.proxy_nca_loss(a, y, b, 3.0, weights=wt), x, w)
+    monkeypatch.setattr(LP, "_on_cpu", lambda t: False)
+    monkeypatch.setattr(LP, "_chunk", lambda n: 256)  # several chunks
+    got_a = vg(lambda a, b: Fn.proxy_anchor_loss(a, y, b, 0.2, 16.0), x, w)
+    got_n = vg(lambda a, b: Fn.proxy_nca_loss(a, y, b, 3.0, weights=wt), x, w)
+    for got, want in ((got_a, want_a), (got_n, want_n)):
+        torch.testing.assert_close(got[0], want[0], rtol=1e-10, atol=1e-12)
+        for a, b in zip(got[1], want[1]):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("kind", ["anchor", "nca"])
+def test_chunked_torch_path_compiles_fullgraph_and_works_with_torch_func(kind):
+    torch._dynamo.reset()
+    x, y, w = batch(n=20, d=4, c=9, seed=16, dtype=torch.float32)
+    if kind == "anchor":
+        fn = lambda a, b: RP.proxy_anchor_loss(a, y, b, chunk_size=4)  # noqa: E731
+    else:
+        fn = lambda a, b: RP.proxy_nca_loss(a, y, b, 3.0, chunk_size=4)  # noqa: E731
+    want = vg(fn, x, w)
+    got = vg(torch.compile(fn, fullgraph=True, backend="aot_eager"), x, w)
+    torch.testing.assert_close(got[0], want[0])
+    for a, b in zip(got[1], want[1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    for a, b in zip(torch.func.grad(fn, argnums=(0, 1))(x, w), torch.autograd.grad(fn(xr, wr), (xr, wr))):
+        torch.testing.assert_close(a, b)
