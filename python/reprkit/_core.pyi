@@ -351,6 +351,50 @@ def circle_pairs_loss_backward(
     """(gx, gref | None) = sum_i g_i dper_i/d(x, ref_x) over the given pairs."""
     ...
 # --- spectral embeddings, PCA, classical MDS (reprkit.spectral / pca / mds) ---
+def proxy_anchor_loss(
+    u: npt.NDArray[np.floating],
+    w: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    margin: float,
+    alpha: float,
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+    """(pos (C,), neg (C,), count (C,)): Proxy-Anchor's per-class terms on unit rows u and raw proxies w."""
+    ...
+def proxy_anchor_loss_backward(
+    u: npt.NDArray[np.floating],
+    w: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    margin: float,
+    alpha: float,
+    pos: npt.NDArray[np.floating],
+    neg: npt.NDArray[np.floating],
+    g_pos: npt.NDArray[np.floating],
+    g_neg: npt.NDArray[np.floating],
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+    """(gu (B, d), gw (C, d)) = sum_c g_pos_c dpos_c + g_neg_c dneg_c."""
+    ...
+def proxy_nca_loss(
+    u: npt.NDArray[np.floating],
+    w: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    sigma: float,
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+    """(per (B,), lse (B,)): Proxy-NCA's per-sample terms with logits sigma*cos."""
+    ...
+def proxy_nca_loss_backward(
+    u: npt.NDArray[np.floating],
+    w: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    sigma: float,
+    lse: npt.NDArray[np.floating],
+    g: npt.NDArray[np.floating],
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+    """(gu (B, d), gw (C, d)) = sum_i g_i dper_i."""
+    ...
 def knn_affinity(
     x: npt.NDArray[np.floating], n_neighbors: int, weights: str, t: Optional[float], n_threads: int
 ) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float64], float]: ...

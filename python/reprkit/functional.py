@@ -23,6 +23,7 @@ from .losses.margin import (  # noqa: F401
     normalized_softmax_loss,
     subcenter_arcface_loss,
 )
+from .losses.proxies import proxy_anchor_loss, proxy_nca_loss  # noqa: F401
 from .losses.softmax import infonce_loss, npair_loss, ntxent_loss
 
 __all__ = [
@@ -40,4 +41,6 @@ __all__ = [
     "subcenter_arcface_loss",
     "center_loss",
     "adaptive_margins",
+    "proxy_anchor_loss",
+    "proxy_nca_loss",
 ]

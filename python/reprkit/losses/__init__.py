@@ -3,6 +3,7 @@
 * :mod:`.pairs` — pair and triplet losses: contrastive, triplet margin, lifted structured, multi-similarity, circle;
 * :mod:`.softmax` — softmax cross-entropy over dot products: N-pair, NT-Xent (SimCLR), InfoNCE (MoCo);
 * :mod:`.margin` — margin-softmax with class weights: normalised softmax, CosFace, ArcFace, sub-center ArcFace, center loss;
+* :mod:`.proxies` — learnable class proxies: Proxy-Anchor, Proxy-NCA;
 * :mod:`.mining` — the miners (also ``reprkit.miners``); :mod:`.memory` — :class:`MemoryBank`.
 
 Each family module holds its formulas (docstrings), its functions (also in
@@ -16,6 +17,7 @@ reference in ``reprkit/reference/``, and its kernels in ``rust/src/losses/``.
 from .margin import ArcFaceLoss, CenterLoss, CosFaceLoss, NormalizedSoftmaxLoss, SubCenterArcFaceLoss, adaptive_margins
 from .memory import MemoryBank
 from .pairs import CircleLoss, ContrastiveLoss, LiftedStructureLoss, MultiSimilarityLoss, TripletMarginLoss
+from .proxies import ProxyAnchorLoss, ProxyNCALoss
 from .softmax import InfoNCELoss, NPairLoss, NTXentLoss
 
 __all__ = [
@@ -34,4 +36,6 @@ __all__ = [
     "SubCenterArcFaceLoss",
     "CenterLoss",
     "adaptive_margins",
+    "ProxyAnchorLoss",
+    "ProxyNCALoss",
 ]

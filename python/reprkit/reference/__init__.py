@@ -19,6 +19,7 @@ from .mining import (
     mine_triplet_margin,
 )
 from .pairs import circle_loss, contrastive_loss, lifted_structure_loss, multi_similarity_loss, triplet_margin_loss
+from .proxies import proxy_anchor_loss, proxy_nca_loss
 from .softmax import infonce_loss, npair_loss, ntxent_loss
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "distance_weighted_weights",
     "multi_similarity_loss",
     "circle_loss",
+    "proxy_anchor_loss",
+    "proxy_nca_loss",
     "losses",
     "normalized_softmax_loss",
     "cosface_loss",

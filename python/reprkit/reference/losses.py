@@ -1,4 +1,4 @@
-"""Every pure-torch loss and miner in one namespace (the families are :mod:`.pairs`, :mod:`.softmax`, :mod:`.mining`)."""
+"""Every pure-torch loss and miner in one namespace (the families are :mod:`.pairs`, :mod:`.softmax`, :mod:`.proxies`, :mod:`.mining`)."""
 
 from .margin import (  # noqa: F401
     arcface_loss,
@@ -23,4 +23,5 @@ from .pairs import (  # noqa: F401
     multi_similarity_loss,
     triplet_margin_loss,
 )
+from .proxies import proxy_anchor_loss, proxy_nca_loss  # noqa: F401
 from .softmax import infonce_loss, npair_loss, ntxent_loss  # noqa: F401

@@ -14,6 +14,7 @@ mod held;
 mod losses;
 mod margin;
 mod pairs;
+mod proxies;
 mod runtime;
 mod spectral;
 mod tsne;
@@ -26,6 +27,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     losses::register(m)?;
     margin::register(m)?;
     pairs::register(m)?;
+    proxies::register(m)?;
     spectral::register(m)?;
     tsne::register(m)?;
     Ok(())

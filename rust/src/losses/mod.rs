@@ -16,6 +16,7 @@ pub mod margin;
 pub mod miners;
 pub mod multisim;
 pub mod pairsim;
+pub mod proxies;
 mod rowops;
 pub mod triplet;
 pub mod xent;
@@ -34,6 +35,10 @@ pub use multisim::{
     multi_similarity_pairs_forward, MultiSimilarity,
 };
 pub use pairsim::GivenPairs;
+pub use proxies::{
+    proxy_anchor_backward, proxy_anchor_forward, proxy_anchor_loss, proxy_nca_backward, proxy_nca_forward, AnchorTerms,
+    Proxies,
+};
 pub use triplet::{
     mine, triplet_backward, triplet_forward, triplet_tuple_backward, triplet_tuple_forward, Mining, TripletCfg, TripletOut,
 };

@@ -1,0 +1,641 @@
+//! Proxy losses: every class c has a learnable proxy w_c (C×d), and the loss
+//! depends on the cosines cos_ic = û_i·ŵ_c of the L2-normalised embeddings
+//! (û, normalised by the caller) and proxies (ŵ = w / max(‖w‖, 1e-12),
+//! normalised here, one class tile at a time: no normalised copy of W is kept).
+//!
+//! * Proxy-Anchor (Kim et al. 2020, CVPR), per class c with positives P_c = {i : y_i = c}
+//!   and negatives N_c = {i : y_i ≠ c}:
+//!   pos_c = log(1 + Σ_{i∈P_c} e^{−α(cos_ic − δ)}),  neg_c = log(1 + Σ_{i∈N_c} e^{α(cos_ic + δ)});
+//!   the kernel returns the per-class vectors (and the class counts), the caller forms
+//!   L = Σ_c pos_c / |{c : P_c ≠ ∅}| + Σ_c neg_c / C.
+//! * Proxy-NCA (Movshovitz-Attias et al. 2017, ICCV), per sample i with logits z_ic = σ·cos_ic:
+//!   per_i = logsumexp_c z_ic − z_{i,y_i}  (σ = 2·scale reproduces pytorch-metric-learning's
+//!   softmax of −scale·‖û − ŵ‖² = 2·scale·cos − 2·scale).
+//!
+//! Layout: the classes are cut into fixed tiles of [`CT`] classes and the tiles into at most
+//! [`MAX_GROUPS`] contiguous groups (fixed by C alone); one parallel task per group walks its
+//! tiles in order and, inside a tile, fixed tiles of [`RB`] rows. Every cosine tile comes from
+//! one GEMM on normalised rows. Proxy-Anchor's per-class log-sum-exps are accumulated across
+//! row tiles in order (online, starting from the "1 +" term e⁰); Proxy-NCA's per-row
+//! log-sum-exps are accumulated online across the class tiles of a group and the groups'
+//! partials merged in group order. Backward recomputes the tiles from the O(B + C) state
+//! (per-class or per-row log-sum-exps), so no B×C matrix is ever stored; each task holds its
+//! own B×d share of ∂L/∂û, summed in group order. Results do not depend on the thread count.
+
+use super::common::ordered_sum;
+use super::rowops;
+use crate::error::{check_finite, check_len, Error, Result};
+use crate::linalg::{dot, gemm, MatRef};
+use crate::simd::multiversion;
+use crate::Real;
+use rayon::prelude::*;
+
+/// Classes per tile.
+pub const CT: usize = 256;
+/// Rows (samples) per tile.
+pub const RB: usize = 256;
+/// At most this many parallel tasks (groups of class tiles); each holds a B×d gradient share.
+pub const MAX_GROUPS: usize = 16;
+/// The floor of a norm in the normalisation (torch.nn.functional.normalize's eps).
+pub const NORM_EPS: f64 = 1e-12;
+
+/// Embeddings `u` (n×d, unit rows), proxies `w` (c×d, any norm), labels in [0, c).
+#[derive(Clone, Copy)]
+pub struct Proxies<'a, T> {
+    pub u: &'a [T],
+    pub n: usize,
+    pub w: &'a [T],
+    pub c: usize,
+    pub d: usize,
+    pub labels: &'a [i64],
+}
+
+impl<'a, T: Real> Proxies<'a, T> {
+    pub fn validate(&self) -> Result<()> {
+        if self.n == 0 || self.d == 0 {
+            return Err(Error::Shape(format!("embeddings must be non-empty, got shape ({}, {})", self.n, self.d)));
+        }
+        if self.c == 0 {
+            return Err(Error::Shape("proxies must have at least one class".into()));
+        }
+        check_len("embeddings", self.u.len(), self.n, self.d)?;
+        check_len("proxies", self.w.len(), self.c, self.d)?;
+        check_finite("embeddings", self.u)?;
+        check_finite("proxies", self.w)?;
+        if self.labels.len() != self.n {
+            return Err(Error::Shape(format!("labels has length {}, expected {}", self.labels.len(), self.n)));
+        }
+        if let Some((i, &y)) = self.labels.iter().enumerate().find(|(_, &y)| y < 0 || y as u64 >= self.c as u64) {
+            return Err(Error::InvalidInput(format!(
+                "label {y} of sample {i} is outside [0, {}) (the number of proxies)",
+                self.c
+            )));
+        }
+        Ok(())
+    }
+
+    /// Class ranges of the parallel tasks: whole tiles, balanced, fixed by C.
+    fn groups(&self) -> Vec<(usize, usize)> {
+        let tiles = self.c.div_ceil(CT);
+        let g = tiles.min(MAX_GROUPS);
+        (0..g)
+            .map(|k| ((k * tiles / g) * CT, (((k + 1) * tiles / g) * CT).min(self.c)))
+            .collect()
+    }
+
+    /// Normalised proxies c0..c1 into `out` ((c1−c0)×d); their 1/max(‖w‖, eps) into `inv`.
+    fn norm_tile(&self, c0: usize, c1: usize, out: &mut [T], inv: &mut [T]) {
+        let d = self.d;
+        let eps = T::c(NORM_EPS);
+        for (k, c) in (c0..c1).enumerate() {
+            let row = &self.w[c * d..(c + 1) * d];
+            let nrm = dot(row, row).sqrt();
+            let iv = T::one() / if nrm > eps { nrm } else { eps };
+            inv[k] = iv;
+            for (o, &v) in out[k * d..(k + 1) * d].iter_mut().zip(row) {
+                *o = v * iv;
+            }
+        }
+    }
+}
+
+/// Rows of `u` with a label in [c0, c1) and row index in [r0, r1): (row − r0, class − c0).
+fn positives_in(labels: &[i64], r0: usize, r1: usize, c0: usize, c1: usize) -> Vec<(usize, usize)> {
+    (r0..r1)
+        .filter_map(|i| {
+            let y = labels[i] as usize;
+            (y >= c0 && y < c1).then(|| (i - r0, y - c0))
+        })
+        .collect()
+}
+
+/// (m, s) ← the log-sum-exp pair of {m + ln s} ∪ {v}.
+#[inline]
+fn push<T: Real>(m: &mut T, s: &mut T, v: T) {
+    if v > *m {
+        *s = *s * rowops::exp1(*m - v) + T::one();
+        *m = v;
+    } else {
+        *s += rowops::exp1(v - *m);
+    }
+}
+
+multiversion! {
+    /// Merges the finite entries of `row` into the log-sum-exp pair (m, s) (m finite).
+    fn merge_row<T>(m: &mut T, s: &mut T, row: &mut [T]) -> () {
+        let tm = rowops::max(row);
+        let nm = if tm > *m { tm } else { *m };
+        let add = rowops::exp_shift(row, nm);
+        *s = *s * rowops::exp1(*m - nm) + add;
+        *m = nm;
+    }
+}
+
+multiversion! {
+    /// `v ← s·e^{a·v + b}` (−∞ entries become 0).
+    fn affine_exp<T>(v: &mut [T], a: T, b: T, s: T) -> () {
+        for x in v.iter_mut() {
+            *x = rowops::exp1(a * *x + b) * s;
+        }
+    }
+}
+
+multiversion! {
+    /// `v ← a·(v + b)`.
+    fn affine<T>(v: &mut [T], a: T, b: T) -> () {
+        for x in v.iter_mut() {
+            *x = a * (*x + b);
+        }
+    }
+}
+
+/// Per-class Proxy-Anchor terms.
+#[derive(Clone, Debug, Default)]
+pub struct AnchorTerms<T> {
+    /// pos_c = log(1 + Σ_{i∈P_c} e^{−α(cos_ic − δ)}) (0 for a class absent from the batch).
+    pub pos: Vec<T>,
+    /// neg_c = log(1 + Σ_{i∈N_c} e^{α(cos_ic + δ)}).
+    pub neg: Vec<T>,
+    /// |P_c|, the number of samples of class c.
+    pub count: Vec<T>,
+}
+
+fn check_anchor_params(margin: f64, alpha: f64) -> Result<()> {
+    if !margin.is_finite() {
+        return Err(Error::InvalidParameter(format!("margin must be finite, got {margin}")));
+    }
+    if !(alpha.is_finite() && alpha > 0.0) {
+        return Err(Error::InvalidParameter(format!("alpha must be finite and > 0, got {alpha}")));
+    }
+    Ok(())
+}
+
+/// Proxy-Anchor forward: the per-class terms (see the module docs), O(C) output.
+pub fn proxy_anchor_forward<T: Real>(p: &Proxies<T>, margin: f64, alpha: f64) -> Result<AnchorTerms<T>> {
+    p.validate()?;
+    check_anchor_params(margin, alpha)?;
+    let (n, c, d) = (p.n, p.c, p.d);
+    let (a, dl) = (T::c(alpha), T::c(margin));
+    let um = MatRef::new(p.u, n, d);
+    let mut out = AnchorTerms { pos: vec![T::zero(); c], neg: vec![T::zero(); c], count: vec![T::zero(); c] };
+    for &y in p.labels {
+        out.count[y as usize] += T::one();
+    }
+    let groups = p.groups();
+    let mut pos_s = split_by(&mut out.pos, &groups, 1);
+    let mut neg_s = split_by(&mut out.neg, &groups, 1);
+    pos_s.par_iter_mut().zip(neg_s.par_iter_mut()).zip(groups.par_iter()).for_each(|((pos, neg), &(g0, g1))| {
+        let mut wt = vec![T::zero(); CT * d];
+        let mut inv = vec![T::zero(); CT];
+        let mut s = vec![T::zero(); CT * RB.min(n)];
+        for t0 in (g0..g1).step_by(CT) {
+            let t1 = (t0 + CT).min(g1);
+            let ct = t1 - t0;
+            p.norm_tile(t0, t1, &mut wt, &mut inv);
+            let wm = MatRef::new(&wt, ct, d);
+            // (max, sum) pairs of the "1 + Σ" log-sum-exps: the 1 is e⁰.
+            let mut pm = vec![T::zero(); ct];
+            let mut ps = vec![T::one(); ct];
+            let mut nm = vec![T::zero(); ct];
+            let mut ns = vec![T::one(); ct];
+            for r0 in (0..n).step_by(RB) {
+                let r1 = (r0 + RB).min(n);
+                let rb = r1 - r0;
+                let st = &mut s[..ct * rb];
+                gemm(T::one(), wm, um.rows_range(r0, r1).t(), T::zero(), st);
+                for (i, k) in positives_in(p.labels, r0, r1, t0, t1) {
+                    let cos = st[k * rb + i];
+                    push(&mut pm[k], &mut ps[k], -a * (cos - dl));
+                    st[k * rb + i] = T::neg_infinity();
+                }
+                for k in 0..ct {
+                    let row = &mut st[k * rb..(k + 1) * rb];
+                    affine(row, a, dl);
+                    merge_row(&mut nm[k], &mut ns[k], row);
+                }
+            }
+            for k in 0..ct {
+                pos[t0 - g0 + k] = pm[k] + ps[k].ln();
+                neg[t0 - g0 + k] = nm[k] + ns[k].ln();
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// Proxy-Anchor backward for upstream gradients `g_pos`, `g_neg` of the per-class terms and the
+/// forward's `pos`, `neg`: ∂/∂û into `gu` (n×d), ∂/∂w into `gw` (c×d), both overwritten.
+#[allow(clippy::too_many_arguments)]
+pub fn proxy_anchor_backward<T: Real>(
+    p: &Proxies<T>, margin: f64, alpha: f64, pos: &[T], neg: &[T], g_pos: &[T], g_neg: &[T], gu: &mut [T],
+    gw: &mut [T],
+) -> Result<()> {
+    p.validate()?;
+    check_anchor_params(margin, alpha)?;
+    for (name, v) in [("pos", pos), ("neg", neg), ("upstream gradient of pos", g_pos), ("upstream gradient of neg", g_neg)] {
+        if v.len() != p.c {
+            return Err(Error::Shape(format!("{name} has length {}, expected {}", v.len(), p.c)));
+        }
+        check_finite(name, v)?;
+    }
+    let (a, dl) = (T::c(alpha), T::c(margin));
+    // Class-major tiles S (ct × rb): the coefficient of row k is ∂L/∂cos_{·,c}.
+    let coef = |t0: usize, t1: usize, r0: usize, r1: usize, st: &mut [T]| {
+        let rb = r1 - r0;
+        let pc: Vec<(usize, usize, T)> =
+            positives_in(p.labels, r0, r1, t0, t1).into_iter().map(|(i, k)| (i, k, st[k * rb + i])).collect();
+        for k in 0..t1 - t0 {
+            let c = t0 + k;
+            affine_exp(&mut st[k * rb..(k + 1) * rb], a, a * dl - neg[c], g_neg[c] * a);
+        }
+        for (i, k, cos) in pc {
+            let c = t0 + k;
+            st[k * rb + i] = -g_pos[c] * a * rowops::exp1(-a * (cos - dl) - pos[c]);
+        }
+    };
+    tiles_backward(p, true, T::one(), &coef, gu, gw)
+}
+
+/// One group's Proxy-NCA partials: per-row (max, sum) of the log-sum-exp, and (row, target logit).
+type NcaPart<T> = (Vec<T>, Vec<T>, Vec<(usize, T)>);
+
+fn check_nca_scale(sigma: f64) -> Result<()> {
+    if !(sigma.is_finite() && sigma > 0.0) {
+        return Err(Error::InvalidParameter(format!("scale must be finite and > 0, got {sigma}")));
+    }
+    Ok(())
+}
+
+/// Proxy-NCA forward with logits z = σ·cos: (per_i = lse_i − z_{i,y_i} ≥ 0, lse_i).
+pub fn proxy_nca_forward<T: Real>(p: &Proxies<T>, sigma: f64) -> Result<(Vec<T>, Vec<T>)> {
+    p.validate()?;
+    check_nca_scale(sigma)?;
+    let (n, d) = (p.n, p.d);
+    let sg = T::c(sigma);
+    let um = MatRef::new(p.u, n, d);
+    let groups = p.groups();
+    // Per group: (max, sum) of each row's log-sum-exp over the group's classes, and the
+    // target logits of the rows whose class lies in the group.
+    let parts: Vec<NcaPart<T>> = groups
+        .par_iter()
+        .map(|&(g0, g1)| {
+            let mut m = vec![T::neg_infinity(); n];
+            let mut sm = vec![T::zero(); n];
+            let mut tg = Vec::new();
+            let mut wt = vec![T::zero(); CT * d];
+            let mut inv = vec![T::zero(); CT];
+            let mut s = vec![T::zero(); CT * RB.min(n)];
+            for t0 in (g0..g1).step_by(CT) {
+                let t1 = (t0 + CT).min(g1);
+                let ct = t1 - t0;
+                p.norm_tile(t0, t1, &mut wt, &mut inv);
+                let wm = MatRef::new(&wt, ct, d);
+                for r0 in (0..n).step_by(RB) {
+                    let r1 = (r0 + RB).min(n);
+                    let st = &mut s[..(r1 - r0) * ct];
+                    gemm(sg, um.rows_range(r0, r1), wm.t(), T::zero(), st);
+                    for (i, k) in positives_in(p.labels, r0, r1, t0, t1) {
+                        tg.push((r0 + i, st[i * ct + k]));
+                    }
+                    for (ii, row) in st.chunks_exact_mut(ct).enumerate() {
+                        let i = r0 + ii;
+                        if m[i] == T::neg_infinity() {
+                            let mx = rowops::max(row);
+                            sm[i] = rowops::exp_shift(row, mx);
+                            m[i] = mx;
+                        } else {
+                            merge_row(&mut m[i], &mut sm[i], row);
+                        }
+                    }
+                }
+            }
+            (m, sm, tg)
+        })
+        .collect();
+    let mut lse = vec![T::zero(); n];
+    let mut target = vec![T::zero(); n];
+    for (i, l) in lse.iter_mut().enumerate() {
+        let (mut m, mut s) = (parts[0].0[i], parts[0].1[i]);
+        for part in &parts[1..] {
+            let (m2, s2) = (part.0[i], part.1[i]);
+            let nm = if m2 > m { m2 } else { m };
+            s = s * rowops::exp1(m - nm) + s2 * rowops::exp1(m2 - nm);
+            m = nm;
+        }
+        *l = m + s.ln();
+    }
+    for part in &parts {
+        for &(i, v) in &part.2 {
+            target[i] = v;
+        }
+    }
+    let per = lse.iter().zip(&target).map(|(&l, &t)| if l > t { l - t } else { T::zero() }).collect();
+    Ok((per, lse))
+}
+
+/// Proxy-NCA backward for the upstream gradient `g` of `per` (n) and the forward's `lse`:
+/// ∂/∂û into `gu` (n×d), ∂/∂w into `gw` (c×d), both overwritten.
+pub fn proxy_nca_backward<T: Real>(p: &Proxies<T>, sigma: f64, lse: &[T], g: &[T], gu: &mut [T], gw: &mut [T]) -> Result<()> {
+    p.validate()?;
+    check_nca_scale(sigma)?;
+    for (name, v) in [("lse", lse), ("upstream gradient", g)] {
+        if v.len() != p.n {
+            return Err(Error::Shape(format!("{name} has length {}, expected {}", v.len(), p.n)));
+        }
+        check_finite(name, v)?;
+    }
+    let sg = T::c(sigma);
+    // Row-major tiles S (rb × ct) of logits σ·cos into ∂L/∂cos = g_i·σ·(softmax − [c = y_i]).
+    let coef = |t0: usize, t1: usize, r0: usize, r1: usize, st: &mut [T]| {
+        let ct = t1 - t0;
+        for (ii, row) in st.chunks_exact_mut(ct).enumerate() {
+            let i = r0 + ii;
+            affine_exp(row, T::one(), -lse[i], g[i] * sg);
+        }
+        for (i, k) in positives_in(p.labels, r0, r1, t0, t1) {
+            st[i * ct + k] -= g[r0 + i] * sg;
+        }
+    };
+    tiles_backward(p, false, sg, &coef, gu, gw)
+}
+
+/// `v` cut into the slices of the given class ranges (times `width` values per class).
+fn split_by<'v, T>(mut v: &'v mut [T], ranges: &[(usize, usize)], width: usize) -> Vec<&'v mut [T]> {
+    let mut out = Vec::with_capacity(ranges.len());
+    for &(a, b) in ranges {
+        let (head, tail) = std::mem::take(&mut v).split_at_mut((b - a) * width);
+        out.push(head);
+        v = tail;
+    }
+    out
+}
+
+/// The shared backward: per group, per class tile, per row tile: S = tile of `s_scale`·cosines
+/// (class-major ct×rb when `class_major`, else row-major rb×ct), `coef` turns it into
+/// ∂L/∂cos in place, then ∂L/∂ŵ_tile += Sᵀ-or-S · û_rows and the group's ∂L/∂û_rows += S · ŵ_tile.
+/// ∂L/∂w goes through the normalisation of each proxy; the groups' ∂L/∂û shares are summed in order.
+fn tiles_backward<T: Real, F>(p: &Proxies<T>, class_major: bool, s_scale: T, coef: &F, gu: &mut [T], gw: &mut [T]) -> Result<()>
+where
+    F: Fn(usize, usize, usize, usize, &mut [T]) + Sync,
+{
+    let (n, c, d) = (p.n, p.c, p.d);
+    check_len("grad_embeddings", gu.len(), n, d)?;
+    check_len("grad_proxies", gw.len(), c, d)?;
+    let um = MatRef::new(p.u, n, d);
+    let groups = p.groups();
+    let mut gws = split_by(&mut gw[..c * d], &groups, d);
+    let eps = T::c(NORM_EPS);
+    let parts: Vec<Vec<T>> = gws
+        .par_iter_mut()
+        .zip(groups.par_iter())
+        .map(|(gwg, &(g0, g1))| {
+            let mut gup = vec![T::zero(); n * d];
+            let mut wt = vec![T::zero(); CT * d];
+            let mut inv = vec![T::zero(); CT];
+            let mut s = vec![T::zero(); CT * RB.min(n)];
+            for t0 in (g0..g1).step_by(CT) {
+                let t1 = (t0 + CT).min(g1);
+                let ct = t1 - t0;
+                p.norm_tile(t0, t1, &mut wt, &mut inv);
+                let wm = MatRef::new(&wt, ct, d);
+                let gwt = &mut gwg[(t0 - g0) * d..(t1 - g0) * d];
+                for (rt, r0) in (0..n).step_by(RB).enumerate() {
+                    let r1 = (r0 + RB).min(n);
+                    let rb = r1 - r0;
+                    let st = &mut s[..ct * rb];
+                    let ur = um.rows_range(r0, r1);
+                    if class_major {
+                        gemm(s_scale, wm, ur.t(), T::zero(), st);
+                    } else {
+                        gemm(s_scale, ur, wm.t(), T::zero(), st);
+                    }
+                    coef(t0, t1, r0, r1, st);
+                    let sm = if class_major { MatRef::new(st, ct, rb) } else { MatRef::new(st, rb, ct).t() };
+                    // sm is ct × rb (class-major view of the coefficients).
+                    let beta = if rt == 0 { T::zero() } else { T::one() };
+                    gemm(T::one(), sm, ur, beta, gwt);
+                    gemm(T::one(), sm.t(), wm, T::one(), &mut gup[r0 * d..r1 * d]);
+                }
+                // Through ŵ = w / max(‖w‖, eps): (g − (g·ŵ)ŵ)/‖w‖, or g/eps below eps.
+                for k in 0..ct {
+                    let g = &mut gwt[k * d..(k + 1) * d];
+                    let wh = &wt[k * d..(k + 1) * d];
+                    let iv = inv[k];
+                    if T::one() / iv > eps {
+                        let gd = dot(g, wh);
+                        for (gv, &wv) in g.iter_mut().zip(wh) {
+                            *gv = (*gv - gd * wv) * iv;
+                        }
+                    } else {
+                        g.iter_mut().for_each(|gv| *gv *= iv);
+                    }
+                }
+            }
+            gup
+        })
+        .collect();
+    // ∂L/∂û: the groups' shares in group order, parallel over fixed row blocks.
+    gu[..n * d].par_chunks_mut(RB * d).enumerate().for_each(|(b, blk)| {
+        let off = b * RB * d;
+        let len = blk.len();
+        blk.copy_from_slice(&parts[0][off..off + len]);
+        for pt in &parts[1..] {
+            rowops::add(blk, &pt[off..off + len]);
+        }
+    });
+    Ok(())
+}
+
+/// The Proxy-Anchor loss from its per-class terms: Σ pos / |classes present| + Σ neg / C.
+pub fn proxy_anchor_loss<T: Real>(t: &AnchorTerms<T>) -> f64 {
+    let present = t.count.iter().filter(|&&v| v > T::zero()).count().max(1);
+    ordered_sum(t.pos.iter().map(|v| v.to_f64_())) / present as f64
+        + ordered_sum(t.neg.iter().map(|v| v.to_f64_())) / t.neg.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::losses::common::testutil::*;
+
+    fn unit(x: &[f64], n: usize, d: usize) -> Vec<f64> {
+        let mut u = x.to_vec();
+        for i in 0..n {
+            let r = &mut u[i * d..(i + 1) * d];
+            let nr = r.iter().map(|v| v * v).sum::<f64>().sqrt().max(NORM_EPS);
+            r.iter_mut().for_each(|v| *v /= nr);
+        }
+        u
+    }
+
+    fn cosines(u: &[f64], n: usize, w: &[f64], c: usize, d: usize) -> Vec<f64> {
+        let wh = unit(w, c, d);
+        let mut s = vec![0.0; n * c];
+        for i in 0..n {
+            for k in 0..c {
+                s[i * c + k] = (0..d).map(|a| u[i * d + a] * wh[k * d + a]).sum();
+            }
+        }
+        s
+    }
+
+    fn lse1(v: &[f64]) -> f64 {
+        // log(1 + Σ e^v)
+        let m = v.iter().cloned().fold(0.0, f64::max);
+        m + ((-m).exp() + v.iter().map(|x| (x - m).exp()).sum::<f64>()).ln()
+    }
+
+    fn brute_anchor(u: &[f64], n: usize, w: &[f64], c: usize, d: usize, y: &[i64], m: f64, a: f64) -> f64 {
+        let s = cosines(u, n, w, c, d);
+        let mut pos = 0.0;
+        let mut neg = 0.0;
+        let mut present = 0;
+        for k in 0..c {
+            let pv: Vec<f64> = (0..n).filter(|&i| y[i] as usize == k).map(|i| -a * (s[i * c + k] - m)).collect();
+            let nv: Vec<f64> = (0..n).filter(|&i| y[i] as usize != k).map(|i| a * (s[i * c + k] + m)).collect();
+            if !pv.is_empty() {
+                present += 1;
+            }
+            pos += lse1(&pv);
+            neg += lse1(&nv);
+        }
+        pos / present as f64 + neg / c as f64
+    }
+
+    fn brute_nca(u: &[f64], n: usize, w: &[f64], c: usize, d: usize, y: &[i64], sg: f64, g: &[f64]) -> f64 {
+        let s = cosines(u, n, w, c, d);
+        (0..n)
+            .map(|i| {
+                let z: Vec<f64> = (0..c).map(|k| sg * s[i * c + k]).collect();
+                let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                g[i] * (m + z.iter().map(|v| (v - m).exp()).sum::<f64>().ln() - z[y[i] as usize])
+            })
+            .sum()
+    }
+
+    /// Upstream gradients of the per-class terms for L = Σpos/present + Σneg/C.
+    fn anchor_up(t: &AnchorTerms<f64>) -> (Vec<f64>, Vec<f64>) {
+        let c = t.pos.len();
+        let present = t.count.iter().filter(|&&v| v > 0.0).count() as f64;
+        (vec![1.0 / present; c], vec![1.0 / c as f64; c])
+    }
+
+    #[test]
+    fn anchor_matches_brute_force_and_finite_differences() {
+        let mut rng = Rng(3);
+        // (n, c, d): several class tiles and groups, several row tiles, one class, absent classes.
+        for &(n, c, d) in &[(7usize, 5usize, 3usize), (300, 9, 4), (20, 600, 3), (5, 1, 2)] {
+            let x = rng.normal_vec(n * d);
+            let u = unit(&x, n, d);
+            let w = rng.normal_vec(c * d);
+            let y = rng.labels(n, c.min(4) as u64);
+            let p = Proxies { u: &u, n, w: &w, c, d, labels: &y };
+            let t = proxy_anchor_forward(&p, 0.1, 8.0).unwrap();
+            let v = proxy_anchor_loss(&t);
+            let want = brute_anchor(&u, n, &w, c, d, &y, 0.1, 8.0);
+            assert!((v - want).abs() < 1e-10 * (1.0 + want.abs()), "{v} vs {want}");
+            let (gp, gn) = anchor_up(&t);
+            let (mut gu, mut gw) = (vec![0.0; n * d], vec![0.0; c * d]);
+            proxy_anchor_backward(&p, 0.1, 8.0, &t.pos, &t.neg, &gp, &gn, &mut gu, &mut gw).unwrap();
+            if n * d <= 60 {
+                assert_close(&gu, &fd_grad(&u, &|uu| brute_anchor(uu, n, &w, c, d, &y, 0.1, 8.0)), 1e-5);
+            } else {
+                let v = rng.normal_vec(n * d);
+                assert_dir(&gu, &u, &v, &|uu| brute_anchor(uu, n, &w, c, d, &y, 0.1, 8.0), 1e-5);
+            }
+            if c * d <= 60 {
+                assert_close(&gw, &fd_grad(&w, &|ww| brute_anchor(&u, n, ww, c, d, &y, 0.1, 8.0)), 1e-5);
+            } else {
+                let v = rng.normal_vec(c * d);
+                assert_dir(&gw, &w, &v, &|ww| brute_anchor(&u, n, ww, c, d, &y, 0.1, 8.0), 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn nca_matches_brute_force_and_finite_differences() {
+        let mut rng = Rng(5);
+        for &(n, c, d) in &[(7usize, 5usize, 3usize), (300, 9, 4), (20, 600, 3), (5, 1, 2)] {
+            let x = rng.normal_vec(n * d);
+            let u = unit(&x, n, d);
+            let w = rng.normal_vec(c * d);
+            let y = rng.labels(n, c as u64);
+            let g: Vec<f64> = (0..n).map(|i| 0.5 + (i % 3) as f64 * 0.25).collect();
+            let p = Proxies { u: &u, n, w: &w, c, d, labels: &y };
+            let (per, lse) = proxy_nca_forward(&p, 3.0).unwrap();
+            let v: f64 = per.iter().zip(&g).map(|(a, b)| a * b).sum();
+            let want = brute_nca(&u, n, &w, c, d, &y, 3.0, &g);
+            assert!((v - want).abs() < 1e-10 * (1.0 + want.abs()), "{v} vs {want}");
+            let (mut gu, mut gw) = (vec![0.0; n * d], vec![0.0; c * d]);
+            proxy_nca_backward(&p, 3.0, &lse, &g, &mut gu, &mut gw).unwrap();
+            let fu = |uu: &[f64]| brute_nca(uu, n, &w, c, d, &y, 3.0, &g);
+            let fw = |ww: &[f64]| brute_nca(&u, n, ww, c, d, &y, 3.0, &g);
+            let v = rng.normal_vec(n * d);
+            assert_dir(&gu, &u, &v, &fu, 1e-5);
+            let v = rng.normal_vec(c * d);
+            assert_dir(&gw, &w, &v, &fw, 1e-5);
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let (n, c, d) = (300usize, 5000usize, 8usize);
+        let mut rng = Rng(11);
+        let x = rng.normal_vec(n * d);
+        let u: Vec<f32> = unit(&x, n, d).iter().map(|&v| v as f32).collect();
+        let w: Vec<f32> = rng.normal_vec(c * d).iter().map(|&v| v as f32).collect();
+        let y = rng.labels(n, c as u64);
+        let p = Proxies { u: &u, n, w: &w, c, d, labels: &y };
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let t = proxy_anchor_forward(&p, 0.1, 32.0).unwrap();
+                let gp = vec![0.5f32; c];
+                let gn = vec![0.25f32; c];
+                let (mut gu, mut gw) = (vec![0.0f32; n * d], vec![0.0f32; c * d]);
+                proxy_anchor_backward(&p, 0.1, 32.0, &t.pos, &t.neg, &gp, &gn, &mut gu, &mut gw).unwrap();
+                let (per, lse) = proxy_nca_forward(&p, 16.0).unwrap();
+                let g = vec![1.0f32; n];
+                let (mut hu, mut hw) = (vec![0.0f32; n * d], vec![0.0f32; c * d]);
+                proxy_nca_backward(&p, 16.0, &lse, &g, &mut hu, &mut hw).unwrap();
+                t.pos.iter().chain(&t.neg).chain(&gu).chain(&gw).chain(&per).chain(&lse).chain(&hu).chain(&hw)
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(3));
+    }
+
+    #[test]
+    fn labels_outside_the_classes_are_an_error() {
+        let u = vec![1.0f64, 0.0, 0.0, 1.0];
+        let w = vec![1.0f64, 0.0, 0.0, 1.0];
+        for bad in [[0i64, 2], [-1, 0]] {
+            let p = Proxies { u: &u, n: 2, w: &w, c: 2, d: 2, labels: &bad };
+            assert!(matches!(proxy_anchor_forward(&p, 0.1, 32.0), Err(Error::InvalidInput(_))));
+            assert!(matches!(proxy_nca_forward(&p, 1.0), Err(Error::InvalidInput(_))));
+        }
+    }
+
+    #[test]
+    fn huge_scales_stay_finite() {
+        let mut rng = Rng(2);
+        let (n, c, d) = (40usize, 30usize, 4usize);
+        let x = rng.normal_vec(n * d);
+        let u: Vec<f32> = unit(&x, n, d).iter().map(|&v| v as f32).collect();
+        let w: Vec<f32> = rng.normal_vec(c * d).iter().map(|&v| v as f32).collect();
+        let y = rng.labels(n, c as u64);
+        let p = Proxies { u: &u, n, w: &w, c, d, labels: &y };
+        let t = proxy_anchor_forward(&p, 0.1, 1e4).unwrap();
+        assert!(t.pos.iter().chain(&t.neg).all(|v| v.is_finite()));
+        let (mut gu, mut gw) = (vec![0.0f32; n * d], vec![0.0f32; c * d]);
+        proxy_anchor_backward(&p, 0.1, 1e4, &t.pos, &t.neg, &vec![1.0; c], &vec![1.0; c], &mut gu, &mut gw).unwrap();
+        assert!(gu.iter().chain(&gw).all(|v| v.is_finite()));
+        let (per, lse) = proxy_nca_forward(&p, 1e4).unwrap();
+        assert!(per.iter().all(|v| v.is_finite() && *v >= 0.0));
+        proxy_nca_backward(&p, 1e4, &lse, &vec![1.0; n], &mut gu, &mut gw).unwrap();
+        assert!(gu.iter().chain(&gw).all(|v| v.is_finite()));
+    }
+}
