@@ -2,6 +2,7 @@
 
 * :mod:`.pairs` — pair and triplet losses: contrastive, triplet margin, lifted structured, multi-similarity, circle;
 * :mod:`.softmax` — softmax cross-entropy over dot products: N-pair, NT-Xent (SimCLR), InfoNCE (MoCo);
+* :mod:`.distillation` — SimSiam/BYOL negative cosine, DINO, :func:`ema_update` for EMA teachers;
 * :mod:`.mining` — the miners (also ``reprkit.miners``); :mod:`.memory` — :class:`MemoryBank`.
 
 Each family module holds its formulas (docstrings), its functions (also in
@@ -12,6 +13,7 @@ pure-torch :mod:`reprkit.reference`. A new family is a new module here, its
 reference in ``reprkit/reference/``, and its kernels in ``rust/src/losses/``.
 """
 
+from .distillation import DINOLoss, NegativeCosineLoss, ema_update
 from .memory import MemoryBank
 from .pairs import CircleLoss, ContrastiveLoss, LiftedStructureLoss, MultiSimilarityLoss, TripletMarginLoss
 from .softmax import InfoNCELoss, NPairLoss, NTXentLoss
@@ -26,4 +28,7 @@ __all__ = [
     "NTXentLoss",
     "InfoNCELoss",
     "MemoryBank",
+    "NegativeCosineLoss",
+    "DINOLoss",
+    "ema_update",
 ]

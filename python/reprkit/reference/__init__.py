@@ -18,6 +18,7 @@ from .mining import (
     mine_triplet_margin,
 )
 from .pairs import circle_loss, contrastive_loss, lifted_structure_loss, multi_similarity_loss, triplet_margin_loss
+from .distillation import dino_loss, dino_loss_chunked, negative_cosine_loss, symmetric_negative_cosine_loss
 from .softmax import infonce_loss, npair_loss, ntxent_loss
 
 __all__ = [
@@ -37,5 +38,9 @@ __all__ = [
     "distance_weighted_weights",
     "multi_similarity_loss",
     "circle_loss",
+    "negative_cosine_loss",
+    "symmetric_negative_cosine_loss",
+    "dino_loss",
+    "dino_loss_chunked",
     "losses",
 ]

@@ -16,4 +16,5 @@ from .pairs import (  # noqa: F401
     multi_similarity_loss,
     triplet_margin_loss,
 )
+from .distillation import dino_loss, dino_loss_chunked, negative_cosine_loss, symmetric_negative_cosine_loss  # noqa: F401
 from .softmax import infonce_loss, npair_loss, ntxent_loss  # noqa: F401
