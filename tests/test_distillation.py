@@ -322,7 +322,8 @@ def test_negative_cosine_matches_lightly_and_stops_gradient():
     torch.testing.assert_close(torch.autograd.grad(both, z2)[0], torch.autograd.grad(theirs(p1, z2), z2)[0])
     assert torch.autograd.gradcheck(lambda a: Fn.negative_cosine_loss(a, z1.detach()), (p1,))
     # loop reference
-    loop = -sum(float(p1[i].detach() @ z2[i].detach() / (p1[i].norm() * z2[i].norm())) for i in range(7)) / 7
+    a, b = p1.detach(), z2.detach()
+    loop = -sum(float(a[i] @ b[i] / (a[i].norm() * b[i].norm())) for i in range(7)) / 7
     assert float(got) == pytest.approx(loop, rel=1e-12)
 
 

@@ -244,19 +244,17 @@ crate::simd::multiversion! {
             for s in 0..ns {
                 let xs = &cfg.student[s][b * k + c0..b * k + c1];
                 let o = &mut out[s][c0..c1];
-                for (ov, &x) in o.iter_mut().zip(xs) {
-                    *ov = x * is;
-                }
-                rowops::exp_shift(o, st.student_lse[s * nb + b]);
+                let lse = st.student_lse[s * nb + b];
                 let ws = T::c((nt - usize::from(s < nt)) as f64);
+                // One plain loop per case (the exponential vectorises outside lane-structured loops).
                 if s < nt {
                     let p = &ps[s * TILE..s * TILE + w];
-                    for ((ov, &pv), &sv) in o.iter_mut().zip(p).zip(sum.iter()) {
-                        *ov = (ws * *ov - (sv - pv)) * coef;
+                    for (((ov, &x), &pv), &sv) in o.iter_mut().zip(xs).zip(p).zip(sum.iter()) {
+                        *ov = (ws * rowops::exp1(x * is - lse) - (sv - pv)) * coef;
                     }
                 } else {
-                    for (ov, &sv) in o.iter_mut().zip(sum.iter()) {
-                        *ov = (ws * *ov - sv) * coef;
+                    for ((ov, &x), &sv) in o.iter_mut().zip(xs).zip(sum.iter()) {
+                        *ov = (ws * rowops::exp1(x * is - lse) - sv) * coef;
                     }
                 }
             }
