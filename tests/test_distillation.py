@@ -324,7 +324,7 @@ def test_negative_cosine_matches_lightly_and_stops_gradient():
     # loop reference
     a, b = p1.detach(), z2.detach()
     loop = -sum(float(a[i] @ b[i] / (a[i].norm() * b[i].norm())) for i in range(7)) / 7
-    assert float(got) == pytest.approx(loop, rel=1e-12)
+    assert float(got.detach()) == pytest.approx(loop, rel=1e-12)
 
 
 def test_negative_cosine_half_precision_and_errors():
