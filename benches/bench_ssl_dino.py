@@ -73,7 +73,7 @@ def run_one(impl: str, b: int, nt: int, ns: int, k: int, repeat: int, threads: i
 
     torch.set_num_threads(threads)
     # prime imports, operator registration and thread pools on a tiny case before the memory baseline
-    _, ps, pf = make_case(impl, 2, nt, ns, 8)
+    _, _, pf = make_case(impl, 2, nt, ns, 8)
     pf().backward()
     teacher, student, fn = make_case(impl, b, nt, ns, k)
 
@@ -133,7 +133,7 @@ def main() -> None:
             res[impl] = {"skip": f"> {args.timeout} s"}
         print(impl, json.dumps(res[impl]), flush=True)
     r = res.get("reprkit", {})
-    print(f"\n| impl | fwd+bwd s | extra peak MB | time / reprkit | loss (first call) |")
+    print("\n| impl | fwd+bwd s | extra peak MB | time / reprkit | loss (first call) |")
     print("|---|---:|---:|---:|---:|")
     for impl in args.impls:
         q = res[impl]

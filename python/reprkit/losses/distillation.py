@@ -36,7 +36,7 @@ and the student log-softmax (≈1.7 GB in float32) on top of the inputs. Other d
 
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from .. import _core, _ops
 from .._ops import Tensor, torch
