@@ -67,7 +67,7 @@ _LAZY = {
     "pca": "manifold.pca",
     "memory": "losses.memory",
 }
-_LAZY_ATTRS = {"MemoryBank": "losses.memory"}
+_LAZY_ATTRS = {"MemoryBank": "losses.memory", "ema_update": "losses.distillation"}
 
 
 def __getattr__(name: str):  # PEP 562: torch-backed submodules load on first use

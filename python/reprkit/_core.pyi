@@ -1,6 +1,6 @@
 """Type stubs of the compiled module reprkit._core (thin bindings over the Rust kernels)."""
 
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -196,6 +196,27 @@ def xent_loss_fused(
     tail: int,
     n_threads: int,
 ) -> Tuple[float, npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]: ...
+# --- DINO (rust/py/src/distillation.rs): views are lists of C-contiguous (B, K) arrays of one dtype, center (K,);
+# forward returns (loss, teacher lse (T*B,), student lse (S*B,)); backward returns the S student gradients.
+def dino_loss(
+    teacher: List[npt.NDArray[np.floating]],
+    student: List[npt.NDArray[np.floating]],
+    center: npt.NDArray[np.floating],
+    teacher_temp: float,
+    student_temp: float,
+    n_threads: int,
+) -> Tuple[float, npt.NDArray[np.floating], npt.NDArray[np.floating]]: ...
+def dino_loss_backward(
+    teacher: List[npt.NDArray[np.floating]],
+    student: List[npt.NDArray[np.floating]],
+    center: npt.NDArray[np.floating],
+    teacher_lse: npt.NDArray[np.floating],
+    student_lse: npt.NDArray[np.floating],
+    teacher_temp: float,
+    student_temp: float,
+    g: float,
+    n_threads: int,
+) -> List[npt.NDArray[np.floating]]: ...
 # --- miners and per-anchor pair-similarity losses (rust/py/src/pairs.rs). metric: "euclidean" | "sqeuclidean" |
 # "cosine" (1 - cos on unit rows); ref_x/ref_labels None = the batch itself; index outputs are int64, (anchor, ...)
 # rows ordered by anchor then reference index; losses take unit rows (cosine similarity = x·r) and return per-anchor

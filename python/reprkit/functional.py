@@ -24,6 +24,7 @@ from .losses.margin import (  # noqa: F401
     subcenter_arcface_loss,
 )
 from .losses.proxies import proxy_anchor_loss, proxy_nca_loss  # noqa: F401
+from .losses.distillation import dino_loss, negative_cosine_loss, symmetric_negative_cosine_loss  # noqa: F401
 from .losses.softmax import infonce_loss, npair_loss, ntxent_loss
 
 __all__ = [
@@ -43,4 +44,7 @@ __all__ = [
     "adaptive_margins",
     "proxy_anchor_loss",
     "proxy_nca_loss",
+    "negative_cosine_loss",
+    "symmetric_negative_cosine_loss",
+    "dino_loss",
 ]

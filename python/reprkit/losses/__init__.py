@@ -4,6 +4,7 @@
 * :mod:`.softmax` — softmax cross-entropy over dot products: N-pair, NT-Xent (SimCLR), InfoNCE (MoCo);
 * :mod:`.margin` — margin-softmax with class weights: normalised softmax, CosFace, ArcFace, sub-center ArcFace, center loss;
 * :mod:`.proxies` — learnable class proxies: Proxy-Anchor, Proxy-NCA;
+* :mod:`.distillation` — SimSiam/BYOL negative cosine, DINO, :func:`ema_update` for EMA teachers;
 * :mod:`.mining` — the miners (also ``reprkit.miners``); :mod:`.memory` — :class:`MemoryBank`.
 
 Each family module holds its formulas (docstrings), its functions (also in
@@ -15,6 +16,7 @@ reference in ``reprkit/reference/``, and its kernels in ``rust/src/losses/``.
 """
 
 from .margin import ArcFaceLoss, CenterLoss, CosFaceLoss, NormalizedSoftmaxLoss, SubCenterArcFaceLoss, adaptive_margins
+from .distillation import DINOLoss, NegativeCosineLoss, ema_update
 from .memory import MemoryBank
 from .pairs import CircleLoss, ContrastiveLoss, LiftedStructureLoss, MultiSimilarityLoss, TripletMarginLoss
 from .proxies import ProxyAnchorLoss, ProxyNCALoss
@@ -38,4 +40,7 @@ __all__ = [
     "adaptive_margins",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
+    "NegativeCosineLoss",
+    "DINOLoss",
+    "ema_update",
 ]

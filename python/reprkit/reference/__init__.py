@@ -20,6 +20,7 @@ from .mining import (
 )
 from .pairs import circle_loss, contrastive_loss, lifted_structure_loss, multi_similarity_loss, triplet_margin_loss
 from .proxies import proxy_anchor_loss, proxy_nca_loss
+from .distillation import dino_loss, dino_loss_chunked, negative_cosine_loss, symmetric_negative_cosine_loss
 from .softmax import infonce_loss, npair_loss, ntxent_loss
 
 __all__ = [
@@ -41,6 +42,10 @@ __all__ = [
     "circle_loss",
     "proxy_anchor_loss",
     "proxy_nca_loss",
+    "negative_cosine_loss",
+    "symmetric_negative_cosine_loss",
+    "dino_loss",
+    "dino_loss_chunked",
     "losses",
     "normalized_softmax_loss",
     "cosface_loss",

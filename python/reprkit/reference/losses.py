@@ -24,4 +24,5 @@ from .pairs import (  # noqa: F401
     triplet_margin_loss,
 )
 from .proxies import proxy_anchor_loss, proxy_nca_loss  # noqa: F401
+from .distillation import dino_loss, dino_loss_chunked, negative_cosine_loss, symmetric_negative_cosine_loss  # noqa: F401
 from .softmax import infonce_loss, npair_loss, ntxent_loss  # noqa: F401

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 
 mod arrays;
 mod distances;
+mod distillation;
 mod held;
 mod losses;
 mod margin;
@@ -24,6 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     runtime::register(m)?;
     distances::register(m)?;
+    distillation::register(m)?;
     losses::register(m)?;
     margin::register(m)?;
     pairs::register(m)?;

@@ -11,6 +11,7 @@
 pub mod circle;
 pub mod common;
 pub mod contrastive;
+pub mod dino;
 pub mod lifted;
 pub mod margin;
 pub mod miners;
@@ -24,6 +25,7 @@ mod xent_sym;
 
 pub use circle::{circle_backward, circle_forward, circle_pairs_backward, circle_pairs_forward, Circle};
 pub use common::{Batch, Metric, Rows};
+pub use dino::{dino_backward, dino_forward, Dino, DinoState};
 pub use contrastive::{contrastive_backward, contrastive_forward, pair_tuple_backward, pair_tuple_forward};
 pub use lifted::{lifted_backward, lifted_forward, LiftedState};
 pub use margin::{margin_backward, margin_forward, Kind as MarginKind, MarginSoftmax, MarginState};
