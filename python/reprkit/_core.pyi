@@ -437,3 +437,11 @@ class TsneOptimizer:
     def gradient(
         self, y: npt.NDArray[np.float64], exaggeration: float, n_threads: int
     ) -> Tuple[npt.NDArray[np.float64], float]: ...
+
+# --- SupCon and uniformity (rust/py/src/supcon.rs): loss and, with need_grad, its unit-upstream gradient
+def supcon_loss(
+    z: npt.NDArray[np.floating], scale: float, groups: npt.NDArray[np.int64], need_grad: bool, n_threads: int
+) -> Tuple[float, Optional[npt.NDArray[np.floating]]]: ...
+def uniformity_loss(
+    x: npt.NDArray[np.floating], t: float, need_grad: bool, n_threads: int
+) -> Tuple[float, Optional[npt.NDArray[np.floating]]]: ...

@@ -15,7 +15,8 @@ from .losses.pairs import (  # noqa: F401
     pairs_to_triplets,
     triplet_margin_loss,
 )
-from .losses.softmax import infonce_loss, npair_loss, ntxent_loss
+from .losses.hypersphere import alignment_loss, hypersphere_loss, uniformity_loss
+from .losses.softmax import infonce_loss, npair_loss, ntxent_loss, supcon_loss
 
 __all__ = [
     "contrastive_loss",
@@ -26,4 +27,8 @@ __all__ = [
     "npair_loss",
     "ntxent_loss",
     "infonce_loss",
+    "supcon_loss",
+    "alignment_loss",
+    "uniformity_loss",
+    "hypersphere_loss",
 ]

@@ -1,7 +1,8 @@
 """Metric-learning and contrastive losses, one module per family.
 
 * :mod:`.pairs` — pair and triplet losses: contrastive, triplet margin, lifted structured, multi-similarity, circle;
-* :mod:`.softmax` — softmax cross-entropy over dot products: N-pair, NT-Xent (SimCLR), InfoNCE (MoCo);
+* :mod:`.softmax` — softmax cross-entropy over dot products: N-pair, NT-Xent (SimCLR), InfoNCE (MoCo), SupCon;
+* :mod:`.hypersphere` — alignment and uniformity (Wang & Isola 2020);
 * :mod:`.mining` — the miners (also ``reprkit.miners``); :mod:`.memory` — :class:`MemoryBank`.
 
 Each family module holds its formulas (docstrings), its functions (also in
@@ -12,9 +13,10 @@ pure-torch :mod:`reprkit.reference`. A new family is a new module here, its
 reference in ``reprkit/reference/``, and its kernels in ``rust/src/losses/``.
 """
 
+from .hypersphere import HypersphereLoss
 from .memory import MemoryBank
 from .pairs import CircleLoss, ContrastiveLoss, LiftedStructureLoss, MultiSimilarityLoss, TripletMarginLoss
-from .softmax import InfoNCELoss, NPairLoss, NTXentLoss
+from .softmax import InfoNCELoss, NPairLoss, NTXentLoss, SupConLoss
 
 __all__ = [
     "ContrastiveLoss",
@@ -25,5 +27,7 @@ __all__ = [
     "NPairLoss",
     "NTXentLoss",
     "InfoNCELoss",
+    "SupConLoss",
+    "HypersphereLoss",
     "MemoryBank",
 ]

@@ -18,7 +18,8 @@ from .mining import (
     mine_triplet_margin,
 )
 from .pairs import circle_loss, contrastive_loss, lifted_structure_loss, multi_similarity_loss, triplet_margin_loss
-from .softmax import infonce_loss, npair_loss, ntxent_loss
+from .hypersphere import alignment_loss, hypersphere_loss, uniformity_loss
+from .softmax import infonce_loss, npair_loss, ntxent_loss, supcon_loss
 
 __all__ = [
     "pairwise_distances",
@@ -28,6 +29,10 @@ __all__ = [
     "npair_loss",
     "ntxent_loss",
     "infonce_loss",
+    "supcon_loss",
+    "alignment_loss",
+    "uniformity_loss",
+    "hypersphere_loss",
     "mine_batch_hard",
     "mine_batch_all",
     "mine_semi_hard",

@@ -16,4 +16,5 @@ from .pairs import (  # noqa: F401
     multi_similarity_loss,
     triplet_margin_loss,
 )
-from .softmax import infonce_loss, npair_loss, ntxent_loss  # noqa: F401
+from .hypersphere import alignment_loss, hypersphere_loss, uniformity_loss  # noqa: F401
+from .softmax import infonce_loss, npair_loss, ntxent_loss, supcon_loss  # noqa: F401

@@ -15,6 +15,7 @@ mod losses;
 mod pairs;
 mod runtime;
 mod spectral;
+mod supcon;
 mod tsne;
 
 #[pymodule]
@@ -25,6 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     losses::register(m)?;
     pairs::register(m)?;
     spectral::register(m)?;
+    supcon::register(m)?;
     tsne::register(m)?;
     Ok(())
 }
