@@ -92,7 +92,7 @@ impl<'a, T: Real> SupCon<'a, T> {
 
 /// Rows with at least one positive.
 fn n_active(g: &Groups) -> usize {
-    g.size.iter().filter(|&&s| s > 1).map(|&s| s).sum()
+    g.size.iter().filter(|&&s| s > 1).sum()
 }
 
 /// The loss and the per-row log-sum-exp over the non-self columns (empty when
@@ -111,7 +111,7 @@ pub fn supcon_forward<T: Real>(p: &SupCon<T>) -> Result<(f64, Vec<T>)> {
 fn loss_of<T: Real>(p: &SupCon<T>, g: &Groups, lse: &[T], a: usize) -> f64 {
     let d = p.d;
     let mut tot = 0.0f64;
-    for i in 0..p.n {
+    for (i, &l) in lse.iter().enumerate() {
         let c = g.of[i];
         let cnt = g.size[c] - 1;
         if cnt == 0 {
@@ -127,7 +127,7 @@ fn loss_of<T: Real>(p: &SupCon<T>, g: &Groups, lse: &[T], a: usize) -> f64 {
         }
         let mean_pos = p.scale * (dot - sq) / cnt as f64;
         // lse_i ≥ mean_pos + ln|P(i)| ≥ mean_pos; the two sides round differently.
-        tot += (lse[i].to_f64_() - mean_pos).max(0.0);
+        tot += (l.to_f64_() - mean_pos).max(0.0);
     }
     tot / a as f64
 }
