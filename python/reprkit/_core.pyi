@@ -517,3 +517,11 @@ def margin_loss(
 ) -> Any:
     """kind "linear" | "normalized" | "cosface" | "arcface"; lse None -> (loss, lse (n,)); else (grad_z, grad_w) for upstream g."""
     ...
+
+# --- SupCon and uniformity (rust/py/src/supcon.rs): loss and, with need_grad, its unit-upstream gradient
+def supcon_loss(
+    z: npt.NDArray[np.floating], scale: float, groups: npt.NDArray[np.int64], need_grad: bool, n_threads: int
+) -> Tuple[float, Optional[npt.NDArray[np.floating]]]: ...
+def uniformity_loss(
+    x: npt.NDArray[np.floating], t: float, need_grad: bool, n_threads: int
+) -> Tuple[float, Optional[npt.NDArray[np.floating]]]: ...

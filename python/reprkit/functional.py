@@ -26,6 +26,8 @@ from .losses.margin import (  # noqa: F401
 from .losses.proxies import proxy_anchor_loss, proxy_nca_loss  # noqa: F401
 from .losses.distillation import dino_loss, negative_cosine_loss, symmetric_negative_cosine_loss  # noqa: F401
 from .losses.softmax import infonce_loss, npair_loss, ntxent_loss
+from .losses.hypersphere import alignment_loss, hypersphere_loss, uniformity_loss
+from .losses.softmax import infonce_loss, npair_loss, ntxent_loss, supcon_loss
 
 __all__ = [
     "contrastive_loss",
@@ -47,4 +49,8 @@ __all__ = [
     "negative_cosine_loss",
     "symmetric_negative_cosine_loss",
     "dino_loss",
+    "supcon_loss",
+    "alignment_loss",
+    "uniformity_loss",
+    "hypersphere_loss",
 ]

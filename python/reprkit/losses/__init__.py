@@ -5,6 +5,8 @@
 * :mod:`.margin` — margin-softmax with class weights: normalised softmax, CosFace, ArcFace, sub-center ArcFace, center loss;
 * :mod:`.proxies` — learnable class proxies: Proxy-Anchor, Proxy-NCA;
 * :mod:`.distillation` — SimSiam/BYOL negative cosine, DINO, :func:`ema_update` for EMA teachers;
+* :mod:`.softmax` — softmax cross-entropy over dot products: N-pair, NT-Xent (SimCLR), InfoNCE (MoCo), SupCon;
+* :mod:`.hypersphere` — alignment and uniformity (Wang & Isola 2020);
 * :mod:`.mining` — the miners (also ``reprkit.miners``); :mod:`.memory` — :class:`MemoryBank`.
 
 Each family module holds its formulas (docstrings), its functions (also in
@@ -21,6 +23,10 @@ from .memory import MemoryBank
 from .pairs import CircleLoss, ContrastiveLoss, LiftedStructureLoss, MultiSimilarityLoss, TripletMarginLoss
 from .proxies import ProxyAnchorLoss, ProxyNCALoss
 from .softmax import InfoNCELoss, NPairLoss, NTXentLoss
+from .hypersphere import HypersphereLoss
+from .memory import MemoryBank
+from .pairs import CircleLoss, ContrastiveLoss, LiftedStructureLoss, MultiSimilarityLoss, TripletMarginLoss
+from .softmax import InfoNCELoss, NPairLoss, NTXentLoss, SupConLoss
 
 __all__ = [
     "ContrastiveLoss",
@@ -31,6 +37,8 @@ __all__ = [
     "NPairLoss",
     "NTXentLoss",
     "InfoNCELoss",
+    "SupConLoss",
+    "HypersphereLoss",
     "MemoryBank",
     "NormalizedSoftmaxLoss",
     "CosFaceLoss",

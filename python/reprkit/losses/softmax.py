@@ -1,4 +1,4 @@
-"""Softmax-type losses: N-pair, NT-Xent (SimCLR), InfoNCE (MoCo).
+"""Softmax-type losses: N-pair, NT-Xent (SimCLR), InfoNCE (MoCo), supervised contrastive (SupCon).
 
 Each is a mean over rows of a softmax cross-entropy over scaled dot products.
 CPU tensors run one fused Rust kernel (forward and gradient from the same
@@ -15,7 +15,16 @@ from . import _inputs as V
 
 F = torch.nn.functional
 
-__all__ = ["npair_loss", "ntxent_loss", "infonce_loss", "NPairLoss", "NTXentLoss", "InfoNCELoss"]
+__all__ = [
+    "npair_loss",
+    "ntxent_loss",
+    "infonce_loss",
+    "supcon_loss",
+    "NPairLoss",
+    "NTXentLoss",
+    "InfoNCELoss",
+    "SupConLoss",
+]
 
 
 def _on_cpu(t: Any) -> bool:
@@ -198,6 +207,140 @@ class InfoNCELoss(torch.nn.Module):
 
     def forward(self, query: Any, positive_key: Any, negative_keys: Any = None) -> Any:
         return infonce_loss(query, positive_key, negative_keys, self.temperature, n_jobs=self.n_jobs)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+# ----------------------------------------------------------------------------- SupCon (Khosla et al. 2020)
+
+
+def _use_rust(t: Any) -> bool:
+    """CPU tensors run the Rust kernel; other devices the chunked torch path (tests patch this)."""
+    return _on_cpu(t)
+
+
+def _supcon_fake(z, scale, groups, need_grad, n_threads):
+    return z.new_empty(()), torch.empty_like(z) if need_grad else _ops.empty_like_rows(z)
+
+
+@_ops.op("supcon", _supcon_fake)
+def _supcon(z: Tensor, scale: float, groups: Tensor, need_grad: bool, n_threads: int) -> Tuple[Tensor, Tensor]:
+    """(loss, ∂loss/∂z) of SupCon on unit rows z (the gradient only with ``need_grad``, else empty)."""
+    loss, g = _core.supcon_loss(_ops.np_(z), scale, _ops.np_(groups), need_grad, kernel_threads(n_threads))
+    return torch.tensor(loss, dtype=z.dtype), _ops.t_(g) if need_grad else _ops.empty_like_rows(z)
+
+
+def _supcon_backward_fake(g, gz, z):
+    return torch.empty_like(gz)
+
+
+@_ops.backward_op("supcon_backward", "SupConLoss", _supcon_backward_fake)
+def _supcon_backward(g: Tensor, gz: Tensor, z: Tensor) -> Tensor:
+    """The forward's gradient times the upstream scalar ``g`` (z: for the double-backward refusal)."""
+    return gz * g
+
+
+class _SupCon(torch.autograd.Function):
+    @staticmethod
+    def forward(z: Any, scale: float, groups: Any, need_grad: bool, n_threads: int) -> Any:  # type: ignore[override]
+        return _supcon(z, scale, groups, need_grad, n_threads)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        ctx.save_for_backward(output[1], inputs[0])
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def backward(ctx: Any, g: Any, _gz: Any) -> Any:  # type: ignore[override]
+        gz, z = ctx.saved_tensors
+        tz = _supcon_backward(*_ops.detached(g, gz, z))
+        return _ops.refuse_double_backward("SupConLoss", (tz,), (z,)) + (None,) * 4
+
+    vmap = _ops.no_vmap("SupConLoss (supcon_loss)")
+
+
+def _supcon_inputs(embeddings: Any, labels: Any) -> Tuple[Any, Any]:
+    """Validated (rows, group ids) from (B, d) + labels or (B, V, d) [+ labels]."""
+    from ..errors import InvalidParameterError, ShapeError
+    from ..reference.softmax import supcon_rows
+
+    if isinstance(embeddings, torch.Tensor) and embeddings.dim() == 3:
+        b, v, d = embeddings.shape
+        if b == 0 or v == 0 or d == 0:
+            raise ShapeError(f"features must be non-empty (batch, n_views, dim), got shape {tuple(embeddings.shape)}")
+        rows = V.check_embeddings(embeddings.reshape(b * v, d), "features")
+        lab = None if labels is None else V.check_labels(labels, b, embeddings.device)
+        rows, groups = supcon_rows(rows.reshape(b, v, d), lab)
+        return rows, groups
+    if isinstance(embeddings, torch.Tensor) and embeddings.dim() not in (2, 3):
+        raise ShapeError(
+            f"embeddings must be (batch, dim) with labels or (batch, n_views, dim) features, got shape {tuple(embeddings.shape)}"
+        )
+    z = V.check_embeddings(embeddings, "embeddings")
+    if labels is None:
+        raise InvalidParameterError(
+            "supcon_loss: (batch, dim) embeddings need labels; pass (batch, n_views, dim) features for the "
+            "unsupervised form (the views of a sample are its positives)"
+        )
+    return z, V.check_labels(labels, z.shape[0], z.device)
+
+
+def supcon_loss(embeddings: Any, labels: Optional[Any] = None, temperature: float = 0.1, *, n_jobs: Optional[int] = None) -> Any:
+    """Supervised contrastive loss (Khosla et al. 2020, "Supervised Contrastive Learning", L_out).
+
+    On the unit rows u = normalise(z), s_ij = u_i·u_j / τ, P(i) = the other rows
+    with i's label (its positives), A = the rows with P(i) ≠ ∅:
+
+    L = 1/|A| Σ_{i∈A} [ log Σ_{j≠i} e^{s_ij} − 1/|P(i)| Σ_{p∈P(i)} s_ip ]
+
+    Inputs, as pytorch-metric-learning's ``SupConLoss`` and the authors' code take them:
+
+    * ``embeddings`` (B, d) with ``labels`` (B,): several positives per anchor;
+    * ``features`` (B, V, d), V views per sample, rows taken view-major
+      (``cat(unbind(features, 1))``, the authors' order); with ``labels`` (B,)
+      the positives are the same-label rows of every view, without labels the
+      other views of the same sample — two views give SimCLR's NT-Xent exactly.
+
+    Conventions: rows without a positive are left out of the mean (PML's
+    ``AvgNonZeroReducer``); when no row has one (B = 1, all labels distinct)
+    the loss is 0 with a zero gradient. The authors' code scales by
+    τ/base_temperature (1 when base_temperature = τ) and counts rows without
+    positives as 0 in the mean; PML returns 0 when the batch has no negative
+    pair (one class), where this loss keeps the value of the formula.
+    Half-precision inputs are computed in float32.
+
+    CPU tensors run the Rust kernel (the masked B×B softmax in upper-triangle
+    blocks: an online log-sum-exp over the non-self columns, then one
+    recomputing pass for the gradient; the positives' sum from per-label row
+    sums, O(B·d); nothing B×B is kept). Other devices run
+    :func:`reprkit.reference.softmax.supcon_loss_chunked` (row chunks, a
+    recomputing backward: memory linear in B).
+    """
+    z, groups = _supcon_inputs(embeddings, labels)
+    t = V.check_positive("temperature", temperature)
+    (z,) = V.common_dtype(z)
+    u = F.normalize(z, dim=1)
+    if _use_rust(u):
+        need = _ops.needs_grad(u)
+        return _SupCon.apply(u, 1.0 / t, groups, need, op_threads(n_jobs))[0]
+    from ..reference import softmax as ref
+
+    return ref._SupConChunked.apply(u, groups, 1.0 / t, 1024)[0]
+
+
+class SupConLoss(torch.nn.Module):
+    """Supervised contrastive loss (Khosla et al. 2020), see :func:`supcon_loss`.
+
+    ``forward(embeddings, labels)`` with (B, d) embeddings, or ``forward(features,
+    labels=None)`` with (B, n_views, d) features (no labels: SimCLR's positives)."""
+
+    def __init__(self, temperature: float = 0.1, *, n_jobs: Optional[int] = None) -> None:
+        super().__init__()
+        self.temperature, self.n_jobs = temperature, n_jobs
+
+    def forward(self, embeddings: Any, labels: Any = None) -> Any:
+        return supcon_loss(embeddings, labels, self.temperature, n_jobs=self.n_jobs)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"

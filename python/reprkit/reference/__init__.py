@@ -22,6 +22,8 @@ from .pairs import circle_loss, contrastive_loss, lifted_structure_loss, multi_s
 from .proxies import proxy_anchor_loss, proxy_nca_loss
 from .distillation import dino_loss, dino_loss_chunked, negative_cosine_loss, symmetric_negative_cosine_loss
 from .softmax import infonce_loss, npair_loss, ntxent_loss
+from .hypersphere import alignment_loss, hypersphere_loss, uniformity_loss
+from .softmax import infonce_loss, npair_loss, ntxent_loss, supcon_loss
 
 __all__ = [
     "pairwise_distances",
@@ -31,6 +33,10 @@ __all__ = [
     "npair_loss",
     "ntxent_loss",
     "infonce_loss",
+    "supcon_loss",
+    "alignment_loss",
+    "uniformity_loss",
+    "hypersphere_loss",
     "mine_batch_hard",
     "mine_batch_all",
     "mine_semi_hard",

@@ -18,6 +18,7 @@ mod pairs;
 mod proxies;
 mod runtime;
 mod spectral;
+mod supcon;
 mod tsne;
 
 #[pymodule]
@@ -31,6 +32,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pairs::register(m)?;
     proxies::register(m)?;
     spectral::register(m)?;
+    supcon::register(m)?;
     tsne::register(m)?;
     Ok(())
 }

@@ -19,7 +19,9 @@ pub mod multisim;
 pub mod pairsim;
 pub mod proxies;
 mod rowops;
+pub mod supcon;
 pub mod triplet;
+pub mod uniformity;
 pub mod xent;
 mod xent_sym;
 
@@ -45,3 +47,5 @@ pub use triplet::{
     mine, triplet_backward, triplet_forward, triplet_tuple_backward, triplet_tuple_forward, Mining, TripletCfg, TripletOut,
 };
 pub use xent::{xent_backward, xent_forward, xent_forward_backward, Mask, Xent};
+pub use supcon::{supcon_backward, supcon_forward, supcon_forward_backward, SupCon};
+pub use uniformity::{uniformity_forward, uniformity_forward_backward, Uniformity};

@@ -63,6 +63,7 @@ pub(super) struct Sym<'a, T> {
     pub n: usize,
     pub d: usize,
     pub scale: T,
+    /// Row i's target column; empty: no target terms (the caller adds its own).
     pub targets: &'a [i64],
     /// Mask j = i out of row i's softmax.
     pub nodiag: bool,
@@ -253,6 +254,9 @@ impl<'a, T: Real> Sym<'a, T> {
         let inv_n = T::c(1.0 / self.n as f64);
         let (lr, lc) = (&lse[a0..a1], &lse[b0..b1]);
         coef(w, cols, lr, lc, inv_n, beta);
+        if self.targets.is_empty() {
+            return; // no target terms (SupCon adds its positives itself)
+        }
         for i in 0..rows {
             let ti = self.targets[a0 + i] as usize;
             if (b0..b1).contains(&ti) {
