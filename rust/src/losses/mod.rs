@@ -35,4 +35,4 @@ pub use pairsim::GivenPairs;
 pub use triplet::{
     mine, triplet_backward, triplet_forward, triplet_tuple_backward, triplet_tuple_forward, Mining, TripletCfg, TripletOut,
 };
-pub use xent::{xent_backward, xent_forward, xent_forward_backward, Mask, Xent};
+pub use xent::{xent_backward, xent_backward_rows, xent_forward, xent_forward_backward, xent_forward_rows, Mask, Xent};
