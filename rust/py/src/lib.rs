@@ -16,6 +16,7 @@ mod pairs;
 mod runtime;
 mod spectral;
 mod tsne;
+mod xent_rows;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -26,5 +27,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pairs::register(m)?;
     spectral::register(m)?;
     tsne::register(m)?;
+    xent_rows::register(m)?;
     Ok(())
 }
