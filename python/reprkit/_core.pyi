@@ -217,6 +217,30 @@ def dino_loss_backward(
     g: float,
     n_threads: int,
 ) -> List[npt.NDArray[np.floating]]: ...
+def xent_loss_rows(
+    q: npt.NDArray[np.floating],
+    k: Optional[npt.NDArray[np.floating]],
+    scale: float,
+    targets: npt.NDArray[np.int64],
+    mask: str,
+    tail: int,
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+    """(per, lse), both (n,) in q's dtype: per_i = lse_i - s_{i,t_i} >= 0 (rust/py/src/xent_rows.rs)."""
+    ...
+def xent_loss_rows_backward(
+    q: npt.NDArray[np.floating],
+    k: Optional[npt.NDArray[np.floating]],
+    scale: float,
+    targets: npt.NDArray[np.int64],
+    mask: str,
+    tail: int,
+    lse: npt.NDArray[np.floating],
+    g: npt.NDArray[np.floating],
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]:
+    """(gq, gk | None) of sum_i g_i per_i; lse and g are (n,) in q's dtype (k None: both roles in gq)."""
+    ...
 # --- miners and per-anchor pair-similarity losses (rust/py/src/pairs.rs). metric: "euclidean" | "sqeuclidean" |
 # "cosine" (1 - cos on unit rows); ref_x/ref_labels None = the batch itself; index outputs are int64, (anchor, ...)
 # rows ordered by anchor then reference index; losses take unit rows (cosine similarity = x·r) and return per-anchor

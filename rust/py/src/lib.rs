@@ -20,6 +20,7 @@ mod runtime;
 mod spectral;
 mod supcon;
 mod tsne;
+mod xent_rows;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -34,5 +35,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     spectral::register(m)?;
     supcon::register(m)?;
     tsne::register(m)?;
+    xent_rows::register(m)?;
     Ok(())
 }

@@ -46,6 +46,6 @@ pub use proxies::{
 pub use triplet::{
     mine, triplet_backward, triplet_forward, triplet_tuple_backward, triplet_tuple_forward, Mining, TripletCfg, TripletOut,
 };
-pub use xent::{xent_backward, xent_forward, xent_forward_backward, Mask, Xent};
 pub use supcon::{supcon_backward, supcon_forward, supcon_forward_backward, SupCon};
 pub use uniformity::{uniformity_forward, uniformity_forward_backward, Uniformity};
+pub use xent::{xent_backward, xent_backward_rows, xent_forward, xent_forward_backward, xent_forward_rows, Mask, Xent};

@@ -167,6 +167,21 @@ pub fn exp2_sum<T: Real>(v: &mut [T], a: T, b: &[T], c: T) {
     }
 }
 
+/// `v_j ← a_w·e^{v_j − a} + b_w_j·e^{v_j − b_j}`.
+#[inline(always)]
+pub fn exp2_wsum<T: Real>(v: &mut [T], a: T, aw: T, b: &[T], bw: &[T]) {
+    if is_f32::<T>() {
+        let (a, aw) = (to32(a), to32(aw));
+        for ((x, &bj), &wj) in f32s_mut(v).iter_mut().zip(f32s(b)).zip(f32s(bw)) {
+            *x = aw * exp_f32(*x - a) + wj * exp_f32(*x - bj);
+        }
+        return;
+    }
+    for ((x, &bj), &wj) in v.iter_mut().zip(b).zip(bw) {
+        *x = aw * (*x - a).exp() + wj * (*x - bj).exp();
+    }
+}
+
 /// `v ← a·v`.
 #[inline(always)]
 pub fn scale<T: Real>(v: &mut [T], a: T) {

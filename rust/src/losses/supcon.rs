@@ -169,7 +169,7 @@ fn grad<T: Real>(p: &SupCon<T>, g: &Groups, lse: &[T], a: usize, gz: &mut [T]) {
     let (n, d) = (p.n, p.d);
     // Rows outside A take no part as anchors: e^{s − ∞} = 0.
     let masked: Vec<T> = (0..n).map(|i| if g.size[g.of[i]] > 1 { lse[i] } else { T::infinity() }).collect();
-    p.sym().grad(&masked, gz);
+    p.sym().grad(&masked, None, gz);
     // The kernel weights each anchor by 1/n; ours is 1/|A|.
     let ratio = T::c(n as f64 / a as f64);
     let two_scale_over_a = 2.0 * p.scale / a as f64;

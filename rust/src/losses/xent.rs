@@ -133,8 +133,29 @@ pub fn xent_forward<T: Real>(p: &Xent<T>) -> Result<(f64, Vec<T>)> {
         let lse = sym.lse();
         return Ok((sym.loss(&lse), lse));
     }
+    let (loss, lse, _) = forward_tiles(p, m, false);
+    Ok((loss, lse))
+}
+
+/// Per-row values `per_i = lse_i − s_{i,t_i}` (clamped at 0, which they can
+/// only miss by rounding) and the per-row log-sum-exp, for reductions other
+/// than the mean (`per.sum()`, weighted sums); [`xent_backward_rows`] takes the
+/// upstream gradient of `per`.
+pub fn xent_forward_rows<T: Real>(p: &Xent<T>) -> Result<(Vec<T>, Vec<T>)> {
+    let m = p.validate()?;
+    if let Some(sym) = p.sym() {
+        let lse = sym.lse();
+        return Ok((sym.rows(&lse), lse));
+    }
+    let (_, lse, per) = forward_tiles(p, m, true);
+    Ok((per, lse))
+}
+
+/// Tiles of rows: (summed loss / n, lse, per-row values if `keep`).
+fn forward_tiles<T: Real>(p: &Xent<T>, m: usize, keep: bool) -> (f64, Vec<T>, Vec<T>) {
     let parts = p.space().map_tiles(|r0, r1, s| {
         let mut lse = Vec::with_capacity(r1 - r0);
+        let mut per = Vec::with_capacity(if keep { r1 - r0 } else { 0 });
         let mut acc = 0.0f64;
         let mut buf = vec![T::zero(); m];
         for i in r0..r1 {
@@ -143,14 +164,23 @@ pub fn xent_forward<T: Real>(p: &Xent<T>) -> Result<(f64, Vec<T>)> {
             p.mask.blank(i, &mut buf);
             let (mx, sum) = max_and_exp_sum(&mut buf);
             let l = mx + sum.ln();
-            acc += (l - row[p.targets[i] as usize]).to_f64_();
+            let v = l - row[p.targets[i] as usize];
+            acc += v.to_f64_();
+            if keep {
+                per.push(v.max(T::zero()));
+            }
             lse.push(l);
         }
-        (acc, lse)
+        (acc, lse, per)
     });
     let loss = ordered_sum(parts.iter().map(|v| v.0)) / p.n as f64;
-    let lse = parts.into_iter().flat_map(|v| v.1).collect();
-    Ok((loss, lse))
+    let mut lse = Vec::with_capacity(p.n);
+    let mut per = Vec::with_capacity(if keep { p.n } else { 0 });
+    for (_, l, v) in parts {
+        lse.extend(l);
+        per.extend(v);
+    }
+    (loss, lse, per)
 }
 
 /// ∂L/∂q into `gq` (n×d) and, with separate keys, ∂L/∂k into `gk` (m×d).
@@ -161,10 +191,31 @@ pub fn xent_backward<T: Real>(p: &Xent<T>, lse: &[T], gq: &mut [T], gk: &mut [T]
     }
     check_grads(p, m, gq, gk)?;
     if let Some(sym) = p.sym() {
-        sym.grad(lse, gq);
+        sym.grad(lse, None, gq);
         return Ok(());
     }
-    rows_pass(p, m, Some(lse), gq, gk);
+    rows_pass(p, m, Some(lse), None, gq, gk);
+    Ok(())
+}
+
+/// The gradient of Σ_i g_i·per_i (per as in [`xent_forward_rows`]) for an
+/// arbitrary upstream `g` (n): ∂/∂s_ij = g_i (softmax_ij − [j = t_i]). Outputs
+/// as in [`xent_backward`] (which is the case g_i = 1/n).
+pub fn xent_backward_rows<T: Real>(p: &Xent<T>, lse: &[T], g: &[T], gq: &mut [T], gk: &mut [T]) -> Result<()> {
+    let m = p.validate()?;
+    if lse.len() != p.n {
+        return Err(Error::Shape("log-sum-exp state does not match the batch".into()));
+    }
+    if g.len() != p.n {
+        return Err(Error::Shape(format!("upstream gradient has length {}, expected {}", g.len(), p.n)));
+    }
+    check_finite("upstream gradient", g)?;
+    check_grads(p, m, gq, gk)?;
+    if let Some(sym) = p.sym() {
+        sym.grad(lse, Some(g), gq);
+        return Ok(());
+    }
+    rows_pass(p, m, Some(lse), Some(g), gq, gk);
     Ok(())
 }
 
@@ -176,10 +227,10 @@ pub fn xent_forward_backward<T: Real>(p: &Xent<T>, gq: &mut [T], gk: &mut [T]) -
     check_grads(p, m, gq, gk)?;
     if let Some(sym) = p.sym() {
         let lse = sym.lse();
-        sym.grad(&lse, gq);
+        sym.grad(&lse, None, gq);
         return Ok(sym.loss(&lse));
     }
-    Ok(rows_pass(p, m, None, gq, gk))
+    Ok(rows_pass(p, m, None, None, gq, gk))
 }
 
 fn check_grads<T: Real>(p: &Xent<T>, m: usize, gq: &[T], gk: &[T]) -> Result<()> {
@@ -193,9 +244,9 @@ fn check_grads<T: Real>(p: &Xent<T>, m: usize, gq: &[T], gk: &[T]) -> Result<()>
 /// Chunks of rows against all keys: s = scale·q_c·kᵀ, coefficients
 /// c = ∂L/∂s in place (from the chunk's own softmax, or from `lse`), then
 /// ∂L/∂q_c = scale·c·k and ∂L/∂k += scale·cᵀ·q_c. Overwrites `gq` (and `gk`
-/// with separate keys; with k = q the key role is added to `gq`). Returns the
-/// loss when `lse` is None (0 otherwise).
-fn rows_pass<T: Real>(p: &Xent<T>, m: usize, lse: Option<&[T]>, gq: &mut [T], gk: &mut [T]) -> f64 {
+/// with separate keys; with k = q the key role is added to `gq`). Row i is
+/// weighted by `g_i` (None: 1/n). Returns the loss when `lse` is None (0 otherwise).
+fn rows_pass<T: Real>(p: &Xent<T>, m: usize, lse: Option<&[T]>, g: Option<&[T]>, gq: &mut [T], gk: &mut [T]) -> f64 {
     let (n, d) = (p.n, p.d);
     let same = p.k.is_none();
     let k = p.k.map_or(p.q, |v| v.0);
@@ -217,7 +268,7 @@ fn rows_pass<T: Real>(p: &Xent<T>, m: usize, lse: Option<&[T]>, gq: &mut [T], gk
                 let (a0, a1) = (base + r0, base + r1);
                 let sb = &mut s[..(r1 - r0) * m];
                 gemm(scale, qm.rows_range(a0, a1), km.t(), T::zero(), sb);
-                loss += coef_rows(p, a0, m, sb, lse, inv_n);
+                loss += coef_rows(p, a0, m, sb, lse, g, inv_n);
                 let cm = MatRef::new(sb, r1 - r0, m);
                 gemm(scale, cm, km, T::zero(), &mut gqt[r0 * d..r1 * d]);
                 let beta = if c == 0 { T::zero() } else { T::one() };
@@ -243,12 +294,13 @@ fn rows_pass<T: Real>(p: &Xent<T>, m: usize, lse: Option<&[T]>, gq: &mut [T], gk
 
 multiversion! {
     /// Rows a0.. of a chunk of similarities `s` (each m wide) into coefficients
-    /// ∂L/∂s_ij = (softmax_ij − [j = t_i]) / n; returns the rows' summed loss when
-    /// their log-sum-exp is computed here (`lse` None).
-    fn coef_rows<T>(p: &Xent<T>, a0: usize, m: usize, s: &mut [T], lse: Option<&[T]>, inv_n: T) -> f64 {
+    /// ∂L/∂s_ij = w_i (softmax_ij − [j = t_i]), w_i = g_i (`g` None: 1/n); returns
+    /// the rows' summed loss when their log-sum-exp is computed here (`lse` None).
+    fn coef_rows<T>(p: &Xent<T>, a0: usize, m: usize, s: &mut [T], lse: Option<&[T]>, g: Option<&[T]>, inv_n: T) -> f64 {
         let mut loss = 0.0f64;
         for (ii, row) in s.chunks_exact_mut(m).enumerate() {
             let i = a0 + ii;
+            let w = g.map_or(inv_n, |g| g[i]);
             let ti = p.targets[i] as usize;
             let st = row[ti];
             p.mask.blank(i, row);
@@ -257,14 +309,14 @@ multiversion! {
                     let mx = rowops::max(row);
                     let sum = rowops::exp_shift(row, mx);
                     loss += (mx + sum.ln() - st).to_f64_();
-                    rowops::scale(row, inv_n / sum);
+                    rowops::scale(row, w / sum);
                 }
                 Some(l) => {
                     rowops::exp_shift(row, l[i]);
-                    rowops::scale(row, inv_n);
+                    rowops::scale(row, w);
                 }
             }
-            row[ti] -= inv_n;
+            row[ti] -= w;
         }
         loss
     }
@@ -431,5 +483,227 @@ mod thread_tests {
         };
         assert!((v - f(&zz)).abs() < 1e-12);
         assert_close(&g, &fd_grad(&zz, &f), 1e-6);
+    }
+}
+
+#[cfg(test)]
+mod rows_tests {
+    use super::*;
+    use crate::losses::common::testutil::*;
+
+    /// Per-row values and the gradient of Σ_i g_i per_i from the dense matrix, in f64
+    /// (k = None: q itself, both roles summed into gq).
+    #[allow(clippy::type_complexity)]
+    fn brute_rows(
+        q: &[f64], n: usize, k: Option<&[f64]>, m: usize, d: usize, sc: f64, t: &[i64], mask: Mask, g: &[f64],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let kr = k.unwrap_or(q);
+        let (mut per, mut lses) = (vec![0.0; n], vec![0.0; n]);
+        let (mut gq, mut gk) = (vec![0.0; n * d], vec![0.0; m * d]);
+        for i in 0..n {
+            let s: Vec<f64> = (0..m).map(|j| sc * (0..d).map(|a| q[i * d + a] * kr[j * d + a]).sum::<f64>()).collect();
+            let mx = (0..m).filter(|&j| mask.valid(i, j)).map(|j| s[j]).fold(f64::NEG_INFINITY, f64::max);
+            let lse = mx + (0..m).filter(|&j| mask.valid(i, j)).map(|j| (s[j] - mx).exp()).sum::<f64>().ln();
+            let ti = t[i] as usize;
+            per[i] = lse - s[ti];
+            lses[i] = lse;
+            for j in (0..m).filter(|&j| mask.valid(i, j)) {
+                let c = sc * g[i] * ((s[j] - lse).exp() - if j == ti { 1.0 } else { 0.0 });
+                for a in 0..d {
+                    gq[i * d + a] += c * kr[j * d + a];
+                    if k.is_some() {
+                        gk[j * d + a] += c * q[i * d + a];
+                    } else {
+                        gq[j * d + a] += c * q[i * d + a];
+                    }
+                }
+            }
+        }
+        (per, lses, gq, gk)
+    }
+
+    fn weighted(q: &[f64], n: usize, k: Option<(&[f64], usize)>, d: usize, sc: f64, t: &[i64], mask: Mask, g: &[f64]) -> f64 {
+        let p = Xent { q, n, k, d, scale: sc, targets: t, mask };
+        let (per, _) = xent_forward_rows(&p).unwrap();
+        per.iter().zip(g).map(|(a, b)| a * b).sum()
+    }
+
+    fn targets_for(n: usize, m: usize, same: bool, mask: Mask) -> Vec<i64> {
+        (0..n)
+            .map(|i| match mask {
+                Mask::OwnAndTail(_) => i as i64,
+                _ if same => ((i + n / 2) % n) as i64,
+                Mask::NoDiag => ((i + 1) % m) as i64,
+                Mask::All => (i % m) as i64,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_and_weighted_backward_match_brute_force_and_finite_differences() {
+        let mut rng = Rng(21);
+        // (n, m (0 = k is q), d, scale, mask, finite differences)
+        let cases = [
+            (9usize, 9usize, 3usize, 1.0, Mask::All, true),
+            (70, 70, 4, 2.0, Mask::All, true),
+            (6, 20, 3, 3.0, Mask::OwnAndTail(6), true),
+            (7, 12, 3, 2.0, Mask::NoDiag, true),
+            (9, 0, 3, 1.5, Mask::All, true),
+            (70, 0, 3, 2.0, Mask::NoDiag, true),
+            (8, 0, 3, 5.0, Mask::NoDiag, true),
+            (10, 0, 3, 2.0, Mask::OwnAndTail(4), true),
+            (530, 40, 3, 1.5, Mask::All, false),
+            (300, 0, 4, 10.0, Mask::NoDiag, false),
+            (300, 0, 4, 3.0, Mask::All, false),
+            (290, 0, 3, 2.0, Mask::OwnAndTail(100), false),
+        ];
+        for &(n, m, d, sc, mask, fd) in &cases {
+            let same = m == 0;
+            let mm = if same { n } else { m };
+            let q = rng.normal_vec(n * d);
+            let kk = rng.normal_vec(m * d);
+            let t = targets_for(n, mm, same, mask);
+            let g = rng.normal_vec(n);
+            let k = if same { None } else { Some((&kk[..], m)) };
+            let p = Xent { q: &q, n, k, d, scale: sc, targets: &t, mask };
+            let (per, lse) = xent_forward_rows(&p).unwrap();
+            let (loss, lse0) = xent_forward(&p).unwrap();
+            assert_eq!(lse, lse0, "rows and mean forward share the lse");
+            assert!((per.iter().sum::<f64>() / n as f64 - loss).abs() < 1e-12 * (1.0 + loss.abs()));
+            assert!(per.iter().all(|&v| v >= 0.0));
+            let (wper, wlse, wq, wk) = brute_rows(&q, n, if same { None } else { Some(&kk) }, mm, d, sc, &t, mask, &g);
+            assert_close(&per, &wper, 1e-10);
+            assert_close(&lse, &wlse, 1e-10);
+            let (mut gq, mut gk) = (vec![f64::NAN; n * d], vec![f64::NAN; m * d]);
+            xent_backward_rows(&p, &lse, &g, &mut gq, &mut gk).unwrap();
+            assert_close(&gq, &wq, 1e-10);
+            if !same {
+                assert_close(&gk, &wk, 1e-10);
+            }
+            // g = 1/n is the mean's gradient.
+            let u = vec![1.0 / n as f64; n];
+            let (mut uq, mut uk) = (vec![0.0; n * d], vec![0.0; m * d]);
+            xent_backward_rows(&p, &lse, &u, &mut uq, &mut uk).unwrap();
+            let (mut bq, mut bk) = (vec![0.0; n * d], vec![0.0; m * d]);
+            xent_backward(&p, &lse, &mut bq, &mut bk).unwrap();
+            assert_close(&uq, &bq, 1e-12);
+            assert_close(&uk, &bk, 1e-12);
+            if fd {
+                if same {
+                    assert_close(&gq, &fd_grad(&q, &|z| weighted(z, n, None, d, sc, &t, mask, &g)), 1e-5);
+                } else {
+                    assert_close(&gq, &fd_grad(&q, &|z| weighted(z, n, k, d, sc, &t, mask, &g)), 1e-5);
+                    assert_close(&gk, &fd_grad(&kk, &|k2| weighted(&q, n, Some((k2, m)), d, sc, &t, mask, &g)), 1e-5);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn weighted_backward_handles_zero_and_one_hot_weights() {
+        // g = e_r: the gradient of row r's loss alone; g = 0: zero.
+        let mut rng = Rng(5);
+        let (n, d) = (12usize, 3usize);
+        let z = rng.normal_vec(n * d);
+        let t: Vec<i64> = (0..n as i64).map(|i| (i + 6) % 12).collect();
+        let p = Xent { q: &z, n, k: None, d, scale: 2.0, targets: &t, mask: Mask::NoDiag };
+        let (_, lse) = xent_forward_rows(&p).unwrap();
+        let mut gz = vec![1.0; n * d];
+        xent_backward_rows(&p, &lse, &vec![0.0; n], &mut gz, &mut []).unwrap();
+        assert!(gz.iter().all(|&v| v == 0.0));
+        let mut e = vec![0.0; n];
+        e[3] = 1.0;
+        xent_backward_rows(&p, &lse, &e, &mut gz, &mut []).unwrap();
+        let (_, _, want, _) = brute_rows(&z, n, None, n, d, 2.0, &t, Mask::NoDiag, &e);
+        assert_close(&gz, &want, 1e-12);
+    }
+
+    #[test]
+    fn f32_rows_and_backward_agree_with_f64() {
+        let mut rng = Rng(8);
+        let cases = [(40usize, 30usize, Mask::All), (40, 0, Mask::NoDiag), (300, 0, Mask::All), (20, 50, Mask::OwnAndTail(20))];
+        for &(n, m, mask) in &cases {
+            let d = 5;
+            let same = m == 0;
+            let mm = if same { n } else { m };
+            let q = rng.normal_vec(n * d);
+            let kk = rng.normal_vec(m * d);
+            let t = targets_for(n, mm, same, mask);
+            let g = rng.normal_vec(n);
+            let (wper, _, wq, wk) = brute_rows(&q, n, if same { None } else { Some(&kk) }, mm, d, 2.0, &t, mask, &g);
+            let q32: Vec<f32> = q.iter().map(|&v| v as f32).collect();
+            let k32: Vec<f32> = kk.iter().map(|&v| v as f32).collect();
+            let g32: Vec<f32> = g.iter().map(|&v| v as f32).collect();
+            let p = Xent { q: &q32, n, k: if same { None } else { Some((&k32[..], m)) }, d, scale: 2.0, targets: &t, mask };
+            let (per, lse) = xent_forward_rows(&p).unwrap();
+            for (a, b) in per.iter().zip(&wper) {
+                assert!((*a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+            let (mut gq, mut gk) = (vec![0.0f32; n * d], vec![0.0f32; m * d]);
+            xent_backward_rows(&p, &lse, &g32, &mut gq, &mut gk).unwrap();
+            for (got, want) in [(&gq, &wq), (&gk, &wk)] {
+                let gmax = want.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+                for (a, b) in got.iter().zip(want.iter()) {
+                    assert!(a.is_finite() && (*a as f64 - b).abs() <= 1e-4 * gmax.max(1e-3), "{a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lone_target_rows_are_not_negative() {
+        // n = 1 with all columns: per = lse − s_00 = 0 exactly (up to rounding, clamped).
+        let q = [0.3f32, -0.7, 1.1];
+        let p = Xent { q: &q, n: 1, k: None, d: 3, scale: 7.0, targets: &[0], mask: Mask::All };
+        let (per, _) = xent_forward_rows(&p).unwrap();
+        assert!(per[0] >= 0.0 && per[0] < 1e-5);
+        let k = [0.3f32, -0.7, 1.1];
+        let p = Xent { q: &q, n: 1, k: Some((&k[..], 1)), d: 3, scale: 7.0, targets: &[0], mask: Mask::All };
+        let (per, _) = xent_forward_rows(&p).unwrap();
+        assert!(per[0] >= 0.0 && per[0] < 1e-5);
+    }
+
+    #[test]
+    fn bad_upstream_gradients_are_errors() {
+        let q = [1.0, 0.0, 0.0, 1.0];
+        let p = Xent { q: &q, n: 2, k: None, d: 2, scale: 1.0, targets: &[1, 0], mask: Mask::NoDiag };
+        let (_, lse) = xent_forward_rows(&p).unwrap();
+        let mut gz = vec![0.0; 4];
+        assert!(xent_backward_rows(&p, &lse, &[1.0], &mut gz, &mut []).is_err());
+        assert!(xent_backward_rows(&p, &lse, &[1.0, f64::NAN], &mut gz, &mut []).is_err());
+        assert!(xent_backward_rows(&p, &lse[..1], &[1.0, 1.0], &mut gz, &mut []).is_err());
+    }
+
+    #[test]
+    fn rows_results_do_not_depend_on_the_thread_count() {
+        let (n, m, d) = (1300usize, 900usize, 8usize);
+        let mut rng = Rng(19);
+        let q: Vec<f32> = rng.normal_vec(n * d).iter().map(|&v| v as f32).collect();
+        let k: Vec<f32> = rng.normal_vec(m * d).iter().map(|&v| v as f32).collect();
+        let g: Vec<f32> = rng.normal_vec(n).iter().map(|&v| v as f32).collect();
+        let t: Vec<i64> = (0..n as i64).map(|i| i % m as i64).collect();
+        let ts: Vec<i64> = (0..n as i64).map(|i| (i + 1) % n as i64).collect();
+        let tq: Vec<i64> = (0..n as i64).map(|i| if i < n as i64 / 2 { i } else { n as i64 - 1 }).collect();
+        let probs = [
+            Xent { q: &q, n, k: Some((&k[..], m)), d, scale: 2.0, targets: &t, mask: Mask::All },
+            Xent { q: &q, n, k: None, d, scale: 2.0, targets: &ts, mask: Mask::NoDiag },
+            Xent { q: &q, n, k: None, d, scale: 30.0, targets: &ts, mask: Mask::NoDiag },
+            Xent { q: &q, n, k: None, d, scale: 2.0, targets: &tq, mask: Mask::OwnAndTail(n / 2) },
+        ];
+        for p in &probs {
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| {
+                    let mm = if p.k.is_some() { m } else { 0 };
+                    let (per, lse) = xent_forward_rows(p).unwrap();
+                    let (mut gq, mut gk) = (vec![0.0f32; n * d], vec![0.0f32; mm * d]);
+                    xent_backward_rows(p, &lse, &g, &mut gq, &mut gk).unwrap();
+                    per.iter().chain(&lse).chain(&gq).chain(&gk).map(|v| v.to_bits()).collect::<Vec<_>>()
+                })
+            };
+            let one = run(1);
+            assert_eq!(one, run(2));
+            assert_eq!(one, run(3));
+        }
     }
 }

@@ -177,24 +177,31 @@ impl<'a, T: Real> Sym<'a, T> {
         (rs, cs)
     }
 
+    /// lse_i − s_{i,t_i}, row i's loss.
+    #[inline]
+    fn row_loss(&self, lse: &[T], i: usize) -> T {
+        let (d, z) = (self.d, self.z);
+        let ti = self.targets[i] as usize;
+        let st = self.scale * dot(&z[i * d..(i + 1) * d], &z[ti * d..(ti + 1) * d]);
+        // lse_i ≥ s_{i,t_i} exactly; this dot rounds differently from the block GEMM,
+        // so a lone-target row (n = 1) could come out a rounding error below 0.
+        (lse[i] - st).max(T::zero())
+    }
+
     /// Σ_i (lse_i − s_{i,t_i}) / n.
     pub fn loss(&self, lse: &[T]) -> f64 {
-        let d = self.d;
-        let z = self.z;
-        let tot: f64 = (0..self.n)
-            .map(|i| {
-                let ti = self.targets[i] as usize;
-                let st = self.scale * dot(&z[i * d..(i + 1) * d], &z[ti * d..(ti + 1) * d]);
-                // lse_i ≥ s_{i,t_i} exactly; this dot rounds differently from the block GEMM,
-                // so a lone-target row (n = 1) could come out a rounding error below 0.
-                (lse[i] - st).max(T::zero()).to_f64_()
-            })
-            .sum();
+        let tot: f64 = (0..self.n).map(|i| self.row_loss(lse, i).to_f64_()).sum();
         tot / self.n as f64
     }
 
-    /// Pass 2: ∂L/∂z into `gz` (n×d, overwritten).
-    pub fn grad(&self, lse: &[T], gz: &mut [T]) {
+    /// The rows' losses lse_i − s_{i,t_i}.
+    pub fn rows(&self, lse: &[T]) -> Vec<T> {
+        (0..self.n).map(|i| self.row_loss(lse, i)).collect()
+    }
+
+    /// Pass 2: ∂L/∂z into `gz` (n×d, overwritten), L = Σ_i g_i·loss_i
+    /// (`g` None: g_i = 1/n, the mean).
+    pub fn grad(&self, lse: &[T], g: Option<&[T]>, gz: &mut [T]) {
         let (n, d, tb) = (self.n, self.d, self.tb);
         let mut acc = vec![T::zero(); n * d];
         let mut tiles: Vec<Option<&mut [T]>> = gz[..n * d].chunks_mut(tb * d).map(Some).collect();
@@ -205,7 +212,7 @@ impl<'a, T: Real> Sym<'a, T> {
                 .collect();
             let bufs: Vec<Vec<(usize, Vec<T>)>> = work
                 .into_par_iter()
-                .map(|task| task.into_iter().map(|(t, gt)| (t, self.grad_blockrow(t, lse, gt))).collect())
+                .map(|task| task.into_iter().map(|(t, gt)| (t, self.grad_blockrow(t, lse, g, gt))).collect())
                 .collect();
             let mut bufs: Vec<(usize, Vec<T>)> = bufs.into_iter().flatten().collect();
             bufs.sort_by_key(|b| b.0);
@@ -224,7 +231,7 @@ impl<'a, T: Real> Sym<'a, T> {
 
     /// Blocks (t, u ≥ t): writes tile t's W·z sums into `gt` and returns the
     /// Wᵀ·z_t contributions to the rows after tile t.
-    fn grad_blockrow(&self, t: usize, lse: &[T], gt: &mut [T]) -> Vec<T> {
+    fn grad_blockrow(&self, t: usize, lse: &[T], g: Option<&[T]>, gt: &mut [T]) -> Vec<T> {
         let (n, d, tb) = (self.n, self.d, self.tb);
         let (a0, a1) = self.range(t);
         let rows = a1 - a0;
@@ -237,7 +244,7 @@ impl<'a, T: Real> Sym<'a, T> {
             let cols = b1 - b0;
             self.block(t, u, &mut s);
             let w = &mut s[..rows * cols];
-            self.coef_block(w, (a0, a1), (b0, b1), lse, &mut beta);
+            self.coef_block(w, (a0, a1), (b0, b1), lse, g, &mut beta);
             let wm = MatRef::new(w, rows, cols);
             let first = if u == t { T::zero() } else { T::one() };
             gemm(self.scale, wm, zm.rows_range(b0, b1), first, gt);
@@ -248,25 +255,34 @@ impl<'a, T: Real> Sym<'a, T> {
         colbuf
     }
 
-    /// Turns the block of similarities `w` (rows a0..a1, columns b0..b1) into W in place.
-    fn coef_block(&self, w: &mut [T], (a0, a1): (usize, usize), (b0, b1): (usize, usize), lse: &[T], beta: &mut [T]) {
+    /// Turns the block of similarities `w` (rows a0..a1, columns b0..b1) into W in place:
+    /// W_ij = g_i (P_ij − [j = t_i]) + g_j (P_ji − [i = t_j]) (`g` None: g = 1/n).
+    #[allow(clippy::too_many_arguments)]
+    fn coef_block(
+        &self, w: &mut [T], (a0, a1): (usize, usize), (b0, b1): (usize, usize), lse: &[T], g: Option<&[T]>,
+        beta: &mut [T],
+    ) {
         let (rows, cols) = (a1 - a0, b1 - b0);
         let inv_n = T::c(1.0 / self.n as f64);
         let (lr, lc) = (&lse[a0..a1], &lse[b0..b1]);
-        coef(w, cols, lr, lc, inv_n, beta);
+        let wt = |i: usize| g.map_or(inv_n, |g| g[i]);
+        match g {
+            None => coef(w, cols, lr, lc, inv_n, beta),
+            Some(g) => coef_weighted(w, cols, lr, lc, &g[a0..a1], &g[b0..b1], beta),
+        }
         if self.targets.is_empty() {
             return; // no target terms (SupCon adds its positives itself)
         }
         for i in 0..rows {
             let ti = self.targets[a0 + i] as usize;
             if (b0..b1).contains(&ti) {
-                w[i * cols + ti - b0] -= inv_n;
+                w[i * cols + ti - b0] -= wt(a0 + i);
             }
         }
         for j in 0..cols {
             let tj = self.targets[b0 + j] as usize;
             if (a0..a1).contains(&tj) {
-                w[(tj - a0) * cols + j] -= inv_n;
+                w[(tj - a0) * cols + j] -= wt(b0 + j);
             }
         }
     }
@@ -321,6 +337,29 @@ multiversion! {
         } else {
             for (row, &li) in w.chunks_exact_mut(cols).zip(lr) {
                 rowops::exp2_sum(row, li, lc, inv_n);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// W_ij = g_i e^{s_ij − lr_i} + g_j e^{s_ij − lc_j} in place (target terms aside),
+    /// for per-row weights gr (rows) and gc (columns); as [`coef`], one
+    /// exponential per entry when the log-sum-exps are close.
+    fn coef_weighted<T>(w: &mut [T], cols: usize, lr: &[T], lc: &[T], gr: &[T], gc: &[T], beta: &mut [T]) -> () {
+        let hi = rowops::max(lr).max(rowops::max(lc));
+        let lo = rowops::min(lr).min(rowops::min(lc));
+        if hi - lo <= T::c(LSE_SPREAD) {
+            let beta = &mut beta[..cols];
+            for ((bj, &l), &gj) in beta.iter_mut().zip(lc).zip(gc) {
+                *bj = exp1(hi - l) * gj;
+            }
+            for ((row, &li), &gi) in w.chunks_exact_mut(cols).zip(lr).zip(gr) {
+                rowops::exp_shift_mul(row, hi, exp1(hi - li) * gi, beta);
+            }
+        } else {
+            for ((row, &li), &gi) in w.chunks_exact_mut(cols).zip(lr).zip(gr) {
+                rowops::exp2_wsum(row, li, gi, lc, gc);
             }
         }
     }
@@ -393,7 +432,7 @@ mod tests {
                 let lse = sym.lse();
                 let loss = sym.loss(&lse);
                 let mut gz = vec![f64::NAN; n * d];
-                sym.grad(&lse, &mut gz);
+                sym.grad(&lse, None, &mut gz);
                 let (want, gwant) = brute(&z, n, d, sc, &t, nodiag);
                 assert!((loss - want).abs() < 1e-10 * (1.0 + want.abs()), "n={n} tb={tb}: {loss} vs {want}");
                 assert_close(&gz, &gwant, 1e-10);
@@ -402,7 +441,7 @@ mod tests {
                 let s32 = Sym::new(&z32, n, d, sc as f32, &t, nodiag, tb, group);
                 let l32 = s32.lse();
                 let mut g32 = vec![f32::NAN; n * d];
-                s32.grad(&l32, &mut g32);
+                s32.grad(&l32, None, &mut g32);
                 assert!((s32.loss(&l32) - want).abs() < 1e-4 * (1.0 + want.abs()));
                 let g64: Vec<f64> = g32.iter().map(|&v| v as f64).collect();
                 let gmax = gwant.iter().fold(0.0f64, |a, b| a.max(b.abs()));
@@ -425,7 +464,7 @@ mod tests {
         let sym = Sym::new(&z, n, d, 200.0, &t, true, 8, 2);
         let lse = sym.lse();
         let mut gz = vec![0.0; n * d];
-        sym.grad(&lse, &mut gz);
+        sym.grad(&lse, None, &mut gz);
         let (want, gwant) = brute(&z, n, d, 200.0, &t, true);
         assert!((sym.loss(&lse) - want).abs() < 1e-9 * (1.0 + want.abs()));
         assert_close(&gz, &gwant, 1e-9);
@@ -445,7 +484,7 @@ mod tests {
         let sym = Sym::new(&z32, n, d, sc as f32, &t, true, 2, 2);
         let lse = sym.lse();
         let mut g = vec![0.0f32; n * d];
-        sym.grad(&lse, &mut g);
+        sym.grad(&lse, None, &mut g);
         assert!((sym.loss(&lse) - want).abs() < 1e-5 * (1.0 + want.abs()), "{} vs {want}", sym.loss(&lse));
         let gmax = gwant.iter().fold(0.0f64, |a, b| a.max(b.abs()));
         for (a, b) in g.iter().zip(&gwant) {
@@ -465,12 +504,105 @@ mod tests {
                 let sym = Sym::new(&z, n, d, 10.0f32, &t, true, 64, 3);
                 let lse = sym.lse();
                 let mut gz = vec![0.0f32; n * d];
-                sym.grad(&lse, &mut gz);
+                sym.grad(&lse, None, &mut gz);
                 (sym.loss(&lse).to_bits(), lse.iter().chain(&gz).map(|v| v.to_bits()).collect::<Vec<_>>())
             })
         };
         let one = run(1);
         assert_eq!(one, run(2));
         assert_eq!(one, run(3));
+    }
+}
+
+#[cfg(test)]
+mod weighted_tests {
+    use super::*;
+    use crate::losses::common::testutil::*;
+
+    /// Σ_i g_i loss_i's gradient from the dense n×n matrix, in f64.
+    fn brute_w(z: &[f64], n: usize, d: usize, sc: f64, t: &[i64], nodiag: bool, g: &[f64]) -> Vec<f64> {
+        let s: Vec<f64> = (0..n * n).map(|ij| sc * (0..d).map(|a| z[ij / n * d + a] * z[ij % n * d + a]).sum::<f64>()).collect();
+        let valid = |i: usize, j: usize| !(nodiag && i == j);
+        let mut c = vec![0.0; n * n];
+        for i in 0..n {
+            let mx = (0..n).filter(|&j| valid(i, j)).map(|j| s[i * n + j]).fold(f64::NEG_INFINITY, f64::max);
+            let lse = mx + (0..n).filter(|&j| valid(i, j)).map(|j| (s[i * n + j] - mx).exp()).sum::<f64>().ln();
+            for j in (0..n).filter(|&j| valid(i, j)) {
+                c[i * n + j] = g[i] * (s[i * n + j] - lse).exp();
+            }
+            c[i * n + t[i] as usize] -= g[i];
+        }
+        let mut gz = vec![0.0; n * d];
+        for i in 0..n {
+            for j in 0..n {
+                let w = sc * (c[i * n + j] + c[j * n + i]);
+                for a in 0..d {
+                    gz[i * d + a] += w * z[j * d + a];
+                }
+            }
+        }
+        gz
+    }
+
+    #[test]
+    fn weighted_gradient_matches_dense_brute_force() {
+        let mut rng = Rng(31);
+        // Small tiles and groups: several groups, partial last tiles, and τ = 0.01
+        // (the two-exponential branch of coef_weighted).
+        let cases = [(2usize, 3usize, 16usize, 2usize, 2.0), (33, 5, 16, 2, 10.0), (100, 6, 16, 3, 5.0), (40, 3, 8, 2, 100.0)];
+        for &(n, d, tb, group, sc) in &cases {
+            let mut z = rng.normal_vec(n * d);
+            for r in z.chunks_mut(d) {
+                let nr = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+                r.iter_mut().for_each(|v| *v /= nr);
+            }
+            let t: Vec<i64> = (0..n).map(|i| ((i + n / 2) % n) as i64).collect();
+            let g = rng.normal_vec(n);
+            for nodiag in [true, false] {
+                if n == 2 && !nodiag {
+                    continue;
+                }
+                let sym = Sym::new(&z, n, d, sc, &t, nodiag, tb, group);
+                let lse = sym.lse();
+                let mut gz = vec![f64::NAN; n * d];
+                sym.grad(&lse, Some(&g), &mut gz);
+                assert_close(&gz, &brute_w(&z, n, d, sc, &t, nodiag, &g), 1e-10);
+                let z32: Vec<f32> = z.iter().map(|&v| v as f32).collect();
+                let g32: Vec<f32> = g.iter().map(|&v| v as f32).collect();
+                let s32 = Sym::new(&z32, n, d, sc as f32, &t, nodiag, tb, group);
+                let l32 = s32.lse();
+                let mut g32o = vec![f32::NAN; n * d];
+                s32.grad(&l32, Some(&g32), &mut g32o);
+                let want = brute_w(&z, n, d, sc, &t, nodiag, &g);
+                let gmax = want.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+                for (a, b) in g32o.iter().zip(&want) {
+                    assert!((*a as f64 - b).abs() <= 2e-4 * gmax.max(1e-3), "n={n} f32: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn weighted_results_do_not_depend_on_the_thread_count() {
+        let (n, d) = (700usize, 8usize);
+        let mut rng = Rng(6);
+        let z: Vec<f32> = rng.normal_vec(n * d).iter().map(|&v| v as f32 * 0.4).collect();
+        let g: Vec<f32> = rng.normal_vec(n).iter().map(|&v| v as f32).collect();
+        let t: Vec<i64> = (0..n).map(|i| ((i + n / 2) % n) as i64).collect();
+        for sc in [2.0f32, 60.0] {
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| {
+                    let sym = Sym::new(&z, n, d, sc, &t, true, 64, 3);
+                    let lse = sym.lse();
+                    let mut gz = vec![0.0f32; n * d];
+                    sym.grad(&lse, Some(&g), &mut gz);
+                    sym.rows(&lse).iter().chain(&gz).map(|v| v.to_bits()).collect::<Vec<_>>()
+                })
+            };
+            let one = run(1);
+            assert_eq!(one, run(2));
+            assert_eq!(one, run(3));
+        }
     }
 }
