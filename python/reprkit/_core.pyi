@@ -437,3 +437,11 @@ class TsneOptimizer:
     def gradient(
         self, y: npt.NDArray[np.float64], exaggeration: float, n_threads: int
     ) -> Tuple[npt.NDArray[np.float64], float]: ...
+
+def offdiag_sq_loss(
+    a: npt.NDArray[np.floating],
+    b: Optional[npt.NDArray[np.floating]],
+    path: str,
+    need_grad: bool,
+    n_threads: int,
+) -> Tuple[float, Optional[npt.NDArray[np.floating]], Optional[npt.NDArray[np.floating]]]: ...

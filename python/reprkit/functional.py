@@ -15,6 +15,7 @@ from .losses.pairs import (  # noqa: F401
     pairs_to_triplets,
     triplet_margin_loss,
 )
+from .losses.redundancy import barlow_twins_loss, vicreg_graph_loss, vicreg_loss  # noqa: F401
 from .losses.softmax import infonce_loss, npair_loss, ntxent_loss
 
 __all__ = [
@@ -26,4 +27,7 @@ __all__ = [
     "npair_loss",
     "ntxent_loss",
     "infonce_loss",
+    "barlow_twins_loss",
+    "vicreg_loss",
+    "vicreg_graph_loss",
 ]

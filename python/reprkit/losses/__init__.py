@@ -14,6 +14,7 @@ reference in ``reprkit/reference/``, and its kernels in ``rust/src/losses/``.
 
 from .memory import MemoryBank
 from .pairs import CircleLoss, ContrastiveLoss, LiftedStructureLoss, MultiSimilarityLoss, TripletMarginLoss
+from .redundancy import BarlowTwinsLoss, VICRegGraphLoss, VICRegLoss
 from .softmax import InfoNCELoss, NPairLoss, NTXentLoss
 
 __all__ = [
@@ -26,4 +27,7 @@ __all__ = [
     "NTXentLoss",
     "InfoNCELoss",
     "MemoryBank",
+    "BarlowTwinsLoss",
+    "VICRegLoss",
+    "VICRegGraphLoss",
 ]

@@ -18,6 +18,7 @@ from .mining import (
     mine_triplet_margin,
 )
 from .pairs import circle_loss, contrastive_loss, lifted_structure_loss, multi_similarity_loss, triplet_margin_loss
+from .redundancy import barlow_twins_loss, vicreg_graph_loss, vicreg_loss
 from .softmax import infonce_loss, npair_loss, ntxent_loss
 
 __all__ = [
@@ -37,5 +38,8 @@ __all__ = [
     "distance_weighted_weights",
     "multi_similarity_loss",
     "circle_loss",
+    "barlow_twins_loss",
+    "vicreg_loss",
+    "vicreg_graph_loss",
     "losses",
 ]

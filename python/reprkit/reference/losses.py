@@ -16,4 +16,5 @@ from .pairs import (  # noqa: F401
     multi_similarity_loss,
     triplet_margin_loss,
 )
+from .redundancy import barlow_twins_loss, vicreg_graph_loss, vicreg_loss  # noqa: F401
 from .softmax import infonce_loss, npair_loss, ntxent_loss  # noqa: F401

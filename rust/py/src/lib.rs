@@ -13,6 +13,7 @@ mod distances;
 mod held;
 mod losses;
 mod pairs;
+mod redundancy;
 mod runtime;
 mod spectral;
 mod tsne;
@@ -24,6 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     distances::register(m)?;
     losses::register(m)?;
     pairs::register(m)?;
+    redundancy::register(m)?;
     spectral::register(m)?;
     tsne::register(m)?;
     Ok(())

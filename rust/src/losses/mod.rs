@@ -36,3 +36,5 @@ pub use triplet::{
     mine, triplet_backward, triplet_forward, triplet_tuple_backward, triplet_tuple_forward, Mining, TripletCfg, TripletOut,
 };
 pub use xent::{xent_backward, xent_forward, xent_forward_backward, Mask, Xent};
+pub mod redundancy;
+pub use redundancy::{offdiag_sq, Path as RedundancyPath};
