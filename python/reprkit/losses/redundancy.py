@@ -119,6 +119,114 @@ def _rust(n_jobs: Optional[int], path: str = "auto") -> Any:
     return f
 
 
+# ----------------------------------------------------------------- CPU: whole losses with analytic gradients
+#
+# On CPU the loss and its input gradients come out of one forward (the Rust statistic plus O(N·d) torch
+# algebra, in place where possible); backward only scales the saved (N, d) gradients. Peak memory: the two
+# standardised / centred views and their two gradients, never autograd's chain of N×d intermediates.
+
+
+def _coldot(x: Any, y: Any) -> Any:
+    return torch.einsum("nd,nd->d", x, y)
+
+
+def _barlow_cpu(za: Any, zb: Any, lam: float, path: str, need_grad: bool, nt: int) -> Tuple[Any, Any, Any]:
+    n = za.shape[0]
+
+    def standardize(z: Any) -> Tuple[Any, Any]:
+        zc = z - z.mean(0)
+        inv = torch.rsqrt(_coldot(zc, zc) / n + ref.BN_EPS)
+        return zc.mul_(inv), inv
+
+    a, inv_a = standardize(za)
+    b, inv_b = standardize(zb)
+    diag = _coldot(a, b) / n
+    s, ga, gb = _offdiag(a, b, path, need_grad, nt)
+    loss = (1 - diag).square().sum() + lam * s / (n * n)
+    if not need_grad:
+        return loss, ga, gb
+    coef = -2 * (1 - diag) / n  # ∂Σ(1 − C_kk)²/∂â_nk = coef_k · b̂_nk
+    k = lam / (n * n)
+
+    def chain(g: Any, zhat: Any, other: Any, inv: Any) -> Any:
+        g.mul_(k).addcmul_(other, coef)  # ∂L/∂ẑ
+        # through ẑ = (z − μ)/√(σ² + eps): ∂L/∂z = inv·(g − mean(g) − ẑ·mean(g·ẑ))
+        m2 = _coldot(g, zhat) / n
+        g.sub_(g.mean(0)).addcmul_(zhat, -m2).mul_(inv)
+        return g
+
+    ga = chain(ga, a, b, inv_a)
+    gb = chain(gb, b, a, inv_b)
+    return loss, ga, gb
+
+
+def _vicreg_cpu(
+    za: Any, zb: Any, sim: float, var: float, cov: float, eps: float, path: str, need_grad: bool, nt: int
+) -> Tuple[Any, Any, Any]:
+    n, d = za.shape
+
+    def view(z: Any) -> Tuple[Any, Any]:
+        zc = z - z.mean(0)
+        std = torch.sqrt(_coldot(zc, zc) / (n - 1) + eps)
+        s, g, _ = _offdiag(zc, None, path, need_grad, nt)
+        term = var * torch.relu(1 - std).mean() / 2 + cov * s / ((n - 1) ** 2 * d)
+        if need_grad:
+            # ∂/∂zc of var/2·mean relu(1 − std) = −var/(2d)·[std < 1]/std · zc/(n − 1)
+            c = torch.where(std < 1, -var / (2 * d * (n - 1)) / std, torch.zeros_like(std))
+            g.mul_(cov / ((n - 1) ** 2 * d)).addcmul_(zc, c)
+            g.sub_(g.mean(0))  # through zc = z − mean(z)
+        return term, g
+
+    ta, ga = view(za)
+    tb, gb = view(zb)
+    diff = za - zb
+    loss = sim * _coldot(diff, diff).sum() / (n * d) + ta + tb
+    if need_grad:
+        ga.add_(diff, alpha=2 * sim / (n * d))
+        gb.sub_(diff, alpha=2 * sim / (n * d))
+    return loss, ga, gb
+
+
+def _loss_backward(ctx: Any, g: Any, name: str) -> Any:
+    ga, gb, a, b = ctx.saved_tensors
+    ta, tb = _offdiag_backward(*_ops.detached(g, ga, gb, a, b))
+    return _ops.refuse_double_backward(name, (ta, tb), (a, b))
+
+
+class _BarlowCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(za: Any, zb: Any, lam: float, path: str, need_grad: bool, nt: int) -> Any:  # type: ignore[override]
+        return _barlow_cpu(za, zb, lam, path, need_grad, nt)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        ctx.save_for_backward(output[1], output[2], inputs[0], inputs[1])
+        ctx.mark_non_differentiable(output[1], output[2])
+
+    @staticmethod
+    def backward(ctx: Any, g: Any, _ga: Any, _gb: Any) -> Any:  # type: ignore[override]
+        return _loss_backward(ctx, g, "barlow_twins_loss") + (None,) * 4
+
+    vmap = _ops.no_vmap("barlow_twins_loss")
+
+
+class _VICRegCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(za: Any, zb: Any, sim: float, var: float, cov: float, eps: float, path: str, need_grad: bool, nt: int) -> Any:  # type: ignore[override]
+        return _vicreg_cpu(za, zb, sim, var, cov, eps, path, need_grad, nt)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        ctx.save_for_backward(output[1], output[2], inputs[0], inputs[1])
+        ctx.mark_non_differentiable(output[1], output[2])
+
+    @staticmethod
+    def backward(ctx: Any, g: Any, _ga: Any, _gb: Any) -> Any:  # type: ignore[override]
+        return _loss_backward(ctx, g, "vicreg_loss") + (None,) * 7
+
+    vmap = _ops.no_vmap("vicreg_loss")
+
+
 def _backend(x: Any, n_jobs: Optional[int], path: str) -> Any:
     if path not in _PATHS:
         raise InvalidParameterError(f"path must be one of {_PATHS}, got {path!r}")
@@ -142,7 +250,10 @@ def barlow_twins_loss(z_a: Any, z_b: Any, lambda_: float = 0.0051, *, n_jobs: Op
     """
     a, b = _two_views(z_a, z_b)
     lam = V.check_finite_number("lambda_", lambda_, nonneg=True)
-    return ref.barlow_twins_from(a, b, lam, _backend(a, n_jobs, path))
+    off = _backend(a, n_jobs, path)
+    if a.device.type == "cpu":
+        return _BarlowCPU.apply(a, b, lam, path, _ops.needs_grad(a, b), op_threads(n_jobs))[0]
+    return ref.barlow_twins_from(a, b, lam, off)
 
 
 def _check_vicreg(sim: float, var: float, cov: float, eps: float) -> Tuple[float, float, float, float]:
@@ -171,7 +282,10 @@ def vicreg_loss(
     a, b = _two_views(z_a, z_b)
     _need_two_rows(a.shape[0], "vicreg_loss")
     sim, var, cov, eps = _check_vicreg(sim, var, cov, eps)
-    return ref.vicreg_from(a, b, sim, var, cov, eps, _backend(a, n_jobs, path))
+    off = _backend(a, n_jobs, path)
+    if a.device.type == "cpu":
+        return _VICRegCPU.apply(a, b, sim, var, cov, eps, path, _ops.needs_grad(a, b), op_threads(n_jobs))[0]
+    return ref.vicreg_from(a, b, sim, var, cov, eps, off)
 
 
 def vicreg_graph_loss(
