@@ -110,6 +110,8 @@ fn pgemm<T: Real>(alpha: T, a: Op<T>, b: Op<T>, beta: T, c: &mut [T], c_off: usi
     let cb = n.div_ceil(GEMM_COLS);
     let cp = Ptr(c.as_mut_ptr());
     (0..rb * cb).into_par_iter().for_each(|t| {
+        // Capture the whole Send wrapper, not its raw-pointer field (edition 2021 disjoint captures).
+        #[allow(clippy::redundant_locals)]
         let cp = cp;
         let (r0, c0) = ((t / cb) * GEMM_ROWS, (t % cb) * GEMM_COLS);
         let (mr, nc) = (GEMM_ROWS.min(m - r0), GEMM_COLS.min(n - c0));
