@@ -549,3 +549,11 @@ def supcon_loss(
 def uniformity_loss(
     x: npt.NDArray[np.floating], t: float, need_grad: bool, n_threads: int
 ) -> Tuple[float, Optional[npt.NDArray[np.floating]]]: ...
+
+def offdiag_sq_loss(
+    a: npt.NDArray[np.floating],
+    b: Optional[npt.NDArray[np.floating]],
+    path: str,
+    need_grad: bool,
+    n_threads: int,
+) -> Tuple[float, Optional[npt.NDArray[np.floating]], Optional[npt.NDArray[np.floating]]]: ...

@@ -25,6 +25,7 @@ from .losses.margin import (  # noqa: F401
 )
 from .losses.proxies import proxy_anchor_loss, proxy_nca_loss  # noqa: F401
 from .losses.distillation import dino_loss, negative_cosine_loss, symmetric_negative_cosine_loss  # noqa: F401
+from .losses.redundancy import barlow_twins_loss, vicreg_graph_loss, vicreg_loss  # noqa: F401
 from .losses.softmax import infonce_loss, npair_loss, ntxent_loss
 from .losses.hypersphere import alignment_loss, hypersphere_loss, uniformity_loss
 from .losses.softmax import infonce_loss, npair_loss, ntxent_loss, supcon_loss
@@ -53,4 +54,7 @@ __all__ = [
     "alignment_loss",
     "uniformity_loss",
     "hypersphere_loss",
+    "barlow_twins_loss",
+    "vicreg_loss",
+    "vicreg_graph_loss",
 ]

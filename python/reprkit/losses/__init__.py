@@ -22,6 +22,7 @@ from .distillation import DINOLoss, NegativeCosineLoss, ema_update
 from .memory import MemoryBank
 from .pairs import CircleLoss, ContrastiveLoss, LiftedStructureLoss, MultiSimilarityLoss, TripletMarginLoss
 from .proxies import ProxyAnchorLoss, ProxyNCALoss
+from .redundancy import BarlowTwinsLoss, VICRegGraphLoss, VICRegLoss
 from .softmax import InfoNCELoss, NPairLoss, NTXentLoss
 from .hypersphere import HypersphereLoss
 from .memory import MemoryBank
@@ -51,4 +52,7 @@ __all__ = [
     "NegativeCosineLoss",
     "DINOLoss",
     "ema_update",
+    "BarlowTwinsLoss",
+    "VICRegLoss",
+    "VICRegGraphLoss",
 ]

@@ -21,6 +21,7 @@ from .mining import (
 from .pairs import circle_loss, contrastive_loss, lifted_structure_loss, multi_similarity_loss, triplet_margin_loss
 from .proxies import proxy_anchor_loss, proxy_nca_loss
 from .distillation import dino_loss, dino_loss_chunked, negative_cosine_loss, symmetric_negative_cosine_loss
+from .redundancy import barlow_twins_loss, vicreg_graph_loss, vicreg_loss
 from .softmax import infonce_loss, npair_loss, ntxent_loss
 from .hypersphere import alignment_loss, hypersphere_loss, uniformity_loss
 from .softmax import infonce_loss, npair_loss, ntxent_loss, supcon_loss
@@ -52,6 +53,9 @@ __all__ = [
     "symmetric_negative_cosine_loss",
     "dino_loss",
     "dino_loss_chunked",
+    "barlow_twins_loss",
+    "vicreg_loss",
+    "vicreg_graph_loss",
     "losses",
     "normalized_softmax_loss",
     "cosface_loss",

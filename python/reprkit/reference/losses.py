@@ -25,6 +25,7 @@ from .pairs import (  # noqa: F401
 )
 from .proxies import proxy_anchor_loss, proxy_nca_loss  # noqa: F401
 from .distillation import dino_loss, dino_loss_chunked, negative_cosine_loss, symmetric_negative_cosine_loss  # noqa: F401
+from .redundancy import barlow_twins_loss, vicreg_graph_loss, vicreg_loss  # noqa: F401
 from .softmax import infonce_loss, npair_loss, ntxent_loss  # noqa: F401
 from .hypersphere import alignment_loss, hypersphere_loss, uniformity_loss  # noqa: F401
 from .softmax import infonce_loss, npair_loss, ntxent_loss, supcon_loss  # noqa: F401

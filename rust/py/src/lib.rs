@@ -16,6 +16,7 @@ mod losses;
 mod margin;
 mod pairs;
 mod proxies;
+mod redundancy;
 mod runtime;
 mod spectral;
 mod supcon;
@@ -32,6 +33,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     margin::register(m)?;
     pairs::register(m)?;
     proxies::register(m)?;
+    redundancy::register(m)?;
     spectral::register(m)?;
     supcon::register(m)?;
     tsne::register(m)?;

@@ -49,3 +49,5 @@ pub use triplet::{
 pub use supcon::{supcon_backward, supcon_forward, supcon_forward_backward, SupCon};
 pub use uniformity::{uniformity_forward, uniformity_forward_backward, Uniformity};
 pub use xent::{xent_backward, xent_backward_rows, xent_forward, xent_forward_backward, xent_forward_rows, Mask, Xent};
+pub mod redundancy;
+pub use redundancy::{offdiag_sq, Path as RedundancyPath};
