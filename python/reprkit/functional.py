@@ -1,7 +1,7 @@
 """Every loss as a function (the ``torch.nn.Module`` classes live in :mod:`reprkit.losses`).
 
 The formulas are in the docstrings of each family module:
-:mod:`reprkit.losses.pairs` and :mod:`reprkit.losses.softmax`.
+:mod:`reprkit.losses.pairs`, :mod:`reprkit.losses.softmax` and :mod:`reprkit.losses.multimodal`.
 """
 
 from .losses.pairs import (  # noqa: F401
@@ -15,6 +15,7 @@ from .losses.pairs import (  # noqa: F401
     pairs_to_triplets,
     triplet_margin_loss,
 )
+from .losses.multimodal import clip_loss, siglip_loss
 from .losses.softmax import infonce_loss, npair_loss, ntxent_loss
 
 __all__ = [
@@ -26,4 +27,6 @@ __all__ = [
     "npair_loss",
     "ntxent_loss",
     "infonce_loss",
+    "clip_loss",
+    "siglip_loss",
 ]

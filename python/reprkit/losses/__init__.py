@@ -2,6 +2,7 @@
 
 * :mod:`.pairs` — pair and triplet losses: contrastive, triplet margin, lifted structured, multi-similarity, circle;
 * :mod:`.softmax` — softmax cross-entropy over dot products: N-pair, NT-Xent (SimCLR), InfoNCE (MoCo);
+* :mod:`.multimodal` — image–text contrastive losses: CLIP, SigLIP;
 * :mod:`.mining` — the miners (also ``reprkit.miners``); :mod:`.memory` — :class:`MemoryBank`.
 
 Each family module holds its formulas (docstrings), its functions (also in
@@ -13,6 +14,7 @@ reference in ``reprkit/reference/``, and its kernels in ``rust/src/losses/``.
 """
 
 from .memory import MemoryBank
+from .multimodal import CLIPLoss, SigLIPLoss
 from .pairs import CircleLoss, ContrastiveLoss, LiftedStructureLoss, MultiSimilarityLoss, TripletMarginLoss
 from .softmax import InfoNCELoss, NPairLoss, NTXentLoss
 
@@ -26,4 +28,6 @@ __all__ = [
     "NTXentLoss",
     "InfoNCELoss",
     "MemoryBank",
+    "CLIPLoss",
+    "SigLIPLoss",
 ]

@@ -17,6 +17,7 @@ from .mining import (
     mine_semi_hard,
     mine_triplet_margin,
 )
+from .multimodal import clip_loss, siglip_loss
 from .pairs import circle_loss, contrastive_loss, lifted_structure_loss, multi_similarity_loss, triplet_margin_loss
 from .softmax import infonce_loss, npair_loss, ntxent_loss
 
@@ -37,5 +38,7 @@ __all__ = [
     "distance_weighted_weights",
     "multi_similarity_loss",
     "circle_loss",
+    "clip_loss",
+    "siglip_loss",
     "losses",
 ]

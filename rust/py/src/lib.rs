@@ -12,6 +12,7 @@ mod arrays;
 mod distances;
 mod held;
 mod losses;
+mod multimodal;
 mod pairs;
 mod runtime;
 mod spectral;
@@ -24,6 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     distances::register(m)?;
     losses::register(m)?;
     pairs::register(m)?;
+    multimodal::register(m)?;
     spectral::register(m)?;
     tsne::register(m)?;
     Ok(())

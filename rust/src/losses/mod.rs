@@ -13,6 +13,7 @@ pub mod common;
 pub mod contrastive;
 pub mod lifted;
 pub mod miners;
+pub mod multimodal;
 pub mod multisim;
 pub mod pairsim;
 mod rowops;
@@ -27,6 +28,7 @@ pub use lifted::{lifted_backward, lifted_forward, LiftedState};
 pub use miners::{
     mine_distance_weighted, mine_multi_similarity, mine_pair_margin, mine_triplet_margin, PairSets, TripletType,
 };
+pub use multimodal::{clip_backward, clip_forward, siglip_forward, siglip_forward_backward, ClipState, Pairs, SiglipOut};
 pub use multisim::{
     multi_similarity_backward, multi_similarity_forward, multi_similarity_pairs_backward,
     multi_similarity_pairs_forward, MultiSimilarity,
