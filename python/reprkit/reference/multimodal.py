@@ -72,7 +72,8 @@ class _ClipChunked(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g: Any, *_: Any) -> Any:  # type: ignore[override]
-        x, y, scale, lr, lc = (t.detach() for t in ctx.saved_tensors)
+        saved = ctx.saved_tensors
+        x, y, scale, lr, lc = (t.detach() for t in saved)
         g = g.detach()
         n, chunk = x.shape[0], ctx.chunk
         gx = torch.empty_like(x)
@@ -88,7 +89,7 @@ class _ClipChunked(torch.autograd.Function):
         gs = (x * gx).sum() * g
         f = g * scale
         grads = (gx * f, gy * f, gs.reshape(scale.shape))
-        return refuse_double_backward("clip_loss", grads, (x, y, scale)) + (None,)
+        return refuse_double_backward("clip_loss", grads, saved[:3]) + (None,)
 
     vmap = no_vmap("clip_loss (chunked torch path)")
 
@@ -117,7 +118,8 @@ class _SiglipChunked(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g: Any) -> Any:  # type: ignore[override]
-        x, y, scale, bias = (t.detach() for t in ctx.saved_tensors)
+        saved = ctx.saved_tensors
+        x, y, scale, bias = (t.detach() for t in saved)
         g = g.detach()
         n, chunk = x.shape[0], ctx.chunk
         gx = torch.empty_like(x)
@@ -135,7 +137,7 @@ class _SiglipChunked(torch.autograd.Function):
         gs = (x * gx).sum() * g
         f = g * scale
         grads = (gx * f, gy * f, gs.reshape(scale.shape), (gb * g).reshape(bias.shape))
-        return refuse_double_backward("siglip_loss", grads, (x, y, scale, bias)) + (None,)
+        return refuse_double_backward("siglip_loss", grads, saved) + (None,)
 
     vmap = no_vmap("siglip_loss (chunked torch path)")
 

@@ -563,6 +563,18 @@ mod tests {
         z
     }
 
+    /// Full finite differences for small problems, a few random directions for large ones.
+    fn check_grad(g: &[f64], x: &[f64], f: &dyn Fn(&[f64]) -> f64, tol: f64, rng: &mut Rng) {
+        if x.len() <= 200 {
+            assert_close(g, &fd_grad(x, f), tol);
+        } else {
+            for _ in 0..3 {
+                let v = rng.normal_vec(x.len());
+                assert_dir(g, x, &v, f, tol);
+            }
+        }
+    }
+
     fn d_scalar(f: &dyn Fn(f64) -> f64, v: f64) -> f64 {
         let h = 1e-6 * (1.0 + v.abs());
         (f(v + h) - f(v - h)) / (2.0 * h)
@@ -593,10 +605,8 @@ mod tests {
             let (mut gx, mut gy) = (vec![f64::NAN; n * d], vec![f64::NAN; n * d]);
             let gs = clip_backward_tiles(&k, sc, &st.lse_rows, &st.lse_cols, 1.5, &mut gx, &mut gy);
             let tol = 1e-5 * (1.0 + sc / 10.0);
-            let fx: Vec<f64> = fd_grad(&x, &|xx| clip_brute(xx, &y, n, d, sc)).iter().map(|v| 1.5 * v).collect();
-            let fy: Vec<f64> = fd_grad(&y, &|yy| clip_brute(&x, yy, n, d, sc)).iter().map(|v| 1.5 * v).collect();
-            assert_close(&gx, &fx, tol);
-            assert_close(&gy, &fy, tol);
+            check_grad(&gx, &x, &|xx| 1.5 * clip_brute(xx, &y, n, d, sc), tol, &mut rng);
+            check_grad(&gy, &y, &|yy| 1.5 * clip_brute(&x, yy, n, d, sc), tol, &mut rng);
             let fs = 1.5 * d_scalar(&|s| clip_brute(&x, &y, n, d, s), sc);
             assert!((gs - fs).abs() < tol * (1.0 + fs.abs()), "n={n}: d_scale {gs} vs {fs}");
             // f32 agrees to f32 accuracy.
@@ -631,8 +641,8 @@ mod tests {
                 let out = siglip_tiles(&k, sc, b, Some((&mut gx, &mut gy)));
                 assert_eq!(out.loss.to_bits(), only.loss.to_bits());
                 let tol = 1e-5 * (1.0 + sc / 10.0);
-                assert_close(&gx, &fd_grad(&x, &|xx| siglip_brute(xx, &y, n, d, sc, b)), tol);
-                assert_close(&gy, &fd_grad(&y, &|yy| siglip_brute(&x, yy, n, d, sc, b)), tol);
+                check_grad(&gx, &x, &|xx| siglip_brute(xx, &y, n, d, sc, b), tol, &mut rng);
+                check_grad(&gy, &y, &|yy| siglip_brute(&x, yy, n, d, sc, b), tol, &mut rng);
                 let fs = d_scalar(&|s| siglip_brute(&x, &y, n, d, s, b), sc);
                 let fb = d_scalar(&|bb| siglip_brute(&x, &y, n, d, sc, bb), b);
                 assert!((out.d_scale - fs).abs() < tol * (1.0 + fs.abs()), "d_scale {} vs {fs}", out.d_scale);
@@ -656,7 +666,7 @@ mod tests {
         for k in 0..=10_000 {
             let u = k as f32 / 10_000.0;
             let want = (u as f64).ln_1p();
-            assert!((log1p_unit_f32(u) as f64 - want).abs() <= 1.2e-7 * want.max(1e-30), "{u}");
+            assert!((log1p_unit_f32(u) as f64 - want).abs() <= 3e-7 * want.max(1e-30), "{u}");
         }
         assert_eq!(log1p_unit_f32(0.0), 0.0);
     }
