@@ -360,6 +360,7 @@ fn siglip_blockrow<T: Real>(k: &Tiles<T>, t: usize, scale: T, bias: T, inv: T, m
     let rows = a1 - a0;
     let mut s = vec![T::zero(); rows * tb];
     let mut diag = vec![T::zero(); rows];
+    let mut scratch = vec![T::zero(); tb];
     let (mut loss, mut csum) = (0.0f64, 0.0f64);
     for u in 0..k.nb() {
         let (b0, b1) = k.range(u);
@@ -375,7 +376,7 @@ fn siglip_blockrow<T: Real>(k: &Tiles<T>, t: usize, scale: T, bias: T, inv: T, m
                 l[i * cols + i] = T::neg_infinity();
             }
         }
-        let (ls, cs) = if grad.is_some() { neg_tile_grad(l, cols, inv) } else { (neg_tile_loss(l, cols), 0.0) };
+        let (ls, cs) = if grad.is_some() { neg_tile_grad(l, cols, inv, &mut scratch) } else { (neg_tile_loss(l, cols), 0.0) };
         loss += ls;
         csum += cs;
         if u == t {
@@ -437,39 +438,18 @@ fn neg_pair<T: Real>(l: T) -> (T, T) {
 
 const LANES: usize = 8;
 
+/// Σ v over 8 fixed lanes (a fixed order the compiler vectorises).
 #[inline(always)]
-fn fold<U: Real>(acc: [U; LANES]) -> U {
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
-}
-
-/// Lane-summed Σ f(v) of one row, writing f's second output (if any) into `out`.
-#[inline(always)]
-fn row_pass<U: Real, F: Fn(U) -> (U, U)>(row: &mut [U], f: F, write: bool, scale_c: U) -> (U, U) {
-    let mut la = [U::zero(); LANES];
-    let mut ca = [U::zero(); LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for c in &mut chunks {
+fn lane_sum<U: Real>(v: &[U]) -> U {
+    let mut acc = [U::zero(); LANES];
+    let ch = v.chunks_exact(LANES);
+    let tail = ch.remainder().iter().fold(U::zero(), |a, &b| a + b);
+    for c in ch {
         for l in 0..LANES {
-            let (sp, sig) = f(c[l]);
-            la[l] += sp;
-            let cv = sig * scale_c;
-            ca[l] += cv;
-            if write {
-                c[l] = cv;
-            }
+            acc[l] += c[l];
         }
     }
-    let (mut lt, mut ct) = (U::zero(), U::zero());
-    for v in chunks.into_remainder() {
-        let (sp, sig) = f(*v);
-        lt += sp;
-        let cv = sig * scale_c;
-        ct += cv;
-        if write {
-            *v = cv;
-        }
-    }
-    (fold(la) + lt, fold(ca) + ct)
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
 }
 
 fn as_f32<T: Real>(v: &mut [T]) -> &mut [f32] {
@@ -478,17 +458,27 @@ fn as_f32<T: Real>(v: &mut [T]) -> &mut [f32] {
     unsafe { &mut *(v as *mut [T] as *mut [f32]) }
 }
 
+// Plain element loops (they vectorise; a lane-structured loop around the
+// exponential does not), then lane sums.
+
 multiversion! {
-    /// Σ softplus(l) over a tile of negative-pair logits (rows `cols` wide), in f64 by rows.
+    /// Σ softplus(l) over a tile of negative-pair logits (rows `cols` wide), in f64 by rows;
+    /// overwrites the tile with the terms.
     fn neg_tile_loss<T>(l: &mut [T], cols: usize) -> f64 {
         let mut tot = 0.0f64;
         if is_f32::<T>() {
             for row in as_f32(l).chunks_exact_mut(cols) {
-                tot += row_pass(row, neg_pair_f32, false, 0.0).0 as f64;
+                for v in row.iter_mut() {
+                    *v = neg_pair_f32(*v).0;
+                }
+                tot += lane_sum(row) as f64;
             }
         } else {
             for row in l.chunks_exact_mut(cols) {
-                tot += row_pass(row, neg_pair::<T>, false, T::zero()).0.to_f64_();
+                for v in row.iter_mut() {
+                    *v = neg_pair(*v).0;
+                }
+                tot += lane_sum(row).to_f64_();
             }
         }
         tot
@@ -497,21 +487,31 @@ multiversion! {
 
 multiversion! {
     /// Σ softplus(l) and Σ c over a tile of negative-pair logits, turning each
-    /// logit into its coefficient c = σ(l)·inv in place.
-    fn neg_tile_grad<T>(l: &mut [T], cols: usize, inv: T) -> (f64, f64) {
+    /// logit into its coefficient c = σ(l)·inv in place (`scratch`: one row).
+    fn neg_tile_grad<T>(l: &mut [T], cols: usize, inv: T, scratch: &mut [T]) -> (f64, f64) {
         let (mut tot, mut cs) = (0.0f64, 0.0f64);
         if is_f32::<T>() {
             let inv = inv.to_f32().unwrap_or(f32::NAN);
+            let sp = &mut as_f32(scratch)[..cols];
             for row in as_f32(l).chunks_exact_mut(cols) {
-                let (a, b) = row_pass(row, neg_pair_f32, true, inv);
-                tot += a as f64;
-                cs += b as f64;
+                for (v, o) in row.iter_mut().zip(sp.iter_mut()) {
+                    let (a, sig) = neg_pair_f32(*v);
+                    *o = a;
+                    *v = sig * inv;
+                }
+                tot += lane_sum(sp) as f64;
+                cs += lane_sum(row) as f64;
             }
         } else {
+            let sp = &mut scratch[..cols];
             for row in l.chunks_exact_mut(cols) {
-                let (a, b) = row_pass(row, neg_pair::<T>, true, inv);
-                tot += a.to_f64_();
-                cs += b.to_f64_();
+                for (v, o) in row.iter_mut().zip(sp.iter_mut()) {
+                    let (a, sig) = neg_pair(*v);
+                    *o = a;
+                    *v = sig * inv;
+                }
+                tot += lane_sum(sp).to_f64_();
+                cs += lane_sum(row).to_f64_();
             }
         }
         (tot, cs)
