@@ -11,8 +11,10 @@ use pyo3::IntoPyObjectExt;
 use reprkit_core::losses::{self as L, Pairs};
 use reprkit_core::{Error, Real};
 
+type Two<'py, T> = (Bound<'py, PyArray2<T>>, Bound<'py, PyArray2<T>>);
+
 /// The two feature arrays, checked to have one shape.
-fn views<'py, T: numpy::Element>(py: Python<'py>, x: &Obj<'py>, y: &Obj<'py>) -> PyResult<(Bound<'py, PyArray2<T>>, Bound<'py, PyArray2<T>>)> {
+fn views<'py, T: numpy::Element>(py: Python<'py>, x: &Obj<'py>, y: &Obj<'py>) -> PyResult<Two<'py, T>> {
     let (xa, ya) = (arr2::<T>(x, "image_features")?, arr2::<T>(y, "text_features")?);
     if xa.shape() != ya.shape() {
         return Err(to_pyerr(
