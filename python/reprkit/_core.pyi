@@ -241,6 +241,28 @@ def xent_loss_rows_backward(
 ) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]:
     """(gq, gk | None) of sum_i g_i per_i; lse and g are (n,) in q's dtype (k None: both roles in gq)."""
     ...
+
+# multimodal (CLIP, SigLIP): image and text features of one shape (n, d), one float dtype
+def clip_loss(
+    image_features: npt.NDArray[np.floating], text_features: npt.NDArray[np.floating], scale: float, n_threads: int
+) -> Tuple[float, npt.NDArray[np.floating], npt.NDArray[np.floating]]: ...
+def clip_loss_backward(
+    image_features: npt.NDArray[np.floating],
+    text_features: npt.NDArray[np.floating],
+    scale: float,
+    lse_rows: npt.NDArray[np.floating],
+    lse_cols: npt.NDArray[np.floating],
+    g: float,
+    n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], float]: ...
+def siglip_loss(
+    image_features: npt.NDArray[np.floating],
+    text_features: npt.NDArray[np.floating],
+    scale: float,
+    bias: float,
+    need_grad: bool,
+    n_threads: int,
+) -> Tuple[float, Optional[npt.NDArray[np.floating]], Optional[npt.NDArray[np.floating]], float, float]: ...
 # --- miners and per-anchor pair-similarity losses (rust/py/src/pairs.rs). metric: "euclidean" | "sqeuclidean" |
 # "cosine" (1 - cos on unit rows); ref_x/ref_labels None = the batch itself; index outputs are int64, (anchor, ...)
 # rows ordered by anchor then reference index; losses take unit rows (cosine similarity = x·r) and return per-anchor

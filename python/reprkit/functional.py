@@ -1,7 +1,7 @@
 """Every loss as a function (the ``torch.nn.Module`` classes live in :mod:`reprkit.losses`).
 
 The formulas are in the docstrings of each family module:
-:mod:`reprkit.losses.pairs` and :mod:`reprkit.losses.softmax`.
+:mod:`reprkit.losses.pairs`, :mod:`reprkit.losses.softmax` and :mod:`reprkit.losses.multimodal`.
 """
 
 from .losses.pairs import (  # noqa: F401
@@ -26,6 +26,7 @@ from .losses.margin import (  # noqa: F401
 from .losses.proxies import proxy_anchor_loss, proxy_nca_loss  # noqa: F401
 from .losses.distillation import dino_loss, negative_cosine_loss, symmetric_negative_cosine_loss  # noqa: F401
 from .losses.redundancy import barlow_twins_loss, vicreg_graph_loss, vicreg_loss  # noqa: F401
+from .losses.multimodal import clip_loss, siglip_loss
 from .losses.softmax import infonce_loss, npair_loss, ntxent_loss
 from .losses.hypersphere import alignment_loss, hypersphere_loss, uniformity_loss
 from .losses.softmax import infonce_loss, npair_loss, ntxent_loss, supcon_loss
@@ -57,4 +58,6 @@ __all__ = [
     "barlow_twins_loss",
     "vicreg_loss",
     "vicreg_graph_loss",
+    "clip_loss",
+    "siglip_loss",
 ]

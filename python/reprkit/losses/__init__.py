@@ -7,6 +7,7 @@
 * :mod:`.distillation` — SimSiam/BYOL negative cosine, DINO, :func:`ema_update` for EMA teachers;
 * :mod:`.softmax` — softmax cross-entropy over dot products: N-pair, NT-Xent (SimCLR), InfoNCE (MoCo), SupCon;
 * :mod:`.hypersphere` — alignment and uniformity (Wang & Isola 2020);
+* :mod:`.multimodal` — image–text contrastive losses: CLIP, SigLIP;
 * :mod:`.mining` — the miners (also ``reprkit.miners``); :mod:`.memory` — :class:`MemoryBank`.
 
 Each family module holds its formulas (docstrings), its functions (also in
@@ -20,6 +21,7 @@ reference in ``reprkit/reference/``, and its kernels in ``rust/src/losses/``.
 from .margin import ArcFaceLoss, CenterLoss, CosFaceLoss, NormalizedSoftmaxLoss, SubCenterArcFaceLoss, adaptive_margins
 from .distillation import DINOLoss, NegativeCosineLoss, ema_update
 from .memory import MemoryBank
+from .multimodal import CLIPLoss, SigLIPLoss
 from .pairs import CircleLoss, ContrastiveLoss, LiftedStructureLoss, MultiSimilarityLoss, TripletMarginLoss
 from .proxies import ProxyAnchorLoss, ProxyNCALoss
 from .redundancy import BarlowTwinsLoss, VICRegGraphLoss, VICRegLoss
@@ -55,4 +57,6 @@ __all__ = [
     "BarlowTwinsLoss",
     "VICRegLoss",
     "VICRegGraphLoss",
+    "CLIPLoss",
+    "SigLIPLoss",
 ]

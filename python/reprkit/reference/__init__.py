@@ -18,6 +18,7 @@ from .mining import (
     mine_semi_hard,
     mine_triplet_margin,
 )
+from .multimodal import clip_loss, siglip_loss
 from .pairs import circle_loss, contrastive_loss, lifted_structure_loss, multi_similarity_loss, triplet_margin_loss
 from .proxies import proxy_anchor_loss, proxy_nca_loss
 from .distillation import dino_loss, dino_loss_chunked, negative_cosine_loss, symmetric_negative_cosine_loss
@@ -56,6 +57,8 @@ __all__ = [
     "barlow_twins_loss",
     "vicreg_loss",
     "vicreg_graph_loss",
+    "clip_loss",
+    "siglip_loss",
     "losses",
     "normalized_softmax_loss",
     "cosface_loss",

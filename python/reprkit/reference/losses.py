@@ -16,6 +16,7 @@ from .mining import (  # noqa: F401
     mine_semi_hard,
     mine_triplet_margin,
 )
+from .multimodal import clip_loss, siglip_loss  # noqa: F401
 from .pairs import (  # noqa: F401
     circle_loss,
     contrastive_loss,

@@ -14,6 +14,7 @@ mod distillation;
 mod held;
 mod losses;
 mod margin;
+mod multimodal;
 mod pairs;
 mod proxies;
 mod redundancy;
@@ -34,6 +35,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pairs::register(m)?;
     proxies::register(m)?;
     redundancy::register(m)?;
+    multimodal::register(m)?;
     spectral::register(m)?;
     supcon::register(m)?;
     tsne::register(m)?;

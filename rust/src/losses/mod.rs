@@ -15,6 +15,7 @@ pub mod dino;
 pub mod lifted;
 pub mod margin;
 pub mod miners;
+pub mod multimodal;
 pub mod multisim;
 pub mod pairsim;
 pub mod proxies;
@@ -34,6 +35,7 @@ pub use margin::{margin_backward, margin_forward, Kind as MarginKind, MarginSoft
 pub use miners::{
     mine_distance_weighted, mine_multi_similarity, mine_pair_margin, mine_triplet_margin, PairSets, TripletType,
 };
+pub use multimodal::{clip_backward, clip_forward, siglip_forward, siglip_forward_backward, ClipState, Pairs, SiglipOut};
 pub use multisim::{
     multi_similarity_backward, multi_similarity_forward, multi_similarity_pairs_backward,
     multi_similarity_pairs_forward, MultiSimilarity,

@@ -32,19 +32,19 @@ pub(super) const SYM_GROUP: usize = 8;
 
 /// Below this a column's partial sum taken against the block maximum may have
 /// lost digits to underflow, so it is recomputed against the column's own max.
-const COL_TINY: f64 = 1e-12;
+pub(super) const COL_TINY: f64 = 1e-12;
 /// Largest spread of the log-sum-exps within a block for which pass 2 uses one
 /// exponential per entry (e^{s−hi}·(e^{hi−lse_i} + e^{hi−lse_j})): terms lost to
 /// underflow are then below e^{−87+30} of their row's total.
 const LSE_SPREAD: f64 = 30.0;
 
 /// A (max, Σ e^{x − max}) pair; (−∞, 0) is empty.
-type Part<T> = (T, T);
+pub(super) type Part<T> = (T, T);
 /// A block-row's index, its rows' partials and the column partials of the rows after it.
 type RowStats<T> = (usize, Vec<Part<T>>, Vec<Part<T>>);
 
 #[inline]
-fn merge<T: Real>(a: Part<T>, b: Part<T>) -> Part<T> {
+pub(super) fn merge<T: Real>(a: Part<T>, b: Part<T>) -> Part<T> {
     if a.0 == T::neg_infinity() {
         return b;
     }
@@ -291,7 +291,7 @@ impl<'a, T: Real> Sym<'a, T> {
 multiversion! {
     /// e = e^{s − rowmax} row by row (cols wide); the rows' (max, sum) merged
     /// into `rs` and their max kept in `rmax`.
-    fn row_stats<T>(s: &[T], e: &mut [T], cols: usize, rs: &mut [Part<T>], rmax: &mut [T]) -> () {
+    pub(super) fn row_stats<T>(s: &[T], e: &mut [T], cols: usize, rs: &mut [Part<T>], rmax: &mut [T]) -> () {
         for (i, (srow, erow)) in s.chunks_exact(cols).zip(e.chunks_exact_mut(cols)).enumerate() {
             let mx = rowops::max(srow);
             rmax[i] = mx;
@@ -307,7 +307,7 @@ multiversion! {
 multiversion! {
     /// Column sums against the block maximum bm (returned):
     /// colsum_j = Σ_i e^{s_ij − bm} = Σ_i w_i e_ij with w_i = e^{rowmax_i − bm}.
-    fn col_sums<T>(e: &[T], cols: usize, rmax: &[T], w: &mut [T], colsum: &mut [T]) -> T {
+    pub(super) fn col_sums<T>(e: &[T], cols: usize, rmax: &[T], w: &mut [T], colsum: &mut [T]) -> T {
         let bm = rowops::max(rmax);
         for (wi, &r) in w.iter_mut().zip(rmax) {
             *wi = exp1(r - bm);
@@ -323,7 +323,7 @@ multiversion! {
 multiversion! {
     /// W_ij = (e^{s_ij − lr_i} + e^{s_ij − lc_j})/n in place (target terms aside),
     /// with one exponential per entry when the log-sum-exps are close.
-    fn coef<T>(w: &mut [T], cols: usize, lr: &[T], lc: &[T], inv_n: T, beta: &mut [T]) -> () {
+    pub(super) fn coef<T>(w: &mut [T], cols: usize, lr: &[T], lc: &[T], inv_n: T, beta: &mut [T]) -> () {
         let hi = rowops::max(lr).max(rowops::max(lc));
         let lo = rowops::min(lr).min(rowops::min(lc));
         if hi - lo <= T::c(LSE_SPREAD) {
