@@ -144,7 +144,12 @@ mod tests {
     #[test]
     fn thread_count_does_not_change_bits() {
         let cfg = Circle::default();
-        check_threads(&|b| circle_forward(b, &cfg), &|b, g, gx, gr| circle_backward(b, &cfg, g, gx, gr));
+        check_threads(
+            &|b| circle_forward(b, &cfg),
+            &|b, g, gx, gr| circle_backward(b, &cfg, g, gx, gr),
+            &|p| circle_pairs_forward(p, &cfg),
+            &|p, g, gx, gr| circle_pairs_backward(p, &cfg, g, gx, gr),
+        );
     }
 
     #[test]

@@ -135,7 +135,12 @@ mod tests {
     #[test]
     fn thread_count_does_not_change_bits() {
         let cfg = MultiSimilarity::default();
-        check_threads(&|b| multi_similarity_forward(b, &cfg), &|b, g, gx, gr| multi_similarity_backward(b, &cfg, g, gx, gr));
+        check_threads(
+            &|b| multi_similarity_forward(b, &cfg),
+            &|b, g, gx, gr| multi_similarity_backward(b, &cfg, g, gx, gr),
+            &|p| multi_similarity_pairs_forward(p, &cfg),
+            &|p, g, gx, gr| multi_similarity_pairs_backward(p, &cfg, g, gx, gr),
+        );
     }
 
     #[test]
