@@ -497,7 +497,9 @@ pub(crate) mod testkit {
     /// Explicit per-anchor partner lists (duplicates allowed).
     pub type Sets = Vec<Vec<usize>>;
     /// Brute-force per-anchor values: (x, r, m, positives, negatives, frozen S (n×m) for detached factors).
-    pub type Brute<'a> = &'a dyn Fn(&[f64], &[f64], usize, &Sets, &Sets, &[f64]) -> Vec<f64>;
+    pub type BruteFn = Box<dyn Fn(&[f64], &[f64], usize, &Sets, &Sets, &[f64]) -> Vec<f64>>;
+    type Brute<'a> = &'a BruteFn;
+    type Idx<'a> = (&'a [i64], &'a [i64], &'a [i64], &'a [i64]);
     type Fwd<'a> = &'a dyn Fn(&Batch<f64>) -> Result<(Vec<f64>, Vec<f64>)>;
     type Bwd<'a> = &'a dyn Fn(&Batch<f64>, &[f64], &mut [f64], &mut [f64]) -> Result<()>;
     type PFwd<'a> = &'a dyn Fn(&GivenPairs<f64>) -> Result<(Vec<f64>, Vec<f64>)>;
@@ -541,7 +543,7 @@ pub(crate) mod testkit {
     }
 
     /// Σ_i g_i per_i, for finite differences with the detached factors frozen at `s0`.
-    fn weighted(brute: Brute, x: &[f64], r: &[f64], m: usize, p: &Sets, q: &Sets, s0: &[f64], g: &[f64]) -> f64 {
+    fn weighted(brute: Brute, x: &[f64], r: &[f64], m: usize, (p, q, s0): (&Sets, &Sets, &[f64]), g: &[f64]) -> f64 {
         brute(x, r, m, p, q, s0).iter().zip(g).map(|(a, b)| a * b).sum()
     }
 
@@ -572,13 +574,13 @@ pub(crate) mod testkit {
             let (mut gx, mut gr) = (vec![0.0; n * d], vec![0.0; m * d]);
             bwd(&b, &g, &mut gx, &mut gr).unwrap();
             let fx = if same {
-                fd_grad(&x, &|xx| weighted(brute, xx, xx, mm, &ps, &ns, &s0, &g))
+                fd_grad(&x, &|xx| weighted(brute, xx, xx, mm, (&ps, &ns, &s0), &g))
             } else {
-                fd_grad(&x, &|xx| weighted(brute, xx, &r, mm, &ps, &ns, &s0, &g))
+                fd_grad(&x, &|xx| weighted(brute, xx, &r, mm, (&ps, &ns, &s0), &g))
             };
             assert_close(&gx, &fx, 1e-5);
             if !same {
-                assert_close(&gr, &fd_grad(&rx, &|rr| weighted(brute, &x, rr, mm, &ps, &ns, &s0, &g)), 1e-5);
+                assert_close(&gr, &fd_grad(&rx, &|rr| weighted(brute, &x, rr, mm, (&ps, &ns, &s0), &g)), 1e-5);
             }
             let (mut hx, mut hr) = (vec![0.0; n * d], vec![0.0; m * d]);
             // Both evaluations of given pairs: pair by pair and on tiles.
@@ -609,13 +611,13 @@ pub(crate) mod testkit {
                 assert_eq!(pc, want.iter().map(|&v| count(v)).collect::<Vec<_>>());
                 pbwd(&gp, &g, &mut hx, &mut hr).unwrap();
                 let fx = if same {
-                    fd_grad(&x, &|xx| weighted(brute, xx, xx, mm, &rp, &rn, &s0, &g))
+                    fd_grad(&x, &|xx| weighted(brute, xx, xx, mm, (&rp, &rn, &s0), &g))
                 } else {
-                    fd_grad(&x, &|xx| weighted(brute, xx, &r, mm, &rp, &rn, &s0, &g))
+                    fd_grad(&x, &|xx| weighted(brute, xx, &r, mm, (&rp, &rn, &s0), &g))
                 };
                 assert_close(&hx, &fx, 1e-5);
                 if !same {
-                    assert_close(&hr, &fd_grad(&rx, &|rr| weighted(brute, &x, rr, mm, &rp, &rn, &s0, &g)), 1e-5);
+                    assert_close(&hr, &fd_grad(&rx, &|rr| weighted(brute, &x, rr, mm, (&rp, &rn, &s0), &g)), 1e-5);
                 }
             }
             FORCE_TILES.with(|c| c.set(None));
@@ -624,7 +626,7 @@ pub(crate) mod testkit {
             let badm = [mm as i64];
             let neg1 = [-1i64];
             let zero = [0i64];
-            let cases: [(&[i64], &[i64], &[i64], &[i64]); 5] = [
+            let cases: [Idx; 5] = [
                 (&bad, &zero, &[], &[]),
                 (&zero, &badm, &[], &[]),
                 (&[], &[], &neg1, &zero),
@@ -639,16 +641,15 @@ pub(crate) mod testkit {
         }
     }
 
+    type Fwd32<'a> = &'a (dyn Fn(&Batch<f32>) -> Result<(Vec<f32>, Vec<f32>)> + Sync);
+    type Bwd32<'a> = &'a (dyn Fn(&Batch<f32>, &[f32], &mut [f32], &mut [f32]) -> Result<()> + Sync);
     type PFwd32<'a> = &'a (dyn Fn(&GivenPairs<f32>) -> Result<(Vec<f32>, Vec<f32>)> + Sync);
     type PBwd32<'a> = &'a (dyn Fn(&GivenPairs<f32>, &[f32], &mut [f32], &mut [f32]) -> Result<()> + Sync);
 
     /// Forward and backward, dense and given pairs (both evaluations), are
     /// bit-identical for 1, 2 and 3 threads (several tiles, f32).
     pub fn check_threads(
-        fwd: &(dyn Fn(&Batch<f32>) -> Result<(Vec<f32>, Vec<f32>)> + Sync),
-        bwd: &(dyn Fn(&Batch<f32>, &[f32], &mut [f32], &mut [f32]) -> Result<()> + Sync),
-        pfwd: PFwd32,
-        pbwd: PBwd32,
+        fwd: Fwd32, bwd: Bwd32, pfwd: PFwd32, pbwd: PBwd32,
     ) {
         let mut rng = Rng(5);
         let (n, m, d) = (300usize, 230usize, 8usize);
