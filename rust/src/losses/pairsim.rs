@@ -2,9 +2,10 @@
 //! Circle): per_i = F(L⁺_i, L⁻_i) with L^± = log(k₀ + Σ_{j∈P(i) / N(i)} e^{l^±(S_ij)}),
 //! k₀ ∈ {0, 1}, on dot-product similarities S of unit rows.
 //!
-//! Dense sets (from labels) walk 64-row similarity tiles and recompute them in
-//! backward; given pair sets (PML's `(a1, p, a2, n)`) are grouped by anchor and
-//! evaluated pair by pair, O((P + N)·d).
+//! Dense sets (from labels) walk fixed row tiles of similarities and recompute
+//! them in backward. Given pair sets (PML's `(a1, p, a2, n)`) are grouped by
+//! anchor and evaluated pair by pair, O((P + N)·d), or, when they cover a good
+//! part of the n×m pairs (a miner's output often does), on the same tiles.
 
 use super::common::{Batch, Space};
 use super::rowops;
@@ -132,9 +133,18 @@ fn sim_space<'a, T: Real>(b: &Batch<'a, T>) -> Space<'a, T> {
     Space::dot(b.x, b.n, r, b.d, T::one())
 }
 
+/// Validates the batch and that reference indices fit in u32.
+fn check_batch<T: Real>(b: &Batch<T>) -> Result<()> {
+    b.validate()?;
+    if b.r().1 > u32::MAX as usize {
+        return Err(Error::Shape("more than 2^32 reference rows".into()));
+    }
+    Ok(())
+}
+
 /// Per-anchor values and counts over the label-defined pair sets.
 pub(crate) fn dense_forward<T: Real, L: RowLoss<T>>(b: &Batch<T>, loss: &L) -> Result<(Vec<T>, Vec<T>)> {
-    b.validate()?;
+    check_batch(b)?;
     let (_, m, rl) = b.r();
     let same = b.same();
     let classes = Classes::new(rl);
@@ -162,7 +172,7 @@ fn check_upstream<T: Real>(g: &[T], n: usize) -> Result<()> {
 pub(crate) fn dense_backward<T: Real, L: RowLoss<T>>(
     b: &Batch<T>, loss: &L, g: &[T], gx: &mut [T], gr: &mut [T],
 ) -> Result<()> {
-    b.validate()?;
+    check_batch(b)?;
     check_upstream(g, b.n)?;
     let (_, m, rl) = b.r();
     check_len("grad_x", gx.len(), b.n, b.d)?;
