@@ -244,18 +244,29 @@ fn group(n: usize, m: usize, a: &[i64], o: &[i64], what: &str) -> Result<(Vec<us
     if a.len() != o.len() {
         return Err(Error::Shape(format!("{what} pairs: {} anchors but {} partners", a.len(), o.len())));
     }
+    // Range checks in parallel (fixed chunks; the first bad chunk reports).
+    const CH: usize = 1 << 16;
+    let bad = a.par_chunks(CH).zip(o.par_chunks(CH)).map(|(ac, oc)| {
+        let ba = ac.iter().find(|&&v| v < 0 || v as u64 >= n as u64);
+        let bo = oc.iter().find(|&&v| v < 0 || v as u64 >= m as u64);
+        (ba.copied(), bo.copied())
+    });
+    if let Some((ba, bo)) = bad.find_first(|v| v.0.is_some() || v.1.is_some()) {
+        return Err(match (ba, bo) {
+            (Some(v), _) => Error::InvalidInput(format!("{what} pair anchor index {v} out of range [0, {n})")),
+            (_, v) => Error::InvalidInput(format!("{what} pair index {} out of range [0, {m})", v.unwrap_or(0))),
+        });
+    }
     let mut start = vec![0usize; n + 1];
-    for (&ai, &oi) in a.iter().zip(o) {
-        if ai < 0 || ai as u64 >= n as u64 {
-            return Err(Error::InvalidInput(format!("{what} pair anchor index {ai} out of range [0, {n})")));
-        }
-        if oi < 0 || oi as u64 >= m as u64 {
-            return Err(Error::InvalidInput(format!("{what} pair index {oi} out of range [0, {m})")));
-        }
+    for &ai in a {
         start[ai as usize + 1] += 1;
     }
     for k in 0..n {
         start[k + 1] += start[k];
+    }
+    // Miners list pairs by anchor already: then the partners are the grouped list.
+    if a.windows(2).all(|w| w[0] <= w[1]) {
+        return Ok((start, o.par_iter().map(|&v| v as u32).collect()));
     }
     let mut fill = start.clone();
     let mut idx = vec![0u32; a.len()];
@@ -303,6 +314,15 @@ struct Scratch<T> {
     en: Vec<T>,
 }
 
+/// e_k = e^{f(s_k) − shift} into `e`; returns (shift, log-sum).
+#[inline]
+fn exp_sum<T: Real, L: RowLoss<T>, F: Fn(T) -> T>(s: &[T], e: &mut Vec<T>, f: F) -> (T, T) {
+    e.clear();
+    e.extend(s.iter().map(|&v| f(v)));
+    let sh = shift_of(L::ADD_ONE, rowops::max(e));
+    (sh, log_sum(L::ADD_ONE, sh, rowops::exp_shift(e, sh)))
+}
+
 /// Anchor i of given pairs, with `sim(j)` its similarity to reference j:
 /// fills `w` and returns its row statistics.
 fn given_row<T: Real, L: RowLoss<T>, S: Fn(u32) -> T>(loss: &L, gr: &Groups, i: usize, sim: S, w: &mut Scratch<T>) -> RowStats<T> {
@@ -310,19 +330,8 @@ fn given_row<T: Real, L: RowLoss<T>, S: Fn(u32) -> T>(loss: &L, gr: &Groups, i: 
     w.sp.extend(gr.pos[gr.ps[i]..gr.ps[i + 1]].iter().map(|&j| sim(j)));
     w.sn.clear();
     w.sn.extend(gr.neg[gr.ns[i]..gr.ns[i + 1]].iter().map(|&j| sim(j)));
-    let exp_sum = |s: &[T], e: &mut Vec<T>, f: &dyn Fn(T) -> T| -> (T, T) {
-        e.clear();
-        e.extend(s.iter().map(|&v| f(v)));
-        let sh = shift_of(L::ADD_ONE, e.iter().copied().fold(T::neg_infinity(), T::max));
-        let mut a = T::zero();
-        for v in e.iter_mut() {
-            *v = rowops::exp1(*v - sh);
-            a += *v;
-        }
-        (sh, log_sum(L::ADD_ONE, sh, a))
-    };
-    let (sp, lp) = exp_sum(&w.sp, &mut w.ep, &|v| loss.pos(v).0);
-    let (sn, ln) = exp_sum(&w.sn, &mut w.en, &|v| loss.neg(v).0);
+    let (sp, lp) = exp_sum::<T, L, _>(&w.sp, &mut w.ep, |v| loss.pos(v).0);
+    let (sn, ln) = exp_sum::<T, L, _>(&w.sn, &mut w.en, |v| loss.neg(v).0);
     let (hp, hn) = (!w.sp.is_empty(), !w.sn.is_empty());
     let per = loss.combine(lp, ln, hp, hn).0;
     RowStats { per, lp, ln, sp, sn, hp, hn }
@@ -552,6 +561,12 @@ pub(crate) mod testkit {
         (a, o)
     }
 
+    fn shuffled((a, o): (Vec<i64>, Vec<i64>), rng: &mut Rng) -> (Vec<i64>, Vec<i64>) {
+        let mut k: Vec<(u64, i64, i64)> = a.iter().zip(&o).map(|(&x, &y)| (rng.next_u64(), x, y)).collect();
+        k.sort_unstable();
+        (k.iter().map(|t| t.1).collect(), k.iter().map(|t| t.2).collect())
+    }
+
     /// Σ_i g_i per_i, for finite differences with the detached factors frozen at `s0`.
     fn weighted(brute: Brute, x: &[f64], r: &[f64], m: usize, (p, q, s0): (&Sets, &Sets, &[f64]), g: &[f64]) -> f64 {
         brute(x, r, m, p, q, s0).iter().zip(g).map(|(a, b)| a * b).sum()
@@ -612,8 +627,9 @@ pub(crate) mod testkit {
                     rs.push((0..n).map(|_| (0..(rng.next_u64() % 4) as usize).map(|_| (rng.next_u64() % mm as u64) as usize).collect()).collect());
                 }
                 let (rp, rn) = (rs[0].clone(), rs[1].clone());
-                let (a1, p) = flat(&rp);
-                let (a2, nn) = flat(&rn);
+                // Pairs in a random order (not grouped by anchor).
+                let (a1, p) = shuffled(flat(&rp), &mut rng);
+                let (a2, nn) = shuffled(flat(&rn), &mut rng);
                 let gp = GivenPairs { x: &x, n, d, refs: refs.map(|(r, m, _)| (r, m)), a1: &a1, p: &p, a2: &a2, neg: &nn };
                 let want = brute(&x, &r, mm, &rp, &rn, &s0);
                 let (pp, pc) = pfwd(&gp).unwrap();
