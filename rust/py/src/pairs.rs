@@ -141,11 +141,14 @@ impl Kind {
     }
 }
 
-/// Forward -> (per, cnt), or with `g` backward -> (gx, gref | None).
+type Fwd<'a, T> = &'a (dyn Fn() -> Result<(Vec<T>, Vec<T>)> + Sync);
+type Bwd<'a, T> = &'a (dyn Fn(&[T], &mut [T], &mut [T]) -> Result<()> + Sync);
+
+/// Forward -> (per, cnt), or with `g` backward -> (gx, gref | None); `(n, d, m)`
+/// are the shapes of x and of the references (None: no separate references).
 fn run_loss<'py, T: numpy::Element + Real>(
-    py: Python<'py>, n: usize, d: usize, m: Option<usize>, g: Option<&Obj<'py>>, n_threads: usize,
-    fwd: &(dyn Fn() -> Result<(Vec<T>, Vec<T>)> + Sync),
-    bwd: &(dyn Fn(&[T], &mut [T], &mut [T]) -> Result<()> + Sync),
+    py: Python<'py>, (n, d, m): (usize, usize, Option<usize>), g: Option<&Obj<'py>>, n_threads: usize, fwd: Fwd<T>,
+    bwd: Bwd<T>,
 ) -> PyResult<Py<PyAny>> {
     match g {
         None => {
@@ -173,7 +176,7 @@ fn dense_loss<'py>(
 ) -> PyResult<Py<PyAny>> {
     with_batch!(x, labels, ref_x, ref_labels, |b: T| {
         let m = b.refs.map(|r| r.1);
-        run_loss::<T>(py, b.n, b.d, m, g, n_threads, &|| kind.forward(b), &|g, gx, gr| kind.backward(b, g, gx, gr))
+        run_loss::<T>(py, (b.n, b.d, m), g, n_threads, &|| kind.forward(b), &|g, gx, gr| kind.backward(b, g, gx, gr))
     })
 }
 
@@ -191,7 +194,7 @@ fn given_loss_t<'py, T: numpy::Element + Real>(
     let refs = match &ra { Some(a) => Some((slice_of(a, "ref_embeddings")?, a.shape()[0])), None => None };
     let p = GivenPairs { x: slice_of(&xa, "embeddings")?, n, d, refs, a1: is[0], p: is[1], a2: is[2], neg: is[3] };
     let m = refs.map(|r| r.1);
-    run_loss::<T>(py, n, d, m, g, n_threads, &|| kind.pairs_forward(&p), &|g, gx, gr| kind.pairs_backward(&p, g, gx, gr))
+    run_loss::<T>(py, (n, d, m), g, n_threads, &|| kind.pairs_forward(&p), &|g, gx, gr| kind.pairs_backward(&p, g, gx, gr))
 }
 
 #[allow(clippy::too_many_arguments)]

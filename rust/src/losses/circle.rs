@@ -100,11 +100,11 @@ pub fn circle_pairs_backward<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::losses::pairsim::testkit::{check, check_threads, sims, Sets};
+    use crate::losses::pairsim::testkit::{check, check_threads, sims, BruteFn, Sets};
 
     /// The formula with α_p, α_n taken from the frozen similarities `s0` (detached).
-    fn brute(cfg: Circle) -> impl Fn(&[f64], &[f64], usize, &Sets, &Sets, &[f64]) -> Vec<f64> {
-        move |x, r, m, ps, ns, s0| {
+    fn brute(cfg: Circle) -> BruteFn {
+        Box::new(move |x: &[f64], r: &[f64], m: usize, ps: &Sets, ns: &Sets, s0: &[f64]| {
             let n = ps.len();
             let d = x.len() / n;
             let s = sims(x, n, r, m, d);
@@ -123,7 +123,7 @@ mod tests {
                     (1.0 + a * b).ln()
                 })
                 .collect()
-        }
+        })
     }
 
     #[test]
@@ -144,7 +144,12 @@ mod tests {
     #[test]
     fn thread_count_does_not_change_bits() {
         let cfg = Circle::default();
-        check_threads(&|b| circle_forward(b, &cfg), &|b, g, gx, gr| circle_backward(b, &cfg, g, gx, gr));
+        check_threads(
+            &|b| circle_forward(b, &cfg),
+            &|b, g, gx, gr| circle_backward(b, &cfg, g, gx, gr),
+            &|p| circle_pairs_forward(p, &cfg),
+            &|p, g, gx, gr| circle_pairs_backward(p, &cfg, g, gx, gr),
+        );
     }
 
     #[test]

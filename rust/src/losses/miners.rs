@@ -58,30 +58,37 @@ fn check_batch<T: Real>(b: &Batch<T>) -> Result<()> {
 
 /// Work space of one anchor of the triplet-margin miner.
 #[derive(Default)]
-struct TripletScratch<T> {
+struct TripletScratch {
     /// Negatives' reference indices, in index order.
     neg: Vec<u32>,
-    /// Positions into `neg`, sorted by (distance, index).
-    order: Vec<u32>,
-    /// Distances in `order`'s order.
-    sorted: Vec<T>,
-    /// rank[q]: where `neg[q]` sits in `order`.
+    /// (order key of the distance, position into `neg`), sorted.
+    keys: Vec<(u64, u32)>,
+    /// rank[q]: where `neg[q]` sits in the sorted order.
     rank: Vec<u32>,
     pick: Vec<u32>,
 }
 
-/// Triplets of anchor `i` (its row `dr` of distances). The kept negatives of
-/// a positive form one run of the distance-sorted negatives (t is monotone in
-/// d(a,n)), found by binary search, then listed in index order: by a scan of
-/// the negatives when the run is dense, else by sorting the run (so the cost
-/// is O(output + M log M) per anchor).
+/// An integer key ordered as the float (for sorting without float comparisons).
+#[inline]
+fn order_key<T: Real>(v: T) -> u64 {
+    let b = v.to_f64_().to_bits();
+    if b >> 63 == 1 { !b } else { b | (1 << 63) }
+}
+
+/// Triplets of anchor `i` (its row `dr` of distances). With few positives,
+/// each one scans the negatives (P·M ≤ M log M). Otherwise the negatives are
+/// sorted by distance once: the kept negatives of a positive are one run of
+/// them (t is monotone in d(a,n)), found by binary search and listed in index
+/// order, by a scan when the run is dense, else by sorting the run. Either way
+/// the cost is O(output + M log M) per anchor.
 #[allow(clippy::too_many_arguments)]
 fn triplet_row<T: Real>(
-    ty: TripletType, mg: T, i: usize, dr: &[T], yi: i64, rl: &[i64], same: bool, w: &mut TripletScratch<T>,
+    ty: TripletType, mg: T, i: usize, dr: &[T], yi: i64, rl: &[i64], same: bool, w: &mut TripletScratch,
     out: &mut Vec<[u32; 3]>,
 ) {
     let is_pos = |j: usize| rl[j] == yi && !(same && j == i);
-    if !(0..dr.len()).any(is_pos) {
+    let np = (0..dr.len()).filter(|&j| is_pos(j)).count();
+    if np == 0 {
         return;
     }
     w.neg.clear();
@@ -90,29 +97,49 @@ fn triplet_row<T: Real>(
     if nn == 0 {
         return;
     }
-    w.order.clear();
-    w.order.extend(0..nn as u32);
-    let (neg, order) = (&w.neg, &mut w.order);
-    let dv = |q: u32| dr[neg[q as usize] as usize];
-    order.sort_unstable_by(|&a, &b| dv(a).partial_cmp(&dv(b)).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
-    w.sorted.clear();
-    w.sorted.extend(order.iter().map(|&q| dv(q)));
+    // t = d_an − d_ap is evaluated exactly as the definition does.
+    let keep = |t: T| match ty {
+        TripletType::All => t <= mg,
+        TripletType::Hard => t <= mg && t <= T::zero(),
+        TripletType::SemiHard => t > T::zero() && t <= mg,
+        TripletType::Easy => t > mg,
+    };
+    if np <= 2 * (usize::BITS - nn.leading_zeros()) as usize + 2 {
+        for (p, &dp) in dr.iter().enumerate() {
+            if is_pos(p) {
+                out.extend(w.neg.iter().filter(|&&j| keep(dr[j as usize] - dp)).map(|&j| [i as u32, p as u32, j]));
+            }
+        }
+        return;
+    }
+    w.keys.clear();
+    w.keys.extend(w.neg.iter().enumerate().map(|(q, &j)| (order_key(dr[j as usize]), q as u32)));
+    w.keys.sort_unstable();
     w.rank.resize(nn, 0);
-    for (k, &q) in order.iter().enumerate() {
+    for (k, &(_, q)) in w.keys.iter().enumerate() {
         w.rank[q as usize] = k as u32;
     }
-    let sv = &w.sorted;
+    let (neg, keys) = (&w.neg, &w.keys);
+    let sv = |k: usize| dr[neg[keys[k].1 as usize] as usize];
+    // First sorted position where `f` (true on a prefix) fails.
+    let first_not = |f: &dyn Fn(T) -> bool| {
+        let (mut lo, mut hi) = (0usize, nn);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if f(sv(mid)) { lo = mid + 1 } else { hi = mid }
+        }
+        lo
+    };
     for (p, &dp) in dr.iter().enumerate() {
         if !is_pos(p) {
             continue;
         }
-        // t = d_an − d_ap is evaluated exactly as the definition does; each
-        // condition holds on a prefix of the sorted negatives.
-        let le_m = sv.partition_point(|&v| v - dp <= mg);
+        // Each condition holds on a prefix of the sorted negatives.
+        let le_m = first_not(&|v| v - dp <= mg);
         let (lo, hi) = match ty {
             TripletType::All => (0, le_m),
-            TripletType::Hard => (0, sv.partition_point(|&v| v - dp <= mg && v - dp <= T::zero())),
-            TripletType::SemiHard => (sv.partition_point(|&v| v - dp <= T::zero()), le_m),
+            TripletType::Hard => (0, first_not(&|v| v - dp <= mg && v - dp <= T::zero())),
+            TripletType::SemiHard => (first_not(&|v| v - dp <= T::zero()), le_m),
             TripletType::Easy => (le_m, nn),
         };
         if hi <= lo {
@@ -127,7 +154,7 @@ fn triplet_row<T: Real>(
             }
         } else {
             w.pick.clear();
-            w.pick.extend_from_slice(&w.order[lo..hi]);
+            w.pick.extend(w.keys[lo..hi].iter().map(|&(_, q)| q));
             w.pick.sort_unstable();
             out.extend(w.pick.iter().map(|&q| [i as u32, p as u32, w.neg[q as usize]]));
         }
@@ -282,7 +309,7 @@ pub fn mine_distance_weighted<T: Real>(
                     continue;
                 }
                 let q = v.to_f64_().max(cutoff);
-                if !(q < nonzero_loss_cutoff) {
+                if q >= nonzero_loss_cutoff || q.is_nan() {
                     continue;
                 }
                 let lw = (2.0 - dim) * q.ln() - ((dim - 3.0) / 2.0) * (1.0 - 0.25 * q * q).ln();
@@ -362,7 +389,7 @@ mod tests {
     fn cases() -> Vec<Case> {
         let mut rng = Rng(17);
         let mut out = Vec::new();
-        for &(n, m, d, k) in &[(12usize, 0usize, 3usize, 3u64), (70, 0, 3, 6), (9, 75, 3, 4), (5, 0, 2, 1), (8, 0, 3, 1000), (7, 9, 2, 1000)] {
+        for &(n, m, d, k) in &[(12usize, 0usize, 3usize, 3u64), (70, 0, 3, 6), (9, 75, 3, 4), (5, 0, 2, 1), (8, 0, 3, 1000), (7, 9, 2, 1000), (40, 0, 3, 2), (10, 60, 3, 2)] {
             let x = unit_rows(&mut rng, n, d);
             let l = rng.labels(n, k);
             let rx = unit_rows(&mut rng, m, d);

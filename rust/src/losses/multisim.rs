@@ -100,10 +100,10 @@ pub fn multi_similarity_pairs_backward<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::losses::pairsim::testkit::{check, check_threads, sims, Sets};
+    use crate::losses::pairsim::testkit::{check, check_threads, sims, BruteFn, Sets};
 
-    fn brute(cfg: MultiSimilarity) -> impl Fn(&[f64], &[f64], usize, &Sets, &Sets, &[f64]) -> Vec<f64> {
-        move |x, r, m, ps, ns, _| {
+    fn brute(cfg: MultiSimilarity) -> BruteFn {
+        Box::new(move |x: &[f64], r: &[f64], m: usize, ps: &Sets, ns: &Sets, _: &[f64]| {
             let n = ps.len();
             let d = x.len() / n;
             let s = sims(x, n, r, m, d);
@@ -114,7 +114,7 @@ mod tests {
                     (1.0 + a).ln() / cfg.alpha + (1.0 + b).ln() / cfg.beta
                 })
                 .collect()
-        }
+        })
     }
 
     #[test]
@@ -135,7 +135,12 @@ mod tests {
     #[test]
     fn thread_count_does_not_change_bits() {
         let cfg = MultiSimilarity::default();
-        check_threads(&|b| multi_similarity_forward(b, &cfg), &|b, g, gx, gr| multi_similarity_backward(b, &cfg, g, gx, gr));
+        check_threads(
+            &|b| multi_similarity_forward(b, &cfg),
+            &|b, g, gx, gr| multi_similarity_backward(b, &cfg, g, gx, gr),
+            &|p| multi_similarity_pairs_forward(p, &cfg),
+            &|p, g, gx, gr| multi_similarity_pairs_backward(p, &cfg, g, gx, gr),
+        );
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! Circle): per_i = F(L⁺_i, L⁻_i) with L^± = log(k₀ + Σ_{j∈P(i) / N(i)} e^{l^±(S_ij)}),
 //! k₀ ∈ {0, 1}, on dot-product similarities S of unit rows.
 //!
-//! Dense sets (from labels) walk 64-row similarity tiles and recompute them in
-//! backward; given pair sets (PML's `(a1, p, a2, n)`) are grouped by anchor and
-//! evaluated pair by pair, O((P + N)·d).
+//! Dense sets (from labels) walk fixed row tiles of similarities and recompute
+//! them in backward. Given pair sets (PML's `(a1, p, a2, n)`) are grouped by
+//! anchor and evaluated pair by pair, O((P + N)·d), or, when they cover a good
+//! part of the n×m pairs (a miner's output often does), on the same tiles.
 
 use super::common::{Batch, Space};
-use super::rowops::exp1;
+use super::rowops;
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::linalg::dot;
 use crate::Real;
@@ -52,51 +53,79 @@ fn back_factor<T: Real>(has: bool, shift: T, l: T) -> T {
     if has { (shift - l).exp() } else { T::zero() }
 }
 
-/// One dense row: similarities `s` (m wide) of anchor `i` with label `yi`
-/// against references labelled `rl` (`same`: the anchor's own column is in
-/// neither set). `buf` (m wide) receives e^{l_j − shift_class(j)} (0 off both
-/// sets). Returns (per, L⁺, L⁻, shift⁺, shift⁻, has_p, has_n).
-#[allow(clippy::type_complexity)]
+/// The references of each label: `idx[range]` lists, in index order, the
+/// references labelled `labels[k]` for the k-th distinct label.
+struct Classes {
+    labels: Vec<i64>,
+    start: Vec<usize>,
+    idx: Vec<u32>,
+}
+
+impl Classes {
+    fn new(rl: &[i64]) -> Self {
+        let mut idx: Vec<u32> = (0..rl.len() as u32).collect();
+        idx.sort_by_key(|&j| (rl[j as usize], j));
+        let (mut labels, mut start) = (Vec::new(), Vec::new());
+        for (k, &j) in idx.iter().enumerate() {
+            if labels.last() != Some(&rl[j as usize]) {
+                labels.push(rl[j as usize]);
+                start.push(k);
+            }
+        }
+        start.push(idx.len());
+        Classes { labels, start, idx }
+    }
+    /// References labelled `y` (empty if none).
+    fn of(&self, y: i64) -> &[u32] {
+        match self.labels.binary_search(&y) {
+            Ok(k) => &self.idx[self.start[k]..self.start[k + 1]],
+            Err(_) => &[],
+        }
+    }
+}
+
+/// Statistics of one anchor's row: the log-sums, their shifts, and whether the sets are non-empty.
+struct RowStats<T> {
+    per: T,
+    lp: T,
+    ln: T,
+    sp: T,
+    sn: T,
+    hp: bool,
+    hn: bool,
+}
+
+/// One dense row: similarities `s` (m wide) of anchor `i`, whose label's
+/// references are `cls` (`same`: the anchor's own column is in neither set).
+/// Negatives are every column outside `cls`, so their logits are computed for
+/// the whole row in vectorisable passes and the class columns blanked after;
+/// positives (usually few) go through `ep`. On return `buf` holds
+/// e^{l_j − shift⁻} for negatives (0 elsewhere) and `ep` e^{l_p − shift⁺}.
 #[inline]
 fn dense_row<T: Real, L: RowLoss<T>>(
-    loss: &L, s: &[T], i: usize, yi: i64, rl: &[i64], same: bool, buf: &mut [T],
-) -> (T, T, T, T, T, bool, bool) {
-    let ninf = T::neg_infinity();
-    let (mut mp, mut mn) = (ninf, ninf);
-    let (mut np, mut nn) = (0usize, 0usize);
-    for (j, ((b, &v), &l)) in buf.iter_mut().zip(s).zip(rl).enumerate() {
-        if l == yi {
-            // The anchor's own column is in neither set: logit −∞ (weight 0).
-            let z = if same && j == i { ninf } else { loss.pos(v).0 };
-            *b = z;
-            mp = if z > mp { z } else { mp };
-            np += 1;
-        } else {
-            let z = loss.neg(v).0;
-            *b = z;
-            mn = if z > mn { z } else { mn };
-            nn += 1;
-        }
+    loss: &L, s: &[T], i: usize, cls: &[u32], same: bool, buf: &mut [T], ep: &mut Vec<T>,
+) -> RowStats<T> {
+    for (b, &v) in buf.iter_mut().zip(s) {
+        *b = loss.neg(v).0;
     }
-    if same {
-        np -= 1;
+    for &j in cls {
+        buf[j as usize] = T::neg_infinity();
     }
-    let (has_p, has_n) = (np > 0, nn > 0);
-    let (sp, sn) = (shift_of(L::ADD_ONE, mp), shift_of(L::ADD_ONE, mn));
-    let (mut ap, mut an) = (T::zero(), T::zero());
-    for (b, &l) in buf.iter_mut().zip(rl) {
-        let p = l == yi;
-        let e = exp1(*b - if p { sp } else { sn });
-        *b = e;
-        if p {
-            ap += e;
-        } else {
-            an += e;
-        }
+    let hn = cls.len() < s.len();
+    let sn = shift_of(L::ADD_ONE, rowops::max(buf));
+    let an = rowops::exp_shift(buf, sn);
+    ep.clear();
+    ep.extend(cls.iter().filter(|&&j| !(same && j as usize == i)).map(|&j| loss.pos(s[j as usize]).0));
+    let hp = !ep.is_empty();
+    let sp = shift_of(L::ADD_ONE, ep.iter().copied().fold(T::neg_infinity(), T::max));
+    let mut ap = T::zero();
+    for e in ep.iter_mut() {
+        *e = rowops::exp1(*e - sp);
+        ap += *e;
     }
     let (lp, ln) = (log_sum(L::ADD_ONE, sp, ap), log_sum(L::ADD_ONE, sn, an));
-    let per = loss.combine(lp, ln, has_p, has_n).0;
-    (per, lp, ln, sp, sn, has_p, has_n)
+    let per = loss.combine(lp, ln, hp, hn).0;
+    RowStats { per, lp, ln, sp, sn, hp, hn }
 }
 
 fn sim_space<'a, T: Real>(b: &Batch<'a, T>) -> Space<'a, T> {
@@ -104,17 +133,27 @@ fn sim_space<'a, T: Real>(b: &Batch<'a, T>) -> Space<'a, T> {
     Space::dot(b.x, b.n, r, b.d, T::one())
 }
 
+/// Validates the batch and that reference indices fit in u32.
+fn check_batch<T: Real>(b: &Batch<T>) -> Result<()> {
+    b.validate()?;
+    if b.r().1 > u32::MAX as usize {
+        return Err(Error::Shape("more than 2^32 reference rows".into()));
+    }
+    Ok(())
+}
+
 /// Per-anchor values and counts over the label-defined pair sets.
 pub(crate) fn dense_forward<T: Real, L: RowLoss<T>>(b: &Batch<T>, loss: &L) -> Result<(Vec<T>, Vec<T>)> {
-    b.validate()?;
+    check_batch(b)?;
     let (_, m, rl) = b.r();
     let same = b.same();
+    let classes = Classes::new(rl);
     let parts = sim_space(b).map_tiles(|r0, r1, s| {
-        let mut buf = vec![T::zero(); m];
+        let (mut buf, mut ep) = (vec![T::zero(); m], Vec::new());
         (r0..r1)
             .map(|i| {
                 let row = &s[(i - r0) * m..(i - r0 + 1) * m];
-                let per = dense_row(loss, row, i, b.labels[i], rl, same, &mut buf).0;
+                let per = dense_row(loss, row, i, classes.of(b.labels[i]), same, &mut buf, &mut ep).per;
                 (per, loss.count(per))
             })
             .collect::<Vec<_>>()
@@ -133,7 +172,7 @@ fn check_upstream<T: Real>(g: &[T], n: usize) -> Result<()> {
 pub(crate) fn dense_backward<T: Real, L: RowLoss<T>>(
     b: &Batch<T>, loss: &L, g: &[T], gx: &mut [T], gr: &mut [T],
 ) -> Result<()> {
-    b.validate()?;
+    check_batch(b)?;
     check_upstream(g, b.n)?;
     let (_, m, rl) = b.r();
     check_len("grad_x", gx.len(), b.n, b.d)?;
@@ -143,9 +182,11 @@ pub(crate) fn dense_backward<T: Real, L: RowLoss<T>>(
     gx.iter_mut().for_each(|v| *v = T::zero());
     gr.iter_mut().for_each(|v| *v = T::zero());
     let same = b.same();
+    let classes = Classes::new(rl);
     sim_space(b).backward(
         false,
         |r0, r1, s, c| {
+            let mut ep = Vec::new();
             for i in r0..r1 {
                 let gi = g[i];
                 if gi == T::zero() {
@@ -153,14 +194,19 @@ pub(crate) fn dense_backward<T: Real, L: RowLoss<T>>(
                 }
                 let row = &s[(i - r0) * m..(i - r0 + 1) * m];
                 let crow = &mut c[(i - r0) * m..(i - r0 + 1) * m];
-                let yi = b.labels[i];
-                let (_, lp, ln, sp, sn, hp, hn) = dense_row(loss, row, i, yi, rl, same, crow);
-                let (_, fp, fnn) = loss.combine(lp, ln, hp, hn);
-                // c_j = g·∂F/∂L·e^{l_j − L}·∂l_j/∂S; crow holds e^{l_j − shift}.
-                let kp = gi * fp * back_factor(hp, sp, lp);
-                let kn = gi * fnn * back_factor(hn, sn, ln);
-                for ((cv, &v), &l) in crow.iter_mut().zip(row).zip(rl) {
-                    *cv *= if l == yi { kp * loss.pos(v).1 } else { kn * loss.neg(v).1 };
+                let cls = classes.of(b.labels[i]);
+                let st = dense_row(loss, row, i, cls, same, crow, &mut ep);
+                let (_, fp, fnn) = loss.combine(st.lp, st.ln, st.hp, st.hn);
+                // c_j = g·∂F/∂L·e^{l_j − L}·∂l_j/∂S, from e^{l_j − shift} (0 off the sets).
+                let kp = gi * fp * back_factor(st.hp, st.sp, st.lp);
+                let kn = gi * fnn * back_factor(st.hn, st.sn, st.ln);
+                for (cv, &v) in crow.iter_mut().zip(row) {
+                    *cv *= kn * loss.neg(v).1;
+                }
+                let pos = cls.iter().filter(|&&j| !(same && j as usize == i));
+                for (&j, &e) in pos.zip(ep.iter()) {
+                    let j = j as usize;
+                    crow[j] = kp * e * loss.pos(row[j]).1;
                 }
             }
         },
@@ -198,18 +244,29 @@ fn group(n: usize, m: usize, a: &[i64], o: &[i64], what: &str) -> Result<(Vec<us
     if a.len() != o.len() {
         return Err(Error::Shape(format!("{what} pairs: {} anchors but {} partners", a.len(), o.len())));
     }
+    // Range checks in parallel (fixed chunks; the first bad chunk reports).
+    const CH: usize = 1 << 16;
+    let bad = a.par_chunks(CH).zip(o.par_chunks(CH)).map(|(ac, oc)| {
+        let ba = ac.iter().find(|&&v| v < 0 || v as u64 >= n as u64);
+        let bo = oc.iter().find(|&&v| v < 0 || v as u64 >= m as u64);
+        (ba.copied(), bo.copied())
+    });
+    if let Some((ba, bo)) = bad.find_first(|v| v.0.is_some() || v.1.is_some()) {
+        return Err(match (ba, bo) {
+            (Some(v), _) => Error::InvalidInput(format!("{what} pair anchor index {v} out of range [0, {n})")),
+            (_, v) => Error::InvalidInput(format!("{what} pair index {} out of range [0, {m})", v.unwrap_or(0))),
+        });
+    }
     let mut start = vec![0usize; n + 1];
-    for (&ai, &oi) in a.iter().zip(o) {
-        if ai < 0 || ai as u64 >= n as u64 {
-            return Err(Error::InvalidInput(format!("{what} pair anchor index {ai} out of range [0, {n})")));
-        }
-        if oi < 0 || oi as u64 >= m as u64 {
-            return Err(Error::InvalidInput(format!("{what} pair index {oi} out of range [0, {m})")));
-        }
+    for &ai in a {
         start[ai as usize + 1] += 1;
     }
     for k in 0..n {
         start[k + 1] += start[k];
+    }
+    // Miners list pairs by anchor already: then the partners are the grouped list.
+    if a.windows(2).all(|w| w[0] <= w[1]) {
+        return Ok((start, o.par_iter().map(|&v| v as u32).collect()));
     }
     let mut fill = start.clone();
     let mut idx = vec![0u32; a.len()];
@@ -257,45 +314,91 @@ struct Scratch<T> {
     en: Vec<T>,
 }
 
-/// Anchor i of given pairs: (per, L⁺, L⁻, shift⁺, shift⁻), filling `w`.
-fn given_row<T: Real, L: RowLoss<T>>(loss: &L, q: &GivenPairs<T>, gr: &Groups, i: usize, w: &mut Scratch<T>) -> (T, T, T, T, T) {
-    let (r, _) = q.r();
-    let d = q.d;
-    let xi = &q.x[i * d..(i + 1) * d];
-    let sim = |j: &u32| dot(xi, &r[*j as usize * d..(*j as usize + 1) * d]);
+/// e_k = e^{f(s_k) − shift} into `e`; returns (shift, log-sum).
+#[inline]
+fn exp_sum<T: Real, L: RowLoss<T>, F: Fn(T) -> T>(s: &[T], e: &mut Vec<T>, f: F) -> (T, T) {
+    e.clear();
+    e.extend(s.iter().map(|&v| f(v)));
+    let sh = shift_of(L::ADD_ONE, rowops::max(e));
+    (sh, log_sum(L::ADD_ONE, sh, rowops::exp_shift(e, sh)))
+}
+
+/// Anchor i of given pairs, with `sim(j)` its similarity to reference j:
+/// fills `w` and returns its row statistics.
+fn given_row<T: Real, L: RowLoss<T>, S: Fn(u32) -> T>(loss: &L, gr: &Groups, i: usize, sim: S, w: &mut Scratch<T>) -> RowStats<T> {
     w.sp.clear();
-    w.sp.extend(gr.pos[gr.ps[i]..gr.ps[i + 1]].iter().map(sim));
+    w.sp.extend(gr.pos[gr.ps[i]..gr.ps[i + 1]].iter().map(|&j| sim(j)));
     w.sn.clear();
-    w.sn.extend(gr.neg[gr.ns[i]..gr.ns[i + 1]].iter().map(sim));
-    let exp_sum = |s: &[T], e: &mut Vec<T>, f: &dyn Fn(T) -> T| -> (T, T) {
-        e.clear();
-        e.extend(s.iter().map(|&v| f(v)));
-        let mx = e.iter().copied().fold(T::neg_infinity(), T::max);
-        let sh = shift_of(L::ADD_ONE, mx);
-        let mut a = T::zero();
-        for v in e.iter_mut() {
-            *v = (*v - sh).exp();
-            a += *v;
-        }
-        (sh, log_sum(L::ADD_ONE, sh, a))
-    };
-    let (shp, lsp) = exp_sum(&w.sp, &mut w.ep, &|v| loss.pos(v).0);
-    let (shn, lsn) = exp_sum(&w.sn, &mut w.en, &|v| loss.neg(v).0);
-    let per = loss.combine(lsp, lsn, !w.sp.is_empty(), !w.sn.is_empty()).0;
-    (per, lsp, lsn, shp, shn)
+    w.sn.extend(gr.neg[gr.ns[i]..gr.ns[i + 1]].iter().map(|&j| sim(j)));
+    let (sp, lp) = exp_sum::<T, L, _>(&w.sp, &mut w.ep, |v| loss.pos(v).0);
+    let (sn, ln) = exp_sum::<T, L, _>(&w.sn, &mut w.en, |v| loss.neg(v).0);
+    let (hp, hn) = (!w.sp.is_empty(), !w.sn.is_empty());
+    let per = loss.combine(lp, ln, hp, hn).0;
+    RowStats { per, lp, ln, sp, sn, hp, hn }
+}
+
+/// Whether given pairs are evaluated on similarity tiles (GEMM, O(n·m·d))
+/// rather than pair by pair (O((P + N)·d) at a far lower rate per operation).
+fn use_tiles(gr: &Groups, n: usize, m: usize) -> bool {
+    #[cfg(test)]
+    if let Some(f) = FORCE_TILES.with(|c| c.get()) {
+        return f;
+    }
+    ((gr.pos.len() + gr.neg.len()) as f64) * 16.0 >= n as f64 * m as f64
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: force the tiled (Some(true)) or pair-by-pair (Some(false)) evaluation of given pairs.
+    pub(crate) static FORCE_TILES: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+fn given_space<'a, T: Real>(q: &GivenPairs<'a, T>) -> Space<'a, T> {
+    Space::dot(q.x, q.n, q.refs, q.d, T::one())
 }
 
 /// Per-anchor values and counts (n each) over given pair sets.
 pub(crate) fn given_forward<T: Real, L: RowLoss<T>>(q: &GivenPairs<T>, loss: &L) -> Result<(Vec<T>, Vec<T>)> {
     let gr = q.validate()?;
+    let (r, m) = q.r();
+    let d = q.d;
+    if use_tiles(&gr, q.n, m) {
+        let parts = given_space(q).map_tiles(|r0, r1, s| {
+            let mut w = Scratch::default();
+            (r0..r1)
+                .map(|i| {
+                    let row = &s[(i - r0) * m..(i - r0 + 1) * m];
+                    let per = given_row(loss, &gr, i, |j| row[j as usize], &mut w).per;
+                    (per, loss.count(per))
+                })
+                .collect::<Vec<_>>()
+        });
+        return Ok(parts.into_iter().flatten().unzip());
+    }
     let rows: Vec<(T, T)> = (0..q.n)
         .into_par_iter()
         .map_init(Scratch::default, |w, i| {
-                let per = given_row(loss, q, &gr, i, w).0;
-                (per, loss.count(per))
-            })
+            let xi = &q.x[i * d..(i + 1) * d];
+            let per = given_row(loss, &gr, i, |j| dot(xi, &r[j as usize * d..(j as usize + 1) * d]), w).per;
+            (per, loss.count(per))
+        })
         .collect();
     Ok(rows.into_iter().unzip())
+}
+
+/// Adds anchor i's coefficients ∂(g_i per_i)/∂S_ij to `put(j, c)`, in pair order.
+fn given_coefs<T: Real, L: RowLoss<T>>(
+    loss: &L, gr: &Groups, i: usize, gi: T, st: &RowStats<T>, w: &Scratch<T>, mut put: impl FnMut(u32, T),
+) {
+    let (_, fp, fnn) = loss.combine(st.lp, st.ln, st.hp, st.hn);
+    let kp = gi * fp * back_factor(st.hp, st.sp, st.lp);
+    let kn = gi * fnn * back_factor(st.hn, st.sn, st.ln);
+    for ((&j, &e), &s) in gr.pos[gr.ps[i]..gr.ps[i + 1]].iter().zip(&w.ep).zip(&w.sp) {
+        put(j, kp * e * loss.pos(s).1);
+    }
+    for ((&j, &e), &s) in gr.neg[gr.ns[i]..gr.ns[i + 1]].iter().zip(&w.en).zip(&w.sn) {
+        put(j, kn * e * loss.neg(s).1);
+    }
 }
 
 /// Σ_i g_i ∂per_i/∂x into `gx` and, with references, ∂/∂refs into `gr`.
@@ -312,27 +415,39 @@ pub(crate) fn given_backward<T: Real, L: RowLoss<T>>(
     }
     gx.iter_mut().for_each(|v| *v = T::zero());
     gref.iter_mut().for_each(|v| *v = T::zero());
-    // Coefficients ∂(Σ g per)/∂S of every given pair, in anchor order.
+    let has_pairs = |i: usize| gr.ps[i + 1] > gr.ps[i] || gr.ns[i + 1] > gr.ns[i];
+    if use_tiles(&gr, q.n, m) {
+        // Duplicated pairs add up in the coefficient tile.
+        given_space(q).backward(
+            false,
+            |r0, r1, s, c| {
+                let mut w = Scratch::default();
+                for i in r0..r1 {
+                    if g[i] == T::zero() || !has_pairs(i) {
+                        continue;
+                    }
+                    let row = &s[(i - r0) * m..(i - r0 + 1) * m];
+                    let crow = &mut c[(i - r0) * m..(i - r0 + 1) * m];
+                    let st = given_row(loss, &gr, i, |j| row[j as usize], &mut w);
+                    given_coefs(loss, &gr, i, g[i], &st, &w, |j, v| crow[j as usize] += v);
+                }
+            },
+            gx,
+            gref,
+        );
+        return Ok(());
+    }
+    // Coefficients of every given pair, in anchor order.
     let coefs: Vec<Vec<(u32, u32, T)>> = (0..q.n)
         .into_par_iter()
         .map_init(Scratch::default, |w, i| {
-            let gi = g[i];
-            let (ps, ns) = (&gr.pos[gr.ps[i]..gr.ps[i + 1]], &gr.neg[gr.ns[i]..gr.ns[i + 1]]);
-            if gi == T::zero() || (ps.is_empty() && ns.is_empty()) {
-                return Vec::new();
+            let mut out = Vec::new();
+            if g[i] == T::zero() || !has_pairs(i) {
+                return out;
             }
-            let (_, lsp, lsn, shp, shn) = given_row(loss, q, &gr, i, w);
-            let (hp, hn) = (!ps.is_empty(), !ns.is_empty());
-            let (_, fp, fnn) = loss.combine(lsp, lsn, hp, hn);
-            let kp = gi * fp * back_factor(hp, shp, lsp);
-            let kn = gi * fnn * back_factor(hn, shn, lsn);
-            let mut out = Vec::with_capacity(ps.len() + ns.len());
-            for ((&j, &e), &s) in ps.iter().zip(&w.ep).zip(&w.sp) {
-                out.push((i as u32, j, kp * e * loss.pos(s).1));
-            }
-            for ((&j, &e), &s) in ns.iter().zip(&w.en).zip(&w.sn) {
-                out.push((i as u32, j, kn * e * loss.neg(s).1));
-            }
+            let xi = &q.x[i * d..(i + 1) * d];
+            let st = given_row(loss, &gr, i, |j| dot(xi, &r[j as usize * d..(j as usize + 1) * d]), w);
+            given_coefs(loss, &gr, i, g[i], &st, w, |j, v| out.push((i as u32, j, v)));
             out
         })
         .collect();
@@ -401,7 +516,9 @@ pub(crate) mod testkit {
     /// Explicit per-anchor partner lists (duplicates allowed).
     pub type Sets = Vec<Vec<usize>>;
     /// Brute-force per-anchor values: (x, r, m, positives, negatives, frozen S (n×m) for detached factors).
-    pub type Brute<'a> = &'a dyn Fn(&[f64], &[f64], usize, &Sets, &Sets, &[f64]) -> Vec<f64>;
+    pub type BruteFn = Box<dyn Fn(&[f64], &[f64], usize, &Sets, &Sets, &[f64]) -> Vec<f64>>;
+    type Brute<'a> = &'a BruteFn;
+    type Idx<'a> = (&'a [i64], &'a [i64], &'a [i64], &'a [i64]);
     type Fwd<'a> = &'a dyn Fn(&Batch<f64>) -> Result<(Vec<f64>, Vec<f64>)>;
     type Bwd<'a> = &'a dyn Fn(&Batch<f64>, &[f64], &mut [f64], &mut [f64]) -> Result<()>;
     type PFwd<'a> = &'a dyn Fn(&GivenPairs<f64>) -> Result<(Vec<f64>, Vec<f64>)>;
@@ -444,8 +561,14 @@ pub(crate) mod testkit {
         (a, o)
     }
 
+    fn shuffled((a, o): (Vec<i64>, Vec<i64>), rng: &mut Rng) -> (Vec<i64>, Vec<i64>) {
+        let mut k: Vec<(u64, i64, i64)> = a.iter().zip(&o).map(|(&x, &y)| (rng.next_u64(), x, y)).collect();
+        k.sort_unstable();
+        (k.iter().map(|t| t.1).collect(), k.iter().map(|t| t.2).collect())
+    }
+
     /// Σ_i g_i per_i, for finite differences with the detached factors frozen at `s0`.
-    fn weighted(brute: Brute, x: &[f64], r: &[f64], m: usize, p: &Sets, q: &Sets, s0: &[f64], g: &[f64]) -> f64 {
+    fn weighted(brute: Brute, x: &[f64], r: &[f64], m: usize, (p, q, s0): (&Sets, &Sets, &[f64]), g: &[f64]) -> f64 {
         brute(x, r, m, p, q, s0).iter().zip(g).map(|(a, b)| a * b).sum()
     }
 
@@ -476,54 +599,60 @@ pub(crate) mod testkit {
             let (mut gx, mut gr) = (vec![0.0; n * d], vec![0.0; m * d]);
             bwd(&b, &g, &mut gx, &mut gr).unwrap();
             let fx = if same {
-                fd_grad(&x, &|xx| weighted(brute, xx, xx, mm, &ps, &ns, &s0, &g))
+                fd_grad(&x, &|xx| weighted(brute, xx, xx, mm, (&ps, &ns, &s0), &g))
             } else {
-                fd_grad(&x, &|xx| weighted(brute, xx, &r, mm, &ps, &ns, &s0, &g))
+                fd_grad(&x, &|xx| weighted(brute, xx, &r, mm, (&ps, &ns, &s0), &g))
             };
             assert_close(&gx, &fx, 1e-5);
             if !same {
-                assert_close(&gr, &fd_grad(&rx, &|rr| weighted(brute, &x, rr, mm, &ps, &ns, &s0, &g)), 1e-5);
+                assert_close(&gr, &fd_grad(&rx, &|rr| weighted(brute, &x, rr, mm, (&ps, &ns, &s0), &g)), 1e-5);
             }
-            // Given pairs = the dense sets: the same values and gradients.
-            let (a1, p) = flat(&ps);
-            let (a2, nn) = flat(&ns);
-            let gp = GivenPairs { x: &x, n, d, refs: refs.map(|(r, m, _)| (r, m)), a1: &a1, p: &p, a2: &a2, neg: &nn };
-            let (pp, pc) = pfwd(&gp).unwrap();
-            assert_close(&pp, &per, 1e-12);
-            assert_eq!(pc, cnt);
             let (mut hx, mut hr) = (vec![0.0; n * d], vec![0.0; m * d]);
-            pbwd(&gp, &g, &mut hx, &mut hr).unwrap();
-            assert_close(&hx, &gx, 1e-10);
-            assert_close(&hr, &gr, 1e-10);
-            // Random given sets with duplicates (and self pairs), against brute force.
-            let mut rs: Vec<Sets> = Vec::new();
-            for _ in 0..2 {
-                rs.push((0..n).map(|_| (0..(rng.next_u64() % 4) as usize).map(|_| (rng.next_u64() % mm as u64) as usize).collect()).collect());
+            // Both evaluations of given pairs: pair by pair and on tiles.
+            for force in [false, true] {
+                FORCE_TILES.with(|c| c.set(Some(force)));
+                // Given pairs = the dense sets: the same values and gradients.
+                let (a1, p) = flat(&ps);
+                let (a2, nn) = flat(&ns);
+                let gp = GivenPairs { x: &x, n, d, refs: refs.map(|(r, m, _)| (r, m)), a1: &a1, p: &p, a2: &a2, neg: &nn };
+                let (pp, pc) = pfwd(&gp).unwrap();
+                assert_close(&pp, &per, 1e-12);
+                assert_eq!(pc, cnt);
+                pbwd(&gp, &g, &mut hx, &mut hr).unwrap();
+                assert_close(&hx, &gx, 1e-10);
+                assert_close(&hr, &gr, 1e-10);
+                // Random given sets with duplicates (and self pairs), against brute force.
+                let mut rs: Vec<Sets> = Vec::new();
+                for _ in 0..2 {
+                    rs.push((0..n).map(|_| (0..(rng.next_u64() % 4) as usize).map(|_| (rng.next_u64() % mm as u64) as usize).collect()).collect());
+                }
+                let (rp, rn) = (rs[0].clone(), rs[1].clone());
+                // Pairs in a random order (not grouped by anchor).
+                let (a1, p) = shuffled(flat(&rp), &mut rng);
+                let (a2, nn) = shuffled(flat(&rn), &mut rng);
+                let gp = GivenPairs { x: &x, n, d, refs: refs.map(|(r, m, _)| (r, m)), a1: &a1, p: &p, a2: &a2, neg: &nn };
+                let want = brute(&x, &r, mm, &rp, &rn, &s0);
+                let (pp, pc) = pfwd(&gp).unwrap();
+                assert_close(&pp, &want, 1e-11);
+                assert_eq!(pc, want.iter().map(|&v| count(v)).collect::<Vec<_>>());
+                pbwd(&gp, &g, &mut hx, &mut hr).unwrap();
+                let fx = if same {
+                    fd_grad(&x, &|xx| weighted(brute, xx, xx, mm, (&rp, &rn, &s0), &g))
+                } else {
+                    fd_grad(&x, &|xx| weighted(brute, xx, &r, mm, (&rp, &rn, &s0), &g))
+                };
+                assert_close(&hx, &fx, 1e-5);
+                if !same {
+                    assert_close(&hr, &fd_grad(&rx, &|rr| weighted(brute, &x, rr, mm, (&rp, &rn, &s0), &g)), 1e-5);
+                }
             }
-            let (rp, rn) = (rs[0].clone(), rs[1].clone());
-            let (a1, p) = flat(&rp);
-            let (a2, nn) = flat(&rn);
-            let gp = GivenPairs { x: &x, n, d, refs: refs.map(|(r, m, _)| (r, m)), a1: &a1, p: &p, a2: &a2, neg: &nn };
-            let want = brute(&x, &r, mm, &rp, &rn, &s0);
-            let (pp, pc) = pfwd(&gp).unwrap();
-            assert_close(&pp, &want, 1e-11);
-            assert_eq!(pc, want.iter().map(|&v| count(v)).collect::<Vec<_>>());
-            pbwd(&gp, &g, &mut hx, &mut hr).unwrap();
-            let fx = if same {
-                fd_grad(&x, &|xx| weighted(brute, xx, xx, mm, &rp, &rn, &s0, &g))
-            } else {
-                fd_grad(&x, &|xx| weighted(brute, xx, &r, mm, &rp, &rn, &s0, &g))
-            };
-            assert_close(&hx, &fx, 1e-5);
-            if !same {
-                assert_close(&hr, &fd_grad(&rx, &|rr| weighted(brute, &x, rr, mm, &rp, &rn, &s0, &g)), 1e-5);
-            }
+            FORCE_TILES.with(|c| c.set(None));
             // Bad indices and lengths are errors, not panics.
             let bad = [n as i64];
             let badm = [mm as i64];
             let neg1 = [-1i64];
             let zero = [0i64];
-            let cases: [(&[i64], &[i64], &[i64], &[i64]); 5] = [
+            let cases: [Idx; 5] = [
                 (&bad, &zero, &[], &[]),
                 (&zero, &badm, &[], &[]),
                 (&[], &[], &neg1, &zero),
@@ -538,10 +667,15 @@ pub(crate) mod testkit {
         }
     }
 
-    /// Dense forward and backward are bit-identical for 1, 2 and 3 threads (several tiles, f32).
+    type Fwd32<'a> = &'a (dyn Fn(&Batch<f32>) -> Result<(Vec<f32>, Vec<f32>)> + Sync);
+    type Bwd32<'a> = &'a (dyn Fn(&Batch<f32>, &[f32], &mut [f32], &mut [f32]) -> Result<()> + Sync);
+    type PFwd32<'a> = &'a (dyn Fn(&GivenPairs<f32>) -> Result<(Vec<f32>, Vec<f32>)> + Sync);
+    type PBwd32<'a> = &'a (dyn Fn(&GivenPairs<f32>, &[f32], &mut [f32], &mut [f32]) -> Result<()> + Sync);
+
+    /// Forward and backward, dense and given pairs (both evaluations), are
+    /// bit-identical for 1, 2 and 3 threads (several tiles, f32).
     pub fn check_threads(
-        fwd: &(dyn Fn(&Batch<f32>) -> Result<(Vec<f32>, Vec<f32>)> + Sync),
-        bwd: &(dyn Fn(&Batch<f32>, &[f32], &mut [f32], &mut [f32]) -> Result<()> + Sync),
+        fwd: Fwd32, bwd: Bwd32, pfwd: PFwd32, pbwd: PBwd32,
     ) {
         let mut rng = Rng(5);
         let (n, m, d) = (300usize, 230usize, 8usize);
@@ -551,16 +685,28 @@ pub(crate) mod testkit {
         let l = rng.labels(n, 20);
         let rl = rng.labels(m, 20);
         let g = to32(rng.normal_vec(n));
+        let idx = |len: usize, hi: usize, rng: &mut Rng| (0..len).map(|_| (rng.next_u64() % hi as u64) as i64).collect::<Vec<_>>();
         for refs in [None, Some((&rx[..], m, &rl[..]))] {
             let b = Batch { x: &x, n, d, labels: &l, refs };
             let mm = if refs.is_some() { m } else { 0 };
+            let mr = if refs.is_some() { m } else { n };
+            let (a1, p, a2, nn) = (idx(900, n, &mut rng), idx(900, mr, &mut rng), idx(2000, n, &mut rng), idx(2000, mr, &mut rng));
+            let gp = GivenPairs { x: &x, n, d, refs: refs.map(|(r, m, _)| (r, m)), a1: &a1, p: &p, a2: &a2, neg: &nn };
             let run = |t: usize| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
                 pool.install(|| {
                     let (per, cnt) = fwd(&b).unwrap();
                     let (mut gx, mut gr) = (vec![0.0f32; n * d], vec![0.0f32; mm * d]);
                     bwd(&b, &g, &mut gx, &mut gr).unwrap();
-                    per.iter().chain(&cnt).chain(&gx).chain(&gr).map(|v| v.to_bits()).collect::<Vec<_>>()
+                    let mut bits: Vec<u32> = per.iter().chain(&cnt).chain(&gx).chain(&gr).map(|v| v.to_bits()).collect();
+                    for force in [false, true] {
+                        FORCE_TILES.with(|c| c.set(Some(force)));
+                        let (per, cnt) = pfwd(&gp).unwrap();
+                        pbwd(&gp, &g, &mut gx, &mut gr).unwrap();
+                        bits.extend(per.iter().chain(&cnt).chain(&gx).chain(&gr).map(|v| v.to_bits()));
+                        FORCE_TILES.with(|c| c.set(None));
+                    }
+                    bits
                 })
             };
             let one = run(1);
