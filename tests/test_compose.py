@@ -332,3 +332,28 @@ def test_pml_style_miner_objects_equal_the_functions():
     # composes with a loss exactly like PML's miner → loss pipeline
     loss = L.TripletMarginLoss(0.2, distance="euclidean")(x, y, miners.TripletMarginMiner(0.2, "hard")(x, y))
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("loss", ["ntxent", "infonce", "infonce_queue", "npair"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_softmax_family_reduction_and_weights_match_reference(loss, reduction):
+    g = torch.Generator().manual_seed(21)
+    z1, z2 = torch.randn(300, 6, generator=g, dtype=torch.float64), torch.randn(300, 6, generator=g, dtype=torch.float64)
+    queue = torch.randn(50, 6, generator=g, dtype=torch.float64)
+    w = torch.rand(300, dtype=torch.float64, generator=g)
+    from reprkit.reference import softmax as RS
+
+    def ref_rows(a, b):
+        return {"ntxent": lambda: RS.ntxent_loss(a, b, 0.2, reduction="none"),
+                "infonce": lambda: RS.infonce_loss(a, b, None, 0.2, reduction="none"),
+                "infonce_queue": lambda: RS.infonce_loss(a, b, queue, 0.2, reduction="none"),
+                "npair": lambda: RS.npair_loss(a, b, 0.0, reduction="none")}[loss]()
+
+    def fast(a, b, weights):
+        kw = dict(reduction=reduction, weights=weights)
+        return {"ntxent": lambda: Fn.ntxent_loss(a, b, 0.2, **kw), "infonce": lambda: Fn.infonce_loss(a, b, None, 0.2, **kw),
+                "infonce_queue": lambda: Fn.infonce_loss(a, b, queue, 0.2, **kw), "npair": lambda: Fn.npair_loss(a, b, **kw)}[loss]()
+
+    for weights in (None, w):
+        rw = None if weights is None else (torch.cat([weights, weights]) if loss == "ntxent" else weights)
+        close(lambda a, b: fast(a, b, weights), lambda a, b: RP.reduce(ref_rows(a, b), torch.ones_like(ref_rows(a, b)), reduction, rw), z1, z2)

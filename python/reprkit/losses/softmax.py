@@ -11,6 +11,7 @@ from typing import Any, Optional, Tuple
 from .. import _core, _ops
 from .._ops import Tensor, torch
 from .._threads import kernel_threads, op_threads
+from .._validation import check_choice
 from . import _inputs as V
 
 F = torch.nn.functional
@@ -86,36 +87,111 @@ class _SoftmaxXent(torch.autograd.Function):
     vmap = _ops.no_vmap("the softmax losses (npair_loss, ntxent_loss, infonce_loss)")
 
 
-def _softmax_xent(q: Any, k: Optional[Any], scale: float, targets: Any, mask: str, tail: int, n_jobs: Optional[int]) -> Any:
-    need = _ops.needs_grad(q, k)
-    return _SoftmaxXent.apply(q, k, scale, targets, mask, tail, need, op_threads(n_jobs))[0]
+@_ops.op("xent_rows", lambda q, k, scale, t, mask, tail, nt: (q.new_empty(q.shape[0]), q.new_empty(q.shape[0]), q.new_empty(q.shape[0])))
+def _xent_rows(q: Tensor, k: Optional[Tensor], scale: float, targets: Tensor, mask: str, tail: int, nt: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per-row losses lse_i − s_{i,t_i}, each row's count in the mean (1), and the lse state."""
+    per, lse = _core.xent_loss_rows(_ops.np_(q), _ops.np_(k), scale, _ops.np_(targets), mask, tail, kernel_threads(nt))
+    per = torch.from_numpy(per)
+    return per, torch.ones_like(per), torch.from_numpy(lse)
 
 
-def npair_loss(anchors: Any, positives: Any, l2_reg: float = 0.0, *, n_jobs: Optional[int] = None) -> Any:
+def _xent_rows_backward_fake(g, q, k, scale, t, mask, tail, lse, nt):
+    return torch.empty_like(q), _ops.empty_like_rows(q) if k is None else torch.empty_like(k)
+
+
+@_ops.backward_op("xent_rows_backward", "the softmax losses", _xent_rows_backward_fake)
+def _xent_rows_backward(
+    g: Tensor, q: Tensor, k: Optional[Tensor], scale: float, targets: Tensor, mask: str, tail: int, lse: Tensor, nt: int
+) -> Tuple[Tensor, Tensor]:
+    gq, gk = _core.xent_loss_rows_backward(
+        _ops.np_(q), _ops.np_(k), scale, _ops.np_(targets), mask, tail, _ops.np_(lse), _ops.np_(g.to(q.dtype)), kernel_threads(nt)
+    )
+    return torch.from_numpy(gq), _ops.t_(gk, q)
+
+
+def _rows_function() -> Any:
+    from ._pair_ops import _function
+
+    return _function("_SoftmaxRows", _xent_rows, _xent_rows_backward, 6, "the softmax losses (npair_loss, ntxent_loss, infonce_loss)")
+
+
+_SoftmaxRows = _rows_function()
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _row_weights(weights: Optional[Any], n: int, like: Any, repeat: int = 1) -> Optional[Any]:
+    """Per-sample weights (n,) as per-row weights (each sample's rows: ``repeat`` views)."""
+    if weights is None:
+        return None
+    w = torch.as_tensor(weights, device=like.device).to(like.dtype)
+    if w.dim() != 1 or w.shape[0] != n:
+        from ..errors import ShapeError
+
+        raise ShapeError(f"weights must have shape ({n},) (one per sample), got {tuple(w.shape)}")
+    return torch.cat([w] * repeat) if repeat > 1 else w
+
+
+def _softmax_xent(
+    q: Any, k: Optional[Any], scale: float, targets: Any, mask: str, tail: int, n_jobs: Optional[int],
+    reduction: str = "mean", weights: Optional[Any] = None,
+) -> Any:
+    if reduction == "mean" and weights is None:  # the fused kernel: gradient from the forward's tiles
+        need = _ops.needs_grad(q, k)
+        return _SoftmaxXent.apply(q, k, scale, targets, mask, tail, need, op_threads(n_jobs))[0]
+    from ..reference.pairs import reduce
+
+    per, cnt, _ = _SoftmaxRows.apply(q, k, scale, targets, mask, tail, op_threads(n_jobs))
+    return reduce(per, cnt, reduction, weights)
+
+
+def _reduce_rows(per: Any, reduction: str, weights: Optional[Any]) -> Any:
+    from ..reference.pairs import reduce
+
+    return reduce(per, torch.ones_like(per), reduction, weights)
+
+
+def npair_loss(
+    anchors: Any, positives: Any, l2_reg: float = 0.0, *, reduction: str = "mean", weights: Optional[Any] = None,
+    n_jobs: Optional[int] = None,
+) -> Any:
     """Multi-class N-pair loss (Sohn 2016); row i of both inputs is class i.
 
     L = 1/N Σ_i log(1 + Σ_{j≠i} exp(a_i·p_j − a_i·p_i)) + l2_reg·(mean‖a_i‖² + mean‖p_i‖²)
+
+    ``reduction="none"`` gives the N row terms (without the l2 term), ``"sum"`` their sum (+ N·l2 term);
+    ``weights`` (N,) weight the rows of the mean: Σ w_i ℓ_i / Σ w_i.
     """
+    check_choice("reduction", reduction, REDUCTIONS)
     a = V.check_embeddings(anchors, "anchors")
     p = V.check_embeddings(positives, "positives")
     V.check_same_shape(a, p, "anchors", "positives")
     l2_reg = V.check_finite_number("l2_reg", l2_reg, nonneg=True)
     a, p = V.common_dtype(a, p)
+    w = _row_weights(weights, a.shape[0], a)
     if _on_cpu(a):
-        loss = _softmax_xent(a, p, 1.0, torch.arange(a.shape[0]), "all", 0, n_jobs)
-        if l2_reg:
-            loss = loss + l2_reg * ((a * a).sum(1).mean() + (p * p).sum(1).mean())
-        return loss
-    from ..reference import softmax as ref
+        loss = _softmax_xent(a, p, 1.0, torch.arange(a.shape[0]), "all", 0, n_jobs, reduction, w)
+    else:
+        from ..reference import softmax as ref
 
-    return ref.npair_loss(a, p, l2_reg)
+        loss = _reduce_rows(ref.npair_loss(a, p, 0.0, reduction="none"), reduction, w)
+    if l2_reg and reduction != "none":
+        reg = l2_reg * ((a * a).sum(1).mean() + (p * p).sum(1).mean())
+        loss = loss + (reg * a.shape[0] if reduction == "sum" else reg)
+    return loss
 
 
-def ntxent_loss(z1: Any, z2: Any, temperature: float = 0.1, *, n_jobs: Optional[int] = None) -> Any:
+def ntxent_loss(
+    z1: Any, z2: Any, temperature: float = 0.1, *, reduction: str = "mean", weights: Optional[Any] = None,
+    n_jobs: Optional[int] = None,
+) -> Any:
     """NT-Xent (SimCLR). The 2N views u = normalise([z1; z2]), s_ij = u_i·u_j / τ;
 
     L = 1/(2N) Σ_i [ −s_{i,p(i)} + log Σ_{j≠i} e^{s_ij} ],  p(i) = i ± N (the other view).
+
+    ``reduction="none"`` gives the 2N view terms (z1's rows, then z2's); ``weights`` (N,) weight each
+    sample's two views.
     """
+    check_choice("reduction", reduction, REDUCTIONS)
     a = V.check_embeddings(z1, "z1")
     b = V.check_embeddings(z2, "z2")
     V.check_same_shape(a, b, "z1", "z2")
@@ -125,14 +201,18 @@ def ntxent_loss(z1: Any, z2: Any, temperature: float = 0.1, *, n_jobs: Optional[
         n = a.shape[0]
         u = F.normalize(torch.cat([a, b]), dim=1)
         idx = torch.arange(n)
-        return _softmax_xent(u, None, 1.0 / t, torch.cat([idx + n, idx]), "nodiag", 0, n_jobs)
+        w = _row_weights(weights, n, a, repeat=2)
+        return _softmax_xent(u, None, 1.0 / t, torch.cat([idx + n, idx]), "nodiag", 0, n_jobs, reduction, w)
     from ..reference import softmax as ref
 
-    return ref.ntxent_loss(a, b, t)
+    if reduction == "mean" and weights is None:
+        return ref.ntxent_loss(a, b, t)
+    return _reduce_rows(ref.ntxent_loss(a, b, t, reduction="none"), reduction, _row_weights(weights, a.shape[0], a, 2))
 
 
 def infonce_loss(
-    query: Any, positive_key: Any, negative_keys: Optional[Any] = None, temperature: float = 0.1, *, n_jobs: Optional[int] = None
+    query: Any, positive_key: Any, negative_keys: Optional[Any] = None, temperature: float = 0.1, *,
+    reduction: str = "mean", weights: Optional[Any] = None, n_jobs: Optional[int] = None,
 ) -> Any:
     """InfoNCE (van den Oord 2018; MoCo). On unit vectors q, k:
 
@@ -140,8 +220,10 @@ def infonce_loss(
 
     where the negatives k⁻ are the other rows' positive keys when
     ``negative_keys`` is None, else the rows of ``negative_keys`` (K, d), a queue
-    shared by every query (e.g. :class:`reprkit.MemoryBank`).
+    shared by every query (e.g. :class:`reprkit.MemoryBank`). ``reduction="none"`` gives the N row
+    terms; ``weights`` (N,) weight the rows of the mean.
     """
+    check_choice("reduction", reduction, REDUCTIONS)
     q = V.check_embeddings(query, "query")
     k = V.check_embeddings(positive_key, "positive_key")
     V.check_same_shape(q, k, "query", "positive_key")
@@ -158,25 +240,29 @@ def infonce_loss(
         n = q.shape[0]
         qu, ku = F.normalize(q, dim=1), F.normalize(k, dim=1)
         targets = torch.arange(n)
+        w = _row_weights(weights, n, q)
         if nk is None:
-            return _softmax_xent(qu, ku, 1.0 / t, targets, "all", 0, n_jobs)
+            return _softmax_xent(qu, ku, 1.0 / t, targets, "all", 0, n_jobs, reduction, w)
         keys = torch.cat([ku, F.normalize(nk, dim=1)])
-        return _softmax_xent(qu, keys, 1.0 / t, targets, "own_and_tail", n, n_jobs)
+        return _softmax_xent(qu, keys, 1.0 / t, targets, "own_and_tail", n, n_jobs, reduction, w)
     from ..reference import softmax as ref
 
-    return ref.infonce_loss(q, k, nk, t)
+    if reduction == "mean" and weights is None:
+        return ref.infonce_loss(q, k, nk, t)
+    return _reduce_rows(ref.infonce_loss(q, k, nk, t, reduction="none"), reduction, _row_weights(weights, q.shape[0], q))
 
 
 class NPairLoss(torch.nn.Module):
     """1/N Σ_i log(1 + Σ_{j≠i} exp(a_i·p_j − a_i·p_i)) + l2_reg·(mean‖a‖² + mean‖p‖²).
     ``forward(anchors, positives)``, row i of both being class i."""
 
-    def __init__(self, l2_reg: float = 0.0, *, n_jobs: Optional[int] = None) -> None:
+    def __init__(self, l2_reg: float = 0.0, *, reduction: str = "mean", n_jobs: Optional[int] = None) -> None:
         super().__init__()
-        self.l2_reg, self.n_jobs = l2_reg, n_jobs
+        check_choice("reduction", reduction, REDUCTIONS)
+        self.l2_reg, self.reduction, self.n_jobs = l2_reg, reduction, n_jobs
 
-    def forward(self, anchors: Any, positives: Any) -> Any:
-        return npair_loss(anchors, positives, self.l2_reg, n_jobs=self.n_jobs)
+    def forward(self, anchors: Any, positives: Any, *, weights: Any = None) -> Any:
+        return npair_loss(anchors, positives, self.l2_reg, reduction=self.reduction, weights=weights, n_jobs=self.n_jobs)
 
     def extra_repr(self) -> str:
         return f"l2_reg={self.l2_reg}"
@@ -185,12 +271,13 @@ class NPairLoss(torch.nn.Module):
 class NTXentLoss(torch.nn.Module):
     """SimCLR's NT-Xent over the 2N normalised views of ``forward(z1, z2)``, s = cos/τ."""
 
-    def __init__(self, temperature: float = 0.1, *, n_jobs: Optional[int] = None) -> None:
+    def __init__(self, temperature: float = 0.1, *, reduction: str = "mean", n_jobs: Optional[int] = None) -> None:
         super().__init__()
-        self.temperature, self.n_jobs = temperature, n_jobs
+        check_choice("reduction", reduction, REDUCTIONS)
+        self.temperature, self.reduction, self.n_jobs = temperature, reduction, n_jobs
 
-    def forward(self, z1: Any, z2: Any) -> Any:
-        return ntxent_loss(z1, z2, self.temperature, n_jobs=self.n_jobs)
+    def forward(self, z1: Any, z2: Any, *, weights: Any = None) -> Any:
+        return ntxent_loss(z1, z2, self.temperature, reduction=self.reduction, weights=weights, n_jobs=self.n_jobs)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
@@ -201,12 +288,14 @@ class InfoNCELoss(torch.nn.Module):
     ``forward(query, positive_key, negative_keys=None)``: without ``negative_keys`` the
     other rows' positive keys are the negatives; else the (K, d) queue is shared."""
 
-    def __init__(self, temperature: float = 0.1, *, n_jobs: Optional[int] = None) -> None:
+    def __init__(self, temperature: float = 0.1, *, reduction: str = "mean", n_jobs: Optional[int] = None) -> None:
         super().__init__()
-        self.temperature, self.n_jobs = temperature, n_jobs
+        check_choice("reduction", reduction, REDUCTIONS)
+        self.temperature, self.reduction, self.n_jobs = temperature, reduction, n_jobs
 
-    def forward(self, query: Any, positive_key: Any, negative_keys: Any = None) -> Any:
-        return infonce_loss(query, positive_key, negative_keys, self.temperature, n_jobs=self.n_jobs)
+    def forward(self, query: Any, positive_key: Any, negative_keys: Any = None, *, weights: Any = None) -> Any:
+        return infonce_loss(query, positive_key, negative_keys, self.temperature, reduction=self.reduction, weights=weights,
+                            n_jobs=self.n_jobs)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
