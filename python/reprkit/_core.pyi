@@ -579,3 +579,15 @@ def offdiag_sq_loss(
     need_grad: bool,
     n_threads: int,
 ) -> Tuple[float, Optional[npt.NDArray[np.floating]], Optional[npt.NDArray[np.floating]]]: ...
+
+def multi_similarity_loss_fused(
+    x: npt.NDArray[np.floating], labels: npt.NDArray[np.int64], ref_x: Optional[npt.NDArray[np.floating]], ref_labels: Optional[npt.NDArray[np.int64]],
+    alpha: float, beta: float, base: float, n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]:
+    """(per, cnt, ∂Σper/∂x, ∂Σper/∂refs | None) in one pass over the similarity tiles."""
+
+def circle_loss_fused(
+    x: npt.NDArray[np.floating], labels: npt.NDArray[np.int64], ref_x: Optional[npt.NDArray[np.floating]], ref_labels: Optional[npt.NDArray[np.int64]],
+    m: float, gamma: float, n_threads: int,
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]:
+    """(per, cnt, ∂Σper/∂x, ∂Σper/∂refs | None) in one pass (α weights held constant)."""

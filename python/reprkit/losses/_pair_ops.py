@@ -255,3 +255,58 @@ MultiSimilarity = _function("_MultiSimilarity", multi_similarity, multi_similari
 Circle = _function("_Circle", circle, circle_backward, 7, "circle_loss")
 MultiSimilarityPairs = _function("_MultiSimilarityPairs", multi_similarity_pairs, multi_similarity_pairs_backward, 10, "multi_similarity_loss")
 CirclePairs = _function("_CirclePairs", circle_pairs, circle_pairs_backward, 9, "circle_loss")
+
+
+# ----------------------------------------------------------------- fused mean (forward and gradient in one pass)
+
+
+def _fused_fake(x, r, y, ry, *rest):
+    n = x.shape[0]
+    return _vec(x, n), _vec(x, n), torch.empty_like(x), _ops.empty_like_rows(x) if r is None else torch.empty_like(r)
+
+
+@_ops.op("multi_similarity_fused", _fused_fake)
+def multi_similarity_fused(
+    x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Tensor], alpha: float, beta: float, base: float, nt: int
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    per, cnt, gx, gr = _core.multi_similarity_loss_fused(np_(x), np_(y), np_(r), np_(ry), alpha, beta, base, kernel_threads(nt))
+    return torch.from_numpy(per), torch.from_numpy(cnt), torch.from_numpy(gx), t_(gr, x)
+
+
+@_ops.op("circle_fused", _fused_fake)
+def circle_fused(
+    x: Tensor, r: Optional[Tensor], y: Tensor, ry: Optional[Tensor], m: float, gamma: float, nt: int
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    per, cnt, gx, gr = _core.circle_loss_fused(np_(x), np_(y), np_(r), np_(ry), m, gamma, kernel_threads(nt))
+    return torch.from_numpy(per), torch.from_numpy(cnt), torch.from_numpy(gx), t_(gr, x)
+
+
+def _fused_mean(name: str, fwd: Any, loss: str) -> Any:
+    """An autograd Function for the default mean Σper/Σcnt whose gradient comes out of the forward's tiles
+    (the similarity tiles are not recomputed: one GEMM fewer than forward + backward)."""
+    fwd_op = fwd._opoverload
+
+    def forward(*args: Any) -> Any:
+        per, cnt, gx, gr = fwd_op(*args)
+        c = cnt.sum()
+        inv = torch.where(c > 0, 1.0 / torch.where(c > 0, c, torch.ones_like(c)), torch.zeros_like(c))
+        return per.sum() * inv, gx * inv, gr * inv
+
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        ctx.has_r = inputs[1] is not None
+        ctx.mark_non_differentiable(output[1], output[2])
+        ctx.save_for_backward(output[1], output[2], inputs[0], inputs[1])
+
+    def backward(ctx: Any, g: Any, *_: Any) -> Any:
+        gx, gr, x, r = ctx.saved_tensors
+        grads = (gx * g, gr * g if ctx.has_r else None)
+        return _ops.refuse_double_backward(loss, grads, (x, r)) + (None,) * 6
+
+    return type(name, (torch.autograd.Function,), {
+        "forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward), "vmap": _ops.no_vmap(loss),
+    })
+
+
+MultiSimilarityMean = _fused_mean("_MultiSimilarityMean", multi_similarity_fused, "multi_similarity_loss")
+CircleMean = _fused_mean("_CircleMean", circle_fused, "circle_loss")

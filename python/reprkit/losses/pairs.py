@@ -363,8 +363,12 @@ def _similarity_loss(kind: str, embeddings: Any, labels: Any, params: Tuple[floa
             per, cnt = terms(u, None, *params, ur, None, pairs=pairs)
         return _reduce(per, cnt, reduction, w)
     if _on_cpu(x):
+        from .. import _ops
         from . import _pair_ops as O
 
+        if reduction == "mean" and w is None and _ops.needs_grad(u, ur):
+            # The default: loss and gradient from one pass over the similarity tiles.
+            return (O.MultiSimilarityMean if kind == "ms" else O.CircleMean).apply(u, ur, y, ry, *params, nt)[0]
         per, cnt = (O.MultiSimilarity if kind == "ms" else O.Circle).apply(u, ur, y, ry, *params, nt)
     else:
         from ..reference import pairs as R

@@ -127,6 +127,12 @@ impl Kind {
             Kind::Circle(c) => L::circle_backward(b, &c, g, gx, gr),
         }
     }
+    fn forward_backward<T: Real>(self, b: &Batch<T>, gx: &mut [T], gr: &mut [T]) -> Result<(Vec<T>, Vec<T>)> {
+        match self {
+            Kind::Ms(c) => L::multi_similarity_forward_backward(b, &c, gx, gr),
+            Kind::Circle(c) => L::circle_forward_backward(b, &c, gx, gr),
+        }
+    }
     fn pairs_forward<T: Real>(self, p: &GivenPairs<T>) -> Result<(Vec<T>, Vec<T>)> {
         match self {
             Kind::Ms(c) => L::multi_similarity_pairs_forward(p, &c),
@@ -207,6 +213,44 @@ fn given_loss<'py>(
     } else {
         given_loss_t::<f32>(py, x, ref_x, idx, kind, g, n_threads)
     }
+}
+
+/// (per, cnt, gx, gref | None): forward and the gradient of Σ per in one pass over the tiles.
+fn fused_loss<'py>(
+    py: Python<'py>, x: &Obj<'py>, labels: &Obj<'py>, ref_x: Option<&Obj<'py>>, ref_labels: Option<&Obj<'py>>,
+    kind: Kind, n_threads: usize,
+) -> PyResult<Py<PyAny>> {
+    with_batch!(x, labels, ref_x, ref_labels, |b: T| {
+        let (n, d, mr) = (b.n, b.d, b.refs.map_or(0, |r| r.1));
+        let (per, cnt, gx, gr) = run(py, n_threads, || {
+            let (mut gx, mut gr) = (vec![T::default(); n * d], vec![T::default(); mr * d]);
+            let (per, cnt) = kind.forward_backward(b, &mut gx, &mut gr)?;
+            Ok((per, cnt, gx, gr))
+        })?;
+        (vec1(py, per)?, vec1(py, cnt)?, to_pyarray(py, gx, n, d)?, opt_grad(py, gr, mr, d)?).into_py_any(py)
+    })
+}
+
+/// multi_similarity_loss_fused(x, labels, ref_x, ref_labels, alpha, beta, base, n_threads) -> (per, cnt, gx, gref | None).
+#[pyfunction]
+#[pyo3(signature = (x, labels, ref_x, ref_labels, alpha, beta, base, n_threads))]
+#[allow(clippy::too_many_arguments)]
+fn multi_similarity_loss_fused<'py>(
+    py: Python<'py>, x: &Obj<'py>, labels: &Obj<'py>, ref_x: Option<&Obj<'py>>, ref_labels: Option<&Obj<'py>>,
+    alpha: f64, beta: f64, base: f64, n_threads: usize,
+) -> PyResult<Py<PyAny>> {
+    fused_loss(py, x, labels, ref_x, ref_labels, ms(alpha, beta, base), n_threads)
+}
+
+/// circle_loss_fused(x, labels, ref_x, ref_labels, m, gamma, n_threads) -> (per, cnt, gx, gref | None).
+#[pyfunction]
+#[pyo3(signature = (x, labels, ref_x, ref_labels, m, gamma, n_threads))]
+#[allow(clippy::too_many_arguments)]
+fn circle_loss_fused<'py>(
+    py: Python<'py>, x: &Obj<'py>, labels: &Obj<'py>, ref_x: Option<&Obj<'py>>, ref_labels: Option<&Obj<'py>>,
+    m: f64, gamma: f64, n_threads: usize,
+) -> PyResult<Py<PyAny>> {
+    fused_loss(py, x, labels, ref_x, ref_labels, circle(m, gamma), n_threads)
 }
 
 fn ms(alpha: f64, beta: f64, base: f64) -> Kind {
@@ -313,6 +357,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(multi_similarity_loss, m)?)?;
     m.add_function(wrap_pyfunction!(multi_similarity_loss_backward, m)?)?;
     m.add_function(wrap_pyfunction!(circle_loss, m)?)?;
+    m.add_function(wrap_pyfunction!(multi_similarity_loss_fused, m)?)?;
+    m.add_function(wrap_pyfunction!(circle_loss_fused, m)?)?;
     m.add_function(wrap_pyfunction!(circle_loss_backward, m)?)?;
     m.add_function(wrap_pyfunction!(multi_similarity_pairs_loss, m)?)?;
     m.add_function(wrap_pyfunction!(multi_similarity_pairs_loss_backward, m)?)?;

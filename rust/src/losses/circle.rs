@@ -8,7 +8,7 @@
 //! (PML's AvgNonZeroReducer). P/N come from labels or from given pairs.
 
 use super::common::{sigmoid, softplus, Batch};
-use super::pairsim::{dense_backward, dense_forward, given_backward, given_forward, GivenPairs, RowLoss};
+use super::pairsim::{dense_backward, dense_forward, dense_forward_backward, given_backward, given_forward, GivenPairs, RowLoss};
 use crate::error::{Error, Result};
 use crate::Real;
 
@@ -78,6 +78,11 @@ impl<T: Real> RowLoss<T> for Ci<T> {
 /// Per-anchor values and counts (n each) over the label-defined pairs.
 pub fn circle_forward<T: Real>(b: &Batch<T>, cfg: &Circle) -> Result<(Vec<T>, Vec<T>)> {
     dense_forward(b, &cfg.typed::<T>()?)
+}
+
+/// (per, cnt) and the gradient of Σ_i per_i in one pass (for the mean: scale by 1/Σcnt).
+pub fn circle_forward_backward<T: Real>(b: &Batch<T>, cfg: &Circle, gx: &mut [T], gr: &mut [T]) -> Result<(Vec<T>, Vec<T>)> {
+    dense_forward_backward(b, &cfg.typed::<T>()?, gx, gr)
 }
 
 /// Σ_i g_i ∂per_i/∂x into `gx` (n×d) and, with references, ∂/∂refs into `gr` (m×d).

@@ -26,7 +26,7 @@ pub mod uniformity;
 pub mod xent;
 mod xent_sym;
 
-pub use circle::{circle_backward, circle_forward, circle_pairs_backward, circle_pairs_forward, Circle};
+pub use circle::{circle_backward, circle_forward, circle_forward_backward, circle_pairs_backward, circle_pairs_forward, Circle};
 pub use common::{Batch, Metric, Rows};
 pub use dino::{dino_backward, dino_forward, Dino, DinoState};
 pub use contrastive::{contrastive_backward, contrastive_forward, pair_tuple_backward, pair_tuple_forward};
@@ -37,7 +37,7 @@ pub use miners::{
 };
 pub use multimodal::{clip_backward, clip_forward, siglip_forward, siglip_forward_backward, ClipState, Pairs, SiglipOut};
 pub use multisim::{
-    multi_similarity_backward, multi_similarity_forward, multi_similarity_pairs_backward,
+    multi_similarity_backward, multi_similarity_forward, multi_similarity_forward_backward, multi_similarity_pairs_backward,
     multi_similarity_pairs_forward, MultiSimilarity,
 };
 pub use pairsim::GivenPairs;

@@ -216,6 +216,56 @@ pub(crate) fn dense_backward<T: Real, L: RowLoss<T>>(
     Ok(())
 }
 
+/// Forward and the gradient of Σ_i per_i in one pass over the similarity tiles (no recompute): the
+/// default mean reduction needs only this gradient scaled by 1/Σcnt, which the caller applies.
+pub(crate) fn dense_forward_backward<T: Real, L: RowLoss<T>>(
+    b: &Batch<T>, loss: &L, gx: &mut [T], gr: &mut [T],
+) -> Result<(Vec<T>, Vec<T>)> {
+    check_batch(b)?;
+    let (_, m, rl) = b.r();
+    check_len("grad_x", gx.len(), b.n, b.d)?;
+    if !b.same() {
+        check_len("grad_ref", gr.len(), m, b.d)?;
+    }
+    gx.iter_mut().for_each(|v| *v = T::zero());
+    gr.iter_mut().for_each(|v| *v = T::zero());
+    let same = b.same();
+    let classes = Classes::new(rl);
+    // Each tile writes its own rows once: one lock per tile.
+    let per = std::sync::Mutex::new(vec![T::zero(); b.n]);
+    sim_space(b).backward(
+        false,
+        |r0, r1, s, c| {
+            let mut ep = Vec::new();
+            let mut rows = Vec::with_capacity(r1 - r0);
+            for i in r0..r1 {
+                let row = &s[(i - r0) * m..(i - r0 + 1) * m];
+                let crow = &mut c[(i - r0) * m..(i - r0 + 1) * m];
+                let cls = classes.of(b.labels[i]);
+                let st = dense_row(loss, row, i, cls, same, crow, &mut ep);
+                rows.push(st.per);
+                let (_, fp, fnn) = loss.combine(st.lp, st.ln, st.hp, st.hn);
+                let kp = fp * back_factor(st.hp, st.sp, st.lp);
+                let kn = fnn * back_factor(st.hn, st.sn, st.ln);
+                for (cv, &v) in crow.iter_mut().zip(row) {
+                    *cv *= kn * loss.neg(v).1;
+                }
+                let pos = cls.iter().filter(|&&j| !(same && j as usize == i));
+                for (&j, &e) in pos.zip(ep.iter()) {
+                    let j = j as usize;
+                    crow[j] = kp * e * loss.pos(row[j]).1;
+                }
+            }
+            per.lock().unwrap_or_else(|e| e.into_inner())[r0..r1].copy_from_slice(&rows);
+        },
+        gx,
+        gr,
+    );
+    let per = per.into_inner().unwrap_or_else(|e| e.into_inner());
+    let cnt = per.iter().map(|&v| loss.count(v)).collect();
+    Ok((per, cnt))
+}
+
 /// Given pair sets: anchors `a1[k]` with positives `p[k]`, anchors `a2[k]`
 /// with negatives `neg[k]` (indices into the references; duplicates count as given).
 #[derive(Clone, Copy)]
