@@ -128,6 +128,28 @@ fn dense_row<T: Real, L: RowLoss<T>>(
     RowStats { per, lp, ln, sp, sn, hp, hn }
 }
 
+/// Row i's gradient coefficients into `crow` for upstream `gi` (one evaluation of the row, as the
+/// forward's): c_j = g·∂F/∂L·e^{l_j − L}·∂l_j/∂S, from e^{l_j − shift} (0 off the sets). Returns per_i.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn row_coefs<T: Real, L: RowLoss<T>>(
+    loss: &L, row: &[T], i: usize, cls: &[u32], same: bool, gi: T, crow: &mut [T], ep: &mut Vec<T>,
+) -> T {
+    let st = dense_row(loss, row, i, cls, same, crow, ep);
+    let (_, fp, fnn) = loss.combine(st.lp, st.ln, st.hp, st.hn);
+    let kp = gi * fp * back_factor(st.hp, st.sp, st.lp);
+    let kn = gi * fnn * back_factor(st.hn, st.sn, st.ln);
+    for (cv, &v) in crow.iter_mut().zip(row) {
+        *cv *= kn * loss.neg(v).1;
+    }
+    let pos = cls.iter().filter(|&&j| !(same && j as usize == i));
+    for (&j, &e) in pos.zip(ep.iter()) {
+        let j = j as usize;
+        crow[j] = kp * e * loss.pos(row[j]).1;
+    }
+    st.per
+}
+
 fn sim_space<'a, T: Real>(b: &Batch<'a, T>) -> Space<'a, T> {
     let r = b.refs.map(|(r, m, _)| (r, m));
     Space::dot(b.x, b.n, r, b.d, T::one())
@@ -188,26 +210,12 @@ pub(crate) fn dense_backward<T: Real, L: RowLoss<T>>(
         |r0, r1, s, c| {
             let mut ep = Vec::new();
             for i in r0..r1 {
-                let gi = g[i];
-                if gi == T::zero() {
+                if g[i] == T::zero() {
                     continue;
                 }
                 let row = &s[(i - r0) * m..(i - r0 + 1) * m];
                 let crow = &mut c[(i - r0) * m..(i - r0 + 1) * m];
-                let cls = classes.of(b.labels[i]);
-                let st = dense_row(loss, row, i, cls, same, crow, &mut ep);
-                let (_, fp, fnn) = loss.combine(st.lp, st.ln, st.hp, st.hn);
-                // c_j = g·∂F/∂L·e^{l_j − L}·∂l_j/∂S, from e^{l_j − shift} (0 off the sets).
-                let kp = gi * fp * back_factor(st.hp, st.sp, st.lp);
-                let kn = gi * fnn * back_factor(st.hn, st.sn, st.ln);
-                for (cv, &v) in crow.iter_mut().zip(row) {
-                    *cv *= kn * loss.neg(v).1;
-                }
-                let pos = cls.iter().filter(|&&j| !(same && j as usize == i));
-                for (&j, &e) in pos.zip(ep.iter()) {
-                    let j = j as usize;
-                    crow[j] = kp * e * loss.pos(row[j]).1;
-                }
+                row_coefs(loss, row, i, classes.of(b.labels[i]), same, g[i], crow, &mut ep);
             }
         },
         gx,
@@ -241,20 +249,7 @@ pub(crate) fn dense_forward_backward<T: Real, L: RowLoss<T>>(
             for i in r0..r1 {
                 let row = &s[(i - r0) * m..(i - r0 + 1) * m];
                 let crow = &mut c[(i - r0) * m..(i - r0 + 1) * m];
-                let cls = classes.of(b.labels[i]);
-                let st = dense_row(loss, row, i, cls, same, crow, &mut ep);
-                rows.push(st.per);
-                let (_, fp, fnn) = loss.combine(st.lp, st.ln, st.hp, st.hn);
-                let kp = fp * back_factor(st.hp, st.sp, st.lp);
-                let kn = fnn * back_factor(st.hn, st.sn, st.ln);
-                for (cv, &v) in crow.iter_mut().zip(row) {
-                    *cv *= kn * loss.neg(v).1;
-                }
-                let pos = cls.iter().filter(|&&j| !(same && j as usize == i));
-                for (&j, &e) in pos.zip(ep.iter()) {
-                    let j = j as usize;
-                    crow[j] = kp * e * loss.pos(row[j]).1;
-                }
+                rows.push(row_coefs(loss, row, i, classes.of(b.labels[i]), same, T::one(), crow, &mut ep));
             }
             per.lock().unwrap_or_else(|e| e.into_inner())[r0..r1].copy_from_slice(&rows);
         },
