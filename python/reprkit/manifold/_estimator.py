@@ -4,7 +4,10 @@
   signature, so ``sklearn.base.clone`` and grid searches work without
   subclassing scikit-learn;
 * :func:`seed_of` — turns ``random_state`` into a 64-bit seed for the Rust PRNG;
-* :func:`as_input` / :func:`as_output` — numpy or torch in, the same kind out.
+* :func:`as_input` / :func:`as_output` — numpy or torch in, the same kind out;
+* ``__sklearn_tags__`` (scikit-learn ≥ 1.6) and ``_more_tags`` / ``_get_tags`` (older
+  versions): scikit-learn is imported lazily, only when it asks for the tags, so it stays
+  an optional dependency; without it the tags are a plain namespace with the same fields.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from .._torch import is_tensor
-from .._validation import check_array
 from ..errors import DTypeError, InvalidParameterError
 
 
@@ -42,6 +44,62 @@ class Estimator:
                 )
             setattr(self, key, value)
         return self
+
+    # --- scikit-learn tags (Pipeline, check_is_fitted, is_classifier, estimator checks) ---
+    def _tag_values(self) -> Dict[str, Any]:
+        """Per-class tag overrides: ``transformer``, ``sparse``, ``pairwise``, ``non_deterministic``."""
+        return {}
+
+    def __sklearn_tags__(self) -> Any:
+        v = {"transformer": True, "sparse": False, "pairwise": False, "non_deterministic": False}
+        v.update(self._tag_values())
+        preserves = ["float64", "float32"]
+        try:
+            from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
+        except ImportError:  # no scikit-learn (or < 1.6): the same fields, no sklearn types
+            from types import SimpleNamespace as NS
+
+            return NS(
+                estimator_type=None, target_tags=NS(required=False, one_d_labels=False, two_d_labels=False,
+                                                    positive_only=False, multi_output=False, single_output=True),
+                transformer_tags=NS(preserves_dtype=preserves) if v["transformer"] else None,
+                classifier_tags=None, regressor_tags=None, array_api_support=False, no_validation=False,
+                non_deterministic=v["non_deterministic"], requires_fit=True, _skip_test=False,
+                input_tags=NS(one_d_array=False, two_d_array=True, three_d_array=False, sparse=v["sparse"],
+                              categorical=False, string=False, dict=False, positive_only=False, allow_nan=False,
+                              pairwise=v["pairwise"]),
+            )
+        return Tags(
+            estimator_type=None,
+            target_tags=TargetTags(required=False),
+            transformer_tags=TransformerTags(preserves_dtype=preserves) if v["transformer"] else None,
+            non_deterministic=v["non_deterministic"],
+            input_tags=InputTags(sparse=v["sparse"], pairwise=v["pairwise"]),
+        )
+
+    def _more_tags(self) -> Dict[str, Any]:
+        """Tags in the dict form of scikit-learn < 1.6."""
+        v = {"sparse": False, "pairwise": False, "non_deterministic": False}
+        v.update(self._tag_values())
+        return {
+            "X_types": ["2darray", "sparse"] if v["sparse"] else ["2darray"],
+            "pairwise": v["pairwise"],
+            "non_deterministic": v["non_deterministic"],
+            "preserves_dtype": [np.float64, np.float32],
+            "requires_y": False,
+        }
+
+    def _get_tags(self) -> Dict[str, Any]:
+        """scikit-learn < 1.6 reads tags through this method (BaseEstimator's defaults + ours)."""
+        tags = {
+            "allow_nan": False, "binary_only": False, "multilabel": False, "multioutput": False,
+            "multioutput_only": False, "no_validation": False, "non_deterministic": False, "pairwise": False,
+            "poor_score": False, "requires_fit": True, "requires_positive_X": False, "requires_y": False,
+            "requires_positive_y": False, "_skip_test": False, "_xfail_checks": False, "stateless": False,
+            "X_types": ["2darray"], "preserves_dtype": [np.float64],
+        }
+        tags.update(self._more_tags())
+        return tags
 
     def __repr__(self) -> str:
         defaults = {
@@ -80,27 +138,25 @@ def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> 
     return int(value)
 
 
-def as_input(x: Any, name: str = "X") -> Tuple[np.ndarray, Any]:
+def as_input(x: Any, name: str = "X", **kw: Any) -> Tuple[Any, Any]:
     """``(array, like)``: a validated float32/float64 array and the tensor to mimic on output (or None).
 
-    Tensors are detached and moved to the CPU; half precision computes in float32.
+    scikit-learn's conversions (see :func:`._checks.estimator_input`): lists, object arrays of
+    numbers, int/bool → float64, tensors on any device (half precision computes in float32),
+    sparse input densified under a size guard (``keep_sparse=True`` keeps a scipy CSR).
     """
-    if is_tensor(x):
-        import torch
+    from ._checks import estimator_input
 
-        if not x.is_floating_point():
-            raise DTypeError(f"{name} has dtype {x.dtype}; reprkit computes in floating point")
-        t = x.detach()
-        if t.dtype not in (torch.float32, torch.float64):
-            t = t.to(torch.float32)
-        return check_array(t.cpu().contiguous().numpy(), name), x
-    return check_array(x, name), None
+    return estimator_input(x, name, **kw)
 
 
 def as_output(a: np.ndarray, like: Any) -> Any:
-    """Return ``a`` as it came in: numpy, or a tensor on ``like``'s device and dtype."""
+    """Return ``a`` as it came in: numpy, or a tensor on ``like``'s device and dtype
+    (integer / boolean tensors give a tensor of ``a``'s float dtype)."""
     if like is None:
         return a
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(a)).to(device=like.device, dtype=like.dtype)
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    dtype = like.dtype if like.is_floating_point() else t.dtype
+    return t.to(device=like.device, dtype=dtype)

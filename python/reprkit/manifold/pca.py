@@ -4,6 +4,14 @@ With Xc the centred data, the components are the top eigenvectors w of the
 covariance ``C = Xcᵀ Xc / (n − 1)``, the explained variances its eigenvalues,
 and ``transform(X) = (X − mean_) · componentsᵀ`` (divided by
 ``√explained_variance_`` when ``whiten=True``).
+
+Sparse input (scipy.sparse) is never centred densely: with μ the column means,
+``Xcᵀ Xc = Xᵀ X − n μ μᵀ`` ("full": eigh of that d × d matrix) and the
+randomised solver multiplies by ``Xc`` implicitly, ``Xc M = X M − 1 (μᵀ M)``
+(see :mod:`._pca_sparse`). Data whose magnitude would overflow when squared
+(1e30 in float32, 1e300 in float64) is divided by a power of two first and the
+results are scaled back exactly; ``explained_variance_`` (∝ scale²) is then +inf
+when it exceeds the dtype's range (documented), everything else stays finite.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .. import _core
+from ._checks import check_bool, check_n_features, power_of_two_scale, scaled
 from ._estimator import Estimator, as_input, as_output, check_int, seed_of
 from .._threads import resolve_n_jobs
 from .._validation import check_choice
@@ -65,13 +74,15 @@ class PCA(Estimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
+    def _tag_values(self) -> dict:
+        return {"sparse": True}
+
     def _fit(self, X: Any, want_scores: bool) -> Any:
         check_choice("svd_solver", self.svd_solver, ("auto", "full", "randomized"))
         check_int("n_oversamples", self.n_oversamples, 0)
-        x, like = as_input(X)
+        check_bool("whiten", self.whiten)
+        x, like = as_input(X, keep_sparse=True, min_rows=2, estimator="PCA")
         n, d = x.shape
-        if n < 2:
-            raise ShapeError(f"PCA needs at least 2 samples, got {n}")
         k = check_int("n_components", self.n_components, 1, allow_none=True)
         k = min(n, d) if k is None else k
         if k > min(n, d):
@@ -79,30 +90,50 @@ class PCA(Estimator):
         solver = self.svd_solver
         if solver == "auto":
             solver = "full" if (min(n, d) <= 1000 or k >= 0.8 * min(n, d)) else "randomized"
+            if solver == "full" and hasattr(x, "tocsr") and d > 4096:  # sparse "full" forms a d x d matrix
+                solver = "randomized"
         if self.iterated_power == "auto":
             n_iter = 7 if k < 0.1 * min(n, d) else 4
         else:
             n_iter = check_int("iterated_power", self.iterated_power, 0)
         seed = seed_of(self.random_state) if solver == "randomized" else 0
-        mean, comps, ev, total, scores = _core.pca_fit(
-            x, k, solver, n_iter, self.n_oversamples, seed, want_scores, resolve_n_jobs(self.n_jobs)
-        )
-        self.mean_ = mean.astype(x.dtype)
+        # Fit on x / s (s a power of two: exact) so squares cannot overflow; map back below.
+        s = power_of_two_scale(x)
+        xs = scaled(x, s)
+        n_threads = resolve_n_jobs(self.n_jobs)
+        if hasattr(xs, "tocsr"):
+            from ._pca_sparse import sparse_pca
+
+            mean, comps, ev, total, scores = sparse_pca(xs, k, solver, n_iter, self.n_oversamples, seed, want_scores)
+        else:
+            mean, comps, ev, total, scores = _core.pca_fit(
+                xs, k, solver, n_iter, self.n_oversamples, seed, want_scores, n_threads
+            )
+        ev = np.asarray(ev, dtype=np.float64)
+        self._scale = s
+        self._ev_scaled = ev  # float64 eigenvalues of x / s: whitening uses these (never overflow)
+        with np.errstate(over="ignore"):
+            self.mean_ = (np.asarray(mean, dtype=np.float64) * s).astype(x.dtype)
+            self.explained_variance_ = (ev * s * s).astype(x.dtype)
+            self.singular_values_ = (np.sqrt(ev * (n - 1)) * s).astype(x.dtype)
         self.components_ = comps.astype(x.dtype)
-        self.explained_variance_ = ev.astype(x.dtype)
         self.explained_variance_ratio_ = (ev / total if total > 0 else np.zeros_like(ev)).astype(x.dtype)
-        self.singular_values_ = np.sqrt(ev * (n - 1)).astype(x.dtype)
         self.n_components_ = k
         self.n_features_in_ = d
         self.n_samples_ = n
         self._solver = solver
-        if scores is not None and self.whiten:
+        if scores is None:
+            return None
+        scores = np.asarray(scores).astype(x.dtype, copy=False)
+        if self.whiten:  # scores of x / s divided by √ev(x / s): the whitened scores of x
             scores = scores / self._whiten_scale().astype(scores.dtype)
-        return as_output(scores, like) if scores is not None else None
+        else:
+            scores = scores * x.dtype.type(s)
+        return as_output(scores, like)
 
     def _whiten_scale(self) -> np.ndarray:
-        ev = self.explained_variance_.astype(np.float64)
-        return np.sqrt(np.maximum(ev, np.finfo(np.float64).tiny))
+        """√(explained variance of X / s), floored at float64's tiny."""
+        return np.sqrt(np.maximum(self._ev_scaled, np.finfo(np.float64).tiny))
 
     def fit(self, X: Any, y: Any = None) -> "PCA":
         """Fit the principal axes of ``X`` (n_samples, n_features)."""
@@ -122,12 +153,19 @@ class PCA(Estimator):
     def transform(self, X: Any) -> Any:
         """Scores ``(X − mean_) · components_ᵀ`` (/ √explained_variance_ if whiten)."""
         self._check_fitted()
-        x, like = as_input(X)
-        if x.shape[1] != self.n_features_in_:
-            raise ShapeError(f"X has {x.shape[1]} features, PCA was fitted with {self.n_features_in_}")
-        z = (x - self.mean_.astype(x.dtype)) @ self.components_.astype(x.dtype).T
+        x, like = as_input(X, keep_sparse=True)
+        check_n_features(self, x, self.n_features_in_)
+        s = self._scale
+        mean = (self.mean_.astype(np.float64) / s).astype(x.dtype)
+        w = self.components_.astype(x.dtype)
+        xs = scaled(x, s)
+        # (X / s − mean_ / s) · Wᵀ without densifying a sparse X.
+        z = np.asarray(xs @ w.T, dtype=x.dtype) - (mean @ w.T)[None, :]
         if self.whiten:
             z = z / self._whiten_scale().astype(x.dtype)
+        else:
+            with np.errstate(over="ignore"):
+                z = z * x.dtype.type(s)
         return as_output(z, like)
 
     def inverse_transform(self, Z: Any) -> Any:
@@ -136,7 +174,11 @@ class PCA(Estimator):
         z, like = as_input(Z, "Z")
         if z.shape[1] != self.n_components_:
             raise ShapeError(f"Z has {z.shape[1]} columns, expected n_components_={self.n_components_}")
+        s = self._scale
         if self.whiten:
             z = z * self._whiten_scale().astype(z.dtype)
-        x = z @ self.components_.astype(z.dtype) + self.mean_.astype(z.dtype)
-        return as_output(x, like)
+        else:
+            z = scaled(z, s)
+        x = z @ self.components_.astype(z.dtype) + (self.mean_.astype(np.float64) / s).astype(z.dtype)
+        with np.errstate(over="ignore"):
+            return as_output(x * z.dtype.type(s), like)

@@ -22,7 +22,9 @@ from typing import Any, Optional, Tuple, Union
 import numpy as np
 
 from .. import _core
+from ._checks import power_of_two_scale, scaled
 from ._estimator import Estimator, as_input, as_output, check_int, seed_of
+from ._knn_graph import mean_symmetrized_knn
 from .._threads import resolve_n_jobs
 from .._torch import is_tensor
 from .._validation import check_choice
@@ -50,6 +52,10 @@ def _precomputed_affinity(a: Any) -> Tuple[Any, np.dtype]:
     sp = _scipy_sparse()
     if sp.issparse(a):
         dtype = np.dtype(np.float32) if a.dtype == np.float32 else np.dtype(np.float64)
+        if a.dtype.kind == "c":
+            from ._checks import ComplexInputError
+
+            raise ComplexInputError(f"Complex data not supported: the affinity matrix has dtype {a.dtype}")
         if a.dtype.kind not in "fiub":
             raise InvalidInputError(f"the affinity matrix has unsupported dtype {a.dtype}")
         w = sp.csr_matrix(a, dtype=np.float64, copy=True)
@@ -66,6 +72,7 @@ def _precomputed_affinity(a: Any) -> Tuple[Any, np.dtype]:
         raise InvalidInputError("affinities must be non-negative")
     w.setdiag(0)
     w.eliminate_zeros()
+    w = scaled(w, power_of_two_scale(w))  # the embedding is invariant to W's scale; degrees must not overflow
     diff = abs(w - w.T)
     scale = float(abs(w).max()) if w.nnz else 0.0
     if diff.nnz and float(diff.max()) > 1e-10 * max(scale, np.finfo(float).tiny):
@@ -109,8 +116,14 @@ class LaplacianEigenmaps(Estimator):
     Parameters
     ----------
     n_components : embedding dimension (eigenvectors kept after dropping the trivial one).
-    n_neighbors : neighbours per point of the exact kNN graph; must be < n_samples.
-        The graph is symmetrised as a union (i ~ j when either is a neighbour of the other).
+    n_neighbors : neighbours per point of the exact kNN graph (self excluded); must be < n_samples.
+    symmetrize : how the directed kNN graph A becomes symmetric. ``"union"`` (default):
+        w_ij = kernel(d_ij) when either point is a neighbour of the other — Belkin & Niyogi's
+        definition, and the default because it keeps reprkit's results and gives every kNN edge
+        its full weight; ``"mean"``: W = (A + Aᵀ)/2, scikit-learn's ``SpectralEmbedding`` (a
+        one-sided edge gets half weight). Note scikit-learn also counts each point as its own
+        neighbour (``include_self=True``), so its ``n_neighbors=k`` matches reprkit's ``k − 1``
+        with ``symmetrize="mean", weights="connectivity"``.
     weights : ``"heat"``: w_ij = exp(−‖x_i − x_j‖² / t); ``"connectivity"``: w_ij = 1.
     t : heat-kernel bandwidth, a positive float or ``"auto"`` = the median of the n·k
         squared kNN distances (if that is 0, the mean of the positive ones). The value
@@ -126,7 +139,9 @@ class LaplacianEigenmaps(Estimator):
 
     Attributes
     ----------
-    embedding_ : (n, n_components) array (or tensor) in the input's dtype.
+    embedding_ : (n, n_components) numpy array in the input's float dtype (``fit_transform``
+        returns the input's type: a tensor on the input's device and dtype for torch input).
+    n_features_in_ : columns of X (n for a precomputed affinity).
     eigenvalues_ : the λ of each column, ascending.
     affinity_matrix_ : scipy.sparse CSR matrix W actually used.
     n_connected_components_ : number of connected components of the graph. With c > 1 a
@@ -144,6 +159,7 @@ class LaplacianEigenmaps(Estimator):
         t: Union[str, float] = "auto",
         normalized: bool = True,
         affinity: str = "nearest_neighbors",
+        symmetrize: str = "union",
         tol: float = 1e-10,
         n_jobs: Optional[int] = None,
         random_state: Any = None,
@@ -154,6 +170,7 @@ class LaplacianEigenmaps(Estimator):
         self.t = t
         self.normalized = normalized
         self.affinity = affinity
+        self.symmetrize = symmetrize
         self.tol = tol
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -163,9 +180,10 @@ class LaplacianEigenmaps(Estimator):
         check_int("n_neighbors", self.n_neighbors, 1)
         check_choice("weights", self.weights, _WEIGHTS)
         check_choice("affinity", self.affinity, _AFFINITIES)
+        check_choice("symmetrize", self.symmetrize, ("union", "mean"))
         if not isinstance(self.normalized, (bool, np.bool_)):
             raise InvalidParameterError(f"normalized must be a bool, got {self.normalized!r}")
-        if not (isinstance(self.tol, numbers.Real) and 0 < self.tol < 1):
+        if isinstance(self.tol, bool) or not (isinstance(self.tol, numbers.Real) and 0 < self.tol < 1):
             raise InvalidParameterError(f"tol must be in (0, 1), got {self.tol!r}")
         if isinstance(self.t, str):
             if self.t != "auto":
@@ -175,8 +193,16 @@ class LaplacianEigenmaps(Estimator):
             raise InvalidParameterError(f"t must be 'auto' or a positive number, got {self.t!r}")
         return float(self.t)
 
+    def _tag_values(self) -> dict:
+        return {"pairwise": self.affinity == "precomputed", "sparse": self.affinity == "precomputed"}
+
     def fit(self, X: Any, y: Any = None) -> "LaplacianEigenmaps":
         """Compute the embedding of ``X`` (data, or an affinity matrix when ``affinity="precomputed"``)."""
+        self._fit(X)
+        return self
+
+    def _fit(self, X: Any) -> Any:
+        """Fit; returns the tensor the output should mimic (None for numpy input)."""
         t = self._check_params()
         n_threads = resolve_n_jobs(self.n_jobs)
         seed = seed_of(self.random_state)
@@ -188,20 +214,25 @@ class LaplacianEigenmaps(Estimator):
             self.t_ = float("nan")
         else:
             sp = _scipy_sparse()
-            if sp.issparse(X):
-                raise InvalidInputError("sparse X is only accepted with affinity='precomputed'")
-            x, like = as_input(X)
+            # sparse X: densified under a size guard (the kNN search is dense).
+            x, like = as_input(X, min_rows=3, estimator="LaplacianEigenmaps")
             n = x.shape[0]
-            if n < 3:
-                raise ShapeError(f"Laplacian eigenmaps need at least 3 samples, got {n}")
             if self.n_neighbors >= n:
                 raise InvalidParameterError(
                     f"n_neighbors={self.n_neighbors} must be smaller than the number of samples ({n})"
                 )
-            ip, ix, dv, t_used = _core.knn_affinity(x, self.n_neighbors, self.weights, t, n_threads)
-            w = sp.csr_matrix((dv, ix, ip), shape=(n, n))
+            # The embedding is scale invariant (heat bandwidth t ∝ scale²): kNN on x / s so
+            # squared distances of huge data (1e30 float32) cannot overflow; t_ reported for x.
+            s = power_of_two_scale(x)
+            ts = None if t is None else t / (s * s)
+            if self.symmetrize == "mean":
+                w, t_used = mean_symmetrized_knn(scaled(x, s), self.n_neighbors, self.weights, ts, n_threads)
+            else:
+                ip, ix, dv, t_used = _core.knn_affinity(scaled(x, s), self.n_neighbors, self.weights, ts, n_threads)
+                w = sp.csr_matrix((dv, ix, ip), shape=(n, n))
             dtype = x.dtype
-            self.t_ = float(t_used)
+            self.t_ = float(t_used) * (s * s)
+            self.n_features_in_ = int(x.shape[1])
         n = w.shape[0]
         if self.n_components + 2 > n:
             raise InvalidParameterError(
@@ -211,13 +242,15 @@ class LaplacianEigenmaps(Estimator):
         self.affinity_matrix_ = w
         self.eigenvalues_ = vals
         self.n_connected_components_ = int(n_cc)
-        self.n_features_in_ = None if self.affinity == "precomputed" else int(X.shape[1])
-        self.embedding_ = as_output(emb.astype(dtype, copy=False), like)
-        return self
+        if self.affinity == "precomputed":
+            self.n_features_in_ = int(w.shape[1])
+        self.embedding_ = emb.astype(dtype)  # numpy always; fit_transform returns the input's type
+        return like
 
     def fit_transform(self, X: Any, y: Any = None) -> Any:
-        """``fit(X)`` and return ``embedding_``."""
-        return self.fit(X).embedding_
+        """``fit(X)`` and return ``embedding_`` as the input's type (numpy, or a tensor on its device/dtype)."""
+        like = self._fit(X)
+        return as_output(self.embedding_, like)
 
 
 def laplacian_eigenmaps(affinity: Any, n_components: int = 2, *, normalized: bool = True, random_state: Any = None, n_jobs: Optional[int] = None) -> np.ndarray:
