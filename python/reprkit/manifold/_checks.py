@@ -285,3 +285,33 @@ def check_n_features(estimator: Any, x: Any, expected: int) -> None:
         raise ShapeError(
             f"X has {x.shape[1]} features, but {type(estimator).__name__} is expecting {expected} features as input"
         )
+
+
+def check_sne_params(est: Any, n: int) -> None:
+    """Type and range of every numeric / boolean parameter of TSNE, SNE and SymmetricSNE
+    (the string choices are checked where they are used)."""
+    check_int_range("n_components", est.n_components, 1)
+    # ⌊3·perplexity⌋ neighbours per point must be at least 1 (and perplexity < n).
+    p = check_real("perplexity", est.perplexity, low=1.0 / 3.0)
+    if p >= n:
+        raise InvalidParameterError(f"perplexity must be in [1/3, n_samples) = [1/3, {n}), got {est.perplexity!r}")
+    check_real("early_exaggeration", est.early_exaggeration, low=0.0, low_open=True)
+    check_int_range("exaggeration_iter", est.exaggeration_iter, 0)
+    check_int_range("max_iter", est.max_iter, 0)
+    check_int_range("callbacks_every", est.callbacks_every, 1)
+    lr = est.learning_rate
+    if not (isinstance(lr, str) and lr == "auto"):
+        if isinstance(lr, str):
+            raise InvalidParameterError(f"learning_rate must be 'auto' or a finite number in (0, inf), got {lr!r}")
+        check_real("learning_rate", lr, low=0.0, low_open=True)
+    if hasattr(est, "angle"):
+        check_real("angle", est.angle, low=0.0)
+    if hasattr(est, "dof"):
+        check_real("dof", est.dof, low=0.0, low_open=True)
+    v = est.verbose
+    if not isinstance(v, (bool, np.bool_)) and not (isinstance(v, numbers.Integral) and v >= 0):
+        raise InvalidParameterError(f"verbose must be a bool (or a non-negative integer level), got {v!r}")
+    cb = est.callbacks
+    if cb is not None and not callable(cb):
+        if isinstance(cb, (str, bytes)) or not all(callable(c) for c in (cb if hasattr(cb, "__iter__") else [cb])):
+            raise InvalidParameterError(f"callbacks must be None, a callable or a sequence of callables, got {cb!r}")

@@ -38,7 +38,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 
 from .. import _core
-from ._estimator import Estimator
+from ._checks import check_n_features, check_sne_params, estimator_input, power_of_two_scale, scaled, warn_duplicates
+from ._estimator import Estimator, as_output
 from .._threads import resolve_n_jobs
 from .._torch import is_tensor
 from .._validation import check_array, check_choice
@@ -163,8 +164,11 @@ class _SNEBase(Estimator):
             return "exact" if n <= AUTO_EXACT_MAX_N else "approx"
         return nb
 
+    def _tag_values(self) -> dict:
+        return {"pairwise": self.metric == "precomputed"}
+
     def _prepare_X(self, X: Any) -> np.ndarray:
-        X = check_array(_to_numpy(X, "X"), "X")
+        X, _ = estimator_input(X, "X", min_rows=2, estimator=type(self).__name__)
         if self.metric == "precomputed":
             if X.shape[0] != X.shape[1]:
                 raise ShapeError(f"metric='precomputed' needs a square distance matrix, got shape {X.shape}")
@@ -178,16 +182,32 @@ class _SNEBase(Estimator):
         self._fit(X)
         return self
 
-    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
-        """Fit and return the embedding (n_samples, n_components)."""
+    def fit_transform(self, X: Any, y: Any = None) -> Any:
+        """Fit and return the embedding (n_samples, n_components) as the input's type: numpy of the
+        input's float dtype, or a tensor on the input's device and dtype (``embedding_`` stays the
+        float64 numpy array of the optimiser)."""
         self._fit(X)
-        return self.embedding_
+        return self._output(self.embedding_, X)
+
+    @staticmethod
+    def _output(emb: np.ndarray, X: Any) -> Any:
+        if is_tensor(X):
+            return as_output(emb, X)
+        dtype = np.float32 if getattr(X, "dtype", None) in (np.float16, np.float32) else np.float64
+        return emb.astype(dtype)
 
     def _fit(self, X: Any) -> None:
         t_all = time.perf_counter()
         X = self._prepare_X(X)
         n = X.shape[0]
+        check_sne_params(self, n)
         self._validate(n)
+        self.n_features_in_ = int(X.shape[1])
+        warn_duplicates(X, type(self).__name__)
+        # Affinities and init are scale invariant: fit on X / s (s a power of two, exact) so the
+        # squared distances of huge data (1e30 float32, 1e300 float64) cannot overflow.
+        self._scale = power_of_two_scale(X)
+        X = scaled(X, self._scale)
         n_threads = resolve_n_jobs(self.n_jobs)
         rng = _seed_of(self.random_state)
         seed = int(rng.integers(0, 2**63 - 1))
@@ -274,55 +294,47 @@ class _SNEBase(Estimator):
         return np.array(Y0, dtype=np.float64, order="C")
 
     # --- new points ---
-    def transform(self, X: Any, *, perplexity: float = 5.0, max_iter: int = 100, learning_rate: float = 0.1) -> np.ndarray:
+    def transform(self, X: Any, *, perplexity: float = 5.0, max_iter: int = 100, learning_rate: float = 0.1) -> Any:
         """Place new points into the fitted embedding; the reference points stay fixed.
 
         Each new point gets affinities p_{j|i} to its k = ⌊3·perplexity⌋ nearest
         training points (perplexity 5 by default, as in openTSNE), starts at the
         p-weighted mean of their positions and minimises KL(P_i‖Q_i), with Q_i
-        its Student-t similarities to the training points only.
+        its Student-t similarities to the training points only. Each row's result
+        depends only on that row (not on the rest of the batch; see :mod:`._transform`).
+        Returns the input's type (numpy of its float dtype, or a tensor on its device/dtype).
         """
         if not hasattr(self, "embedding_"):
             raise InvalidParameterError(f"this {type(self).__name__} is not fitted yet; call fit first")
         if self._kernel != "t" or self.n_components not in (2, 3):
             raise InvalidParameterError("transform supports t-SNE embeddings with n_components 2 or 3")
-        Xn = check_array(_to_numpy(X, "X"), "X")
+        Xin = X
+        Xn, _ = estimator_input(X, "X")
+        Xn = scaled(Xn, self._scale)  # the fit's scale (exact power of two)
         ref = self._X_fit
         n = ref.shape[0]
-        if self.metric == "precomputed":
-            if Xn.shape[1] != n:
-                raise ShapeError(f"for metric='precomputed', X must be (n_new, {n}) distances to the training points")
-        elif Xn.shape[1] != ref.shape[1]:
-            raise ShapeError(f"X has {Xn.shape[1]} features, the fitted data has {ref.shape[1]}")
-        if not (perplexity > 0):
-            raise InvalidParameterError(f"perplexity must be positive, got {perplexity!r}")
+        check_n_features(self, Xn, self.n_features_in_)
+        from ._checks import check_int_range, check_real
+
+        perplexity = check_real("perplexity", perplexity, low=1.0 / 3.0, low_open=False)
+        max_iter = check_int_range("max_iter", max_iter, 0)
+        learning_rate = check_real("learning_rate", learning_rate, low=0.0, low_open=True)
         n_threads = resolve_n_jobs(self.n_jobs)
         k = max(1, min(n, int(3 * perplexity)))
         m = Xn.shape[0]
-        idx = np.empty((m, k), dtype=np.int32)
-        dist = np.empty((m, k), dtype=np.float64)
-        from ..distances import pairwise_distances
+        from ._transform import reference_neighbors
 
-        for s in range(0, m, 1024):
-            if self.metric == "precomputed":
-                D = np.asarray(Xn[s : s + 1024], dtype=np.float64) ** 2
-            else:
-                metric = "sqeuclidean" if self.metric in ("euclidean", "sqeuclidean") else "cosine"
-                Xb = Xn[s : s + 1024].astype(ref.dtype, copy=False)
-                D = np.asarray(pairwise_distances(Xb, ref, metric, n_jobs=self.n_jobs), dtype=np.float64)
-            part = np.argpartition(D, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (D.shape[0], 1))
-            dpart = np.take_along_axis(D, part, axis=1)
-            order = np.argsort(dpart, axis=1, kind="stable")
-            idx[s : s + 1024] = np.take_along_axis(part, order, axis=1)
-            dist[s : s + 1024] = np.take_along_axis(dpart, order, axis=1)
+        metric = "cosine" if self.metric == "cosine" else ("precomputed" if self.metric == "precomputed" else "sqeuclidean")
+        idx, dist = reference_neighbors(Xn, ref, k, metric)
         P = _core.tsne_calibrate(np.ascontiguousarray(dist), float(min(perplexity, k)), n_threads)
         Yref = np.ascontiguousarray(self.embedding_, dtype=np.float64)
         Y0 = np.einsum("ik,ikd->id", P, Yref[idx])
         indptr = np.arange(0, m * k + 1, k, dtype=np.int64)
-        return _core.tsne_transform(
+        Y = _core.tsne_transform(
             Yref, indptr, idx.ravel(), P.ravel(), np.ascontiguousarray(Y0), self._dof(),
             float(getattr(self, "angle", 0.5)), int(max_iter), float(learning_rate), 0.5, MAX_STEP_NORM, n_threads,
         )
+        return self._output(Y, Xin)
 
 
 class TSNE(_SNEBase):
@@ -433,8 +445,9 @@ class SNE(SymmetricSNE):
     _kernel = "sne"
 
 
-def tsne(X: Any, **params: Any) -> np.ndarray:
-    """Functional form: ``TSNE(**params).fit_transform(X)``."""
+def tsne(X: Any, **params: Any) -> Any:
+    """Functional form: ``TSNE(**params).fit_transform(X)`` (numpy in → numpy out of the same
+    float dtype, torch in → torch out on the same device and dtype)."""
     return TSNE(**params).fit_transform(X)
 
 

@@ -77,7 +77,7 @@ def _precomputed_affinity(a: Any) -> Tuple[Any, np.dtype]:
     scale = float(abs(w).max()) if w.nnz else 0.0
     if diff.nnz and float(diff.max()) > 1e-10 * max(scale, np.finfo(float).tiny):
         warnings.warn(
-            "the precomputed affinity matrix is not symmetric; using (A + A.T) / 2", UserWarning, stacklevel=3
+            "the precomputed affinity matrix is not symmetric; using (A + A.T) / 2", UserWarning, stacklevel=4
         )
         w = ((w + w.T) * 0.5).tocsr()
     else:
@@ -105,7 +105,7 @@ def _solve(w: Any, n_components: int, normalized: bool, seed: int, tol: float, n
             f"the {min(n_cc - 1, n_components)} component-indicator coordinate(s) (eigenvalue 0) first, then the "
             "smallest non-zero eigenvalues. Increase n_neighbors to connect the graph.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     return emb, vals, n_cc
 
