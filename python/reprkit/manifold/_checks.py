@@ -172,10 +172,14 @@ def _nonfinite(name: str) -> ReprkitError:
 
 
 def _too_few(name: str, shape: Any, min_rows: int, estimator: str) -> ShapeError:
-    return ShapeError(
-        f"{estimator} needs at least {min_rows} sample(s) and 1 feature; {name} has shape {tuple(shape)} "
-        f"(n_samples = {shape[0]})"
-    )
+    # scikit-learn's wording (its estimator checks match it).
+    shape = tuple(int(v) for v in shape)
+    if shape[0] < min_rows:
+        return ShapeError(
+            f"{name}: found array with {shape[0]} sample(s) (shape={shape}) while a minimum of {min_rows} "
+            f"is required by {estimator} (n_samples = {shape[0]})"
+        )
+    return ShapeError(f"{name}: found array with 0 feature(s) (shape={shape}) while a minimum of 1 is required by {estimator}")
 
 
 def power_of_two_scale(a: Any) -> float:

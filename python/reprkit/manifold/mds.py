@@ -51,7 +51,7 @@ class ClassicalMDS(Estimator):
     """
 
     def _tag_values(self) -> dict:
-        return {"pairwise": self.metric == "precomputed"}
+        return {"pairwise": self.metric == "precomputed", "sparse": True}
 
     def __init__(self, n_components: int = 2, *, metric: str = "euclidean", n_jobs: Optional[int] = None, random_state: Any = None) -> None:
         self.n_components = n_components

@@ -165,7 +165,7 @@ class _SNEBase(Estimator):
         return nb
 
     def _tag_values(self) -> dict:
-        return {"pairwise": self.metric == "precomputed"}
+        return {"pairwise": self.metric == "precomputed", "sparse": True}
 
     def _prepare_X(self, X: Any) -> np.ndarray:
         X, _ = estimator_input(X, "X", min_rows=2, estimator=type(self).__name__)
@@ -226,6 +226,10 @@ class _SNEBase(Estimator):
         self.affinities_ = csr_matrix((data, indices, indptr), shape=(n, n))
 
         Y0 = self._init_embedding(X, rng, dim)
+        if dim == 1 and method == "barnes_hut":
+            # 1-D Barnes-Hut runs as 2-D with a zero column: that column's gradient is exactly 0,
+            # so it stays 0 and the first column follows the 1-D t-SNE gradient.
+            Y0 = np.hstack([Y0, np.zeros_like(Y0)])
         auto = self.learning_rate == "auto"
         lr = max(n / float(self.early_exaggeration), 50.0) if auto else float(self.learning_rate)
         self.learning_rate_ = lr
@@ -258,14 +262,14 @@ class _SNEBase(Estimator):
                 if chunk is not None and it % chunk == 0:
                     self._log(f"iteration {it:5d}  KL {kl:.4f}  ({time.perf_counter() - t0:.2f} s)")
                     if callbacks:
-                        emb = opt.embedding()
+                        emb = opt.embedding()[:, :dim]
                         if any(bool(cb(it, kl, emb)) for cb in callbacks):
                             stopped = True
             if stopped:
                 break
         if it == 0:
             kl = opt.run(0, 1.0, 0.8, lr, MAX_STEP_NORM, n_threads, True)
-        self.embedding_ = opt.embedding()
+        self.embedding_ = np.ascontiguousarray(opt.embedding()[:, :dim])
         self.kl_divergence_ = float(kl)
         self.n_iter_ = it
         self._X_fit = X
@@ -306,14 +310,16 @@ class _SNEBase(Estimator):
         """
         if not hasattr(self, "embedding_"):
             raise InvalidParameterError(f"this {type(self).__name__} is not fitted yet; call fit first")
-        if self._kernel != "t" or self.n_components not in (2, 3):
-            raise InvalidParameterError("transform supports t-SNE embeddings with n_components 2 or 3")
         Xin = X
         Xn, _ = estimator_input(X, "X")
         Xn = scaled(Xn, self._scale)  # the fit's scale (exact power of two)
         ref = self._X_fit
         n = ref.shape[0]
         check_n_features(self, Xn, self.n_features_in_)
+        if self._kernel != "t" or self.n_components not in (1, 2, 3):
+            raise InvalidParameterError(
+                f"transform supports t-SNE embeddings with n_components 1, 2 or 3, got n_components={self.n_components}"
+            )
         from ._checks import check_int_range, check_real
 
         perplexity = check_real("perplexity", perplexity, low=1.0 / 3.0, low_open=False)
@@ -328,13 +334,15 @@ class _SNEBase(Estimator):
         idx, dist = reference_neighbors(Xn, ref, k, metric)
         P = _core.tsne_calibrate(np.ascontiguousarray(dist), float(min(perplexity, k)), n_threads)
         Yref = np.ascontiguousarray(self.embedding_, dtype=np.float64)
+        if Yref.shape[1] == 1:  # 1-D as 2-D with a zero column (its gradient is exactly 0)
+            Yref = np.ascontiguousarray(np.hstack([Yref, np.zeros_like(Yref)]))
         Y0 = np.einsum("ik,ikd->id", P, Yref[idx])
         indptr = np.arange(0, m * k + 1, k, dtype=np.int64)
         Y = _core.tsne_transform(
             Yref, indptr, idx.ravel(), P.ravel(), np.ascontiguousarray(Y0), self._dof(),
             float(getattr(self, "angle", 0.5)), int(max_iter), float(learning_rate), 0.5, MAX_STEP_NORM, n_threads,
         )
-        return self._output(Y, Xin)
+        return self._output(np.ascontiguousarray(Y[:, : self.embedding_.shape[1]]), Xin)
 
 
 class TSNE(_SNEBase):
@@ -433,6 +441,10 @@ class SymmetricSNE(_SNEBase):
         self.verbose = verbose
         self.callbacks = callbacks
         self.callbacks_every = callbacks_every
+
+    @property
+    def transform(self) -> Any:  # hasattr(est, "transform") is False: scikit-learn then does not call it
+        raise AttributeError(f"{type(self).__name__} has no transform: new points are placed with the t-SNE kernel (TSNE)")
 
 
 class SNE(SymmetricSNE):

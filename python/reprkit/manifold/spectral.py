@@ -194,7 +194,7 @@ class LaplacianEigenmaps(Estimator):
         return float(self.t)
 
     def _tag_values(self) -> dict:
-        return {"pairwise": self.affinity == "precomputed", "sparse": self.affinity == "precomputed"}
+        return {"pairwise": self.affinity == "precomputed", "sparse": True}
 
     def fit(self, X: Any, y: Any = None) -> "LaplacianEigenmaps":
         """Compute the embedding of ``X`` (data, or an affinity matrix when ``affinity="precomputed"``)."""
