@@ -152,11 +152,11 @@ def as_input(x: Any, name: str = "X", **kw: Any) -> Tuple[Any, Any]:
 
 def as_output(a: np.ndarray, like: Any) -> Any:
     """Return ``a`` as it came in: numpy, or a tensor on ``like``'s device and dtype
-    (integer / boolean tensors give a tensor of ``a``'s float dtype)."""
+    (integer / boolean tensors give float32, torch's default float dtype)."""
     if like is None:
         return a
     import torch
 
     t = torch.from_numpy(np.ascontiguousarray(a))
-    dtype = like.dtype if like.is_floating_point() else t.dtype
+    dtype = like.dtype if like.is_floating_point() else torch.float32
     return t.to(device=like.device, dtype=dtype)

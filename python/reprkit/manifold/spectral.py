@@ -265,9 +265,11 @@ def spectral_init(P: Any, n_components: int = 2, random_state: Any = None, *, n_
 
     Returns the normalised Laplacian-eigenmaps embedding of ``P`` (``L v = λ D v``,
     trivial vector dropped) rescaled so that column 0 has standard deviation 1e-4
-    (openTSNE's convention): ``Y = V · 1e-4 / std(V[:, 0])``. The dtype follows ``P``.
+    (openTSNE's convention): ``Y = V · 1e-4 / std(V[:, 0])``. The dtype follows ``P``; a torch
+    ``P`` gives a tensor on its device.
     """
     emb = laplacian_eigenmaps(P, n_components, random_state=random_state, n_jobs=n_jobs)
-    emb = np.asarray(emb)
+    like = emb if is_tensor(emb) else None  # torch in → torch out (same device and dtype)
+    emb = emb.detach().cpu().numpy() if like is not None else np.asarray(emb)
     std = float(np.std(emb[:, 0]))
-    return (emb * (1e-4 / std if std > 0 else 1.0)).astype(emb.dtype, copy=False)
+    return as_output((emb * (1e-4 / std if std > 0 else 1.0)).astype(emb.dtype, copy=False), like)
