@@ -315,7 +315,19 @@ def check_sne_params(est: Any, n: int) -> None:
     v = est.verbose
     if not isinstance(v, (bool, np.bool_)) and not (isinstance(v, numbers.Integral) and v >= 0):
         raise InvalidParameterError(f"verbose must be a bool (or a non-negative integer level), got {v!r}")
+    check_random_state(est.random_state)
     cb = est.callbacks
     if cb is not None and not callable(cb):
         if isinstance(cb, (str, bytes)) or not all(callable(c) for c in (cb if hasattr(cb, "__iter__") else [cb])):
             raise InvalidParameterError(f"callbacks must be None, a callable or a sequence of callables, got {cb!r}")
+
+
+def check_random_state(value: Any) -> None:
+    """None, a non-negative int, or a numpy Generator / RandomState (validated without drawing)."""
+    if value is None or isinstance(value, (np.random.Generator, np.random.RandomState)):
+        return
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) and value >= 0:
+        return
+    raise InvalidParameterError(
+        f"random_state must be None, an integer in [0, inf) or a numpy Generator / RandomState, got {value!r}"
+    )

@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import _core
-from ._checks import power_of_two_scale, scaled
+from ._checks import check_random_state, power_of_two_scale, scaled
 from ._estimator import Estimator, as_input, as_output, check_int, seed_of
 from .._threads import resolve_n_jobs
 from .._validation import check_choice
@@ -68,6 +68,7 @@ class ClassicalMDS(Estimator):
         """Fit; returns the tensor the output should mimic (None for numpy input)."""
         k = check_int("n_components", self.n_components, 1)
         check_choice("metric", self.metric, ("euclidean", "precomputed"))
+        check_random_state(self.random_state)
         x, like = as_input(X, min_rows=2, estimator="ClassicalMDS")
         n = x.shape[0]
         pre = self.metric == "precomputed"

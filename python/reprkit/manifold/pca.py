@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .. import _core
-from ._checks import check_bool, check_n_features, power_of_two_scale, scaled
+from ._checks import check_bool, check_n_features, check_random_state, power_of_two_scale, scaled
 from ._estimator import Estimator, as_input, as_output, check_int, seed_of
 from .._threads import resolve_n_jobs
 from .._validation import check_choice
@@ -81,6 +81,7 @@ class PCA(Estimator):
         check_choice("svd_solver", self.svd_solver, ("auto", "full", "randomized"))
         check_int("n_oversamples", self.n_oversamples, 0)
         check_bool("whiten", self.whiten)
+        check_random_state(self.random_state)
         x, like = as_input(X, keep_sparse=True, min_rows=2, estimator="PCA")
         n, d = x.shape
         k = check_int("n_components", self.n_components, 1, allow_none=True)
