@@ -296,9 +296,15 @@ def check_sne_params(est: Any, n: int) -> None:
     (the string choices are checked where they are used)."""
     check_int_range("n_components", est.n_components, 1)
     # ⌊3·perplexity⌋ neighbours per point must be at least 1 (and perplexity < n).
-    p = check_real("perplexity", est.perplexity, low=1.0 / 3.0)
-    if p >= n:
-        raise InvalidParameterError(f"perplexity must be in [1/3, n_samples) = [1/3, {n}), got {est.perplexity!r}")
+    try:
+        p = check_real("perplexity", est.perplexity, low=1.0 / 3.0)
+    except InvalidParameterError:
+        p = -1.0
+    if not (p < n) or p < 1.0 / 3.0:
+        raise InvalidParameterError(
+            f"perplexity must be a finite number in [1/3, n_samples) = [1/3, {n}) (each point needs "
+            f"floor(3 * perplexity) >= 1 neighbours), got {est.perplexity!r}"
+        )
     check_real("early_exaggeration", est.early_exaggeration, low=0.0, low_open=True)
     check_int_range("exaggeration_iter", est.exaggeration_iter, 0)
     check_int_range("max_iter", est.max_iter, 0)

@@ -58,10 +58,10 @@ def sparse_pca(
         ell = min(k + n_oversamples, min(n, d))
 
         def a_mul(m: np.ndarray) -> np.ndarray:  # Xc @ m
-            return np.asarray(xd @ m) - np.outer(np.ones(n), mu @ m)
+            return np.asarray(xd @ m) - (mu @ m)[None, :]
 
         def at_mul(m: np.ndarray) -> np.ndarray:  # Xcᵀ @ m
-            return np.asarray(xd.T @ m) - np.outer(mu, m.sum(axis=0))
+            return np.asarray(xd.T @ m) - mu[:, None] * m.sum(axis=0)[None, :]
 
         q, _ = np.linalg.qr(a_mul(rng.standard_normal((d, ell))))
         for _ in range(n_iter):

@@ -27,6 +27,15 @@ floor 0.01); each point's step is capped at norm 5.
 Reported KL: always against the true (unexaggerated) P, summed over P's support
 with the normaliser Z of the current gradient evaluation (exact for
 ``method="exact"``, the Barnes-Hut estimate otherwise).
+
+Types and numbers. ``fit_transform`` / ``transform`` / :func:`tsne` return the input's
+type: numpy of the input's float dtype (int/bool → float64), or a tensor on the input's
+device and dtype; ``embedding_`` stays the optimiser's float64 numpy array. Input is
+divided by a power of two when its magnitude would overflow squared (1e30 float32,
+1e300 float64): P is scale invariant, so the embedding is unchanged. Many exact
+duplicate rows raise a :class:`~reprkit.manifold.DuplicateRowsWarning`.
+``n_components=1`` with Barnes-Hut runs the 2-D tree with a zero second column (its
+gradient is exactly 0).
 """
 
 from __future__ import annotations
