@@ -12,7 +12,7 @@ import pytest
 
 import reprkit
 
-sklearn = pytest.importorskip("sklearn")
+sklearn = pytest.importorskip("sklearn", minversion="1.6")  # Tags, get_tags, expected_failed_checks
 from sklearn.base import clone, is_classifier, is_regressor  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
