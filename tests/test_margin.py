@@ -179,9 +179,13 @@ def test_hypothesis_kernel_equals_reference(n, classes, k, d, kind, easy, margin
     v, gz, gw = grads(lambda a, b: fast(kind, a, y, b, margin, scale, easy, k), z, w)
     rv, rz, rw = grads(lambda a, b: R.margin_softmax_loss(a, y, b, kind, margin, ref_scale(kind, scale), easy, k, 7), z, w)
     assert float(v) >= 0
-    torch.testing.assert_close(v, rv, rtol=1e-7, atol=1e-9)  # cos = ±1 exactly (d = 1): θ + m > π branch rounds differently
-    torch.testing.assert_close(gz, rz, rtol=1e-7, atol=1e-9)
-    torch.testing.assert_close(gw, rw, rtol=1e-7, atol=1e-9)
+    # With d = 1 every cosine is ±1, where sin θ = √(1 − cos²) has an infinite derivative: a
+    # normalisation 1 ulp off 1 gives sin θ ≈ √(2·eps) ≈ 2e-8 instead of 0, so the two sides may
+    # differ by about s·sin m·2e-8 (well conditioned everywhere else).
+    atol = 1e-9 if d > 1 else 3e-8 * scale
+    torch.testing.assert_close(v, rv, rtol=1e-7, atol=atol)
+    torch.testing.assert_close(gz, rz, rtol=1e-7, atol=atol)
+    torch.testing.assert_close(gw, rw, rtol=1e-7, atol=atol)
 
 
 def test_thread_count_does_not_change_bits():
