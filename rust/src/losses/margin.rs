@@ -219,18 +219,15 @@ impl<'a, T: Real> MarginSoftmax<'a, T> {
         gemm(T::one(), zm, wm.t(), T::zero(), raw);
         let s = T::c(self.scale);
         let iw = &pr.iw[w0..w1];
+        let norm = self.kind.normalizes();
         for (ii, row) in raw.chunks_exact_mut(wr).enumerate() {
-            if self.kind.normalizes() {
-                for (v, &q) in row.iter_mut().zip(iw) {
-                    *v *= q;
-                }
-            }
             let out = &mut lg[ii * nc..(ii + 1) * nc];
             if k == 1 {
-                for (o, &v) in out.iter_mut().zip(row.iter()) {
-                    *o = s * v;
-                }
+                cos_logits(row, iw, norm, s, out);
             } else {
+                if norm {
+                    scale_by(row, iw);
+                }
                 let ar = &mut arg[ii * nc..(ii + 1) * nc];
                 for c in 0..nc {
                     let sub = &row[c * k..(c + 1) * k];
@@ -252,6 +249,61 @@ impl<'a, T: Real> MarginSoftmax<'a, T> {
                 let cy = if k == 1 { row[j] } else { row[j * k + arg[ii * nc + j] as usize] };
                 out[j] = s * self.target(&pr.tgt[i], cy).0;
             }
+        }
+    }
+}
+
+// The per-entry passes over a tile, compiled for AVX2+FMA too (crate::simd): at C = 10⁴ they
+// cost as much as the GEMMs when left to the x86-64 baseline's SSE2.
+crate::simd::multiversion! {
+    /// `out_c = s·raw_c·iw_c` (normalised kinds; `raw` keeps the cosines) or `s·raw_c`.
+    fn cos_logits<T>(raw: &mut [T], iw: &[T], norm: bool, s: T, out: &mut [T]) -> () {
+        if norm {
+            for ((o, v), &q) in out.iter_mut().zip(raw.iter_mut()).zip(iw) {
+                *v *= q;
+                *o = s * *v;
+            }
+        } else {
+            for (o, &v) in out.iter_mut().zip(raw.iter()) {
+                *o = s * v;
+            }
+        }
+    }
+}
+
+crate::simd::multiversion! {
+    /// `v ← v·iw`.
+    fn scale_by<T>(v: &mut [T], iw: &[T]) -> () {
+        for (x, &q) in v.iter_mut().zip(iw) {
+            *x *= q;
+        }
+    }
+}
+
+crate::simd::multiversion! {
+    /// The row's max and Σ e^{l − max}, leaving the exponentials in `row`.
+    fn max_exp_sum<T>(row: &mut [T]) -> (T, T) {
+        let mx = rowops::max(row);
+        let sum = rowops::exp_shift(row, mx);
+        (mx, sum)
+    }
+}
+
+crate::simd::multiversion! {
+    /// `v ← a·e^{v − lse}` (the softmax times the upstream scale).
+    fn exp_scaled<T>(v: &mut [T], lse: T, a: T) -> () {
+        for x in v.iter_mut() {
+            *x = rowops::exp1(*x - lse) * a;
+        }
+    }
+}
+
+crate::simd::multiversion! {
+    /// From ∂L/∂cos `dc` and the cosines in `a`: q_r += dc_r·cos_r and a_r ← dc_r·iw_r.
+    fn cos_coefs<T>(a: &mut [T], dc: &[T], q: &mut [T], iw: &[T]) -> () {
+        for (((x, &g), qr), &w) in a.iter_mut().zip(dc).zip(q.iter_mut()).zip(iw) {
+            *qr += g * *x;
+            *x = g * w;
         }
     }
 }
@@ -292,8 +344,7 @@ pub fn margin_forward<T: Real>(p: &MarginSoftmax<T>) -> Result<(f64, MarginState
                     if y >= c0 && y < c1 {
                         tg.push((i, row[y - c0]));
                     }
-                    let mx = rowops::max(row);
-                    let sum = rowops::exp_shift(row, mx);
+                    let (mx, sum) = max_exp_sum(row);
                     ms.push((mx, sum.to_f64_()));
                 }
             }
@@ -362,10 +413,7 @@ pub fn margin_backward<T: Real>(p: &MarginSoftmax<T>, lse: &[T], g: f64, gz: &mu
                     for ii in 0..nr {
                         let i = r0 + ii;
                         let row = &mut lg[ii * nc..(ii + 1) * nc];
-                        rowops::exp_shift(row, lse[i]);
-                        for v in row.iter_mut() {
-                            *v = *v * gn * s;
-                        }
+                        exp_scaled(row, lse[i], gn * s);
                         let y = p.labels[i] as usize;
                         let rraw = &mut raw[ii * wr..(ii + 1) * wr];
                         if y >= c0 && y < c1 {
@@ -375,10 +423,7 @@ pub fn margin_backward<T: Real>(p: &MarginSoftmax<T>, lse: &[T], g: f64, gz: &mu
                             row[j] = (row[j] - gn * s) * df;
                         }
                         if k == 1 {
-                            for (r, (a, &dc)) in rraw.iter_mut().zip(row.iter()).enumerate() {
-                                q[r] += dc * *a;
-                                *a = dc * pr.iw[c0 + r];
-                            }
+                            cos_coefs(rraw, row, &mut q, &pr.iw[c0..c1]);
                         } else {
                             for c in 0..nc {
                                 let bj = arg[ii * nc + c] as usize;

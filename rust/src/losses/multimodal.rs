@@ -32,7 +32,7 @@ use crate::Real;
 use rayon::prelude::*;
 use std::any::TypeId;
 
-/// Rows and columns per tile (matrixmultiply runs near peak at 256×d×256).
+/// Rows and columns per tile (the GEMM runs near peak at 256×d×256).
 pub const MM_TILE: usize = 256;
 /// Bytes of column-gradient partials held at once (block-rows per group =
 /// this / (n·d·size), clamped to 2..=32): a function of the problem only, never

@@ -24,7 +24,7 @@ use crate::linalg::{dot, gemm, MatRef};
 use crate::Real;
 use rayon::prelude::*;
 
-/// Rows per block (256: matrixmultiply runs near peak at 256×128×256).
+/// Rows per block (256: the GEMM runs near peak at 256×128×256).
 pub(super) const SYM_TILE: usize = 256;
 /// Tasks (pairs of block-rows) run in parallel between two ordered merges;
 /// their column partials, O(group·n·d), are held at once.
