@@ -127,7 +127,8 @@ def _rust(n_jobs: Optional[int], path: str = "auto") -> Any:
 
 
 def _coldot(x: Any, y: Any) -> Any:
-    return torch.einsum("nd,nd->d", x, y)
+    # Not einsum("nd,nd->d"): on CPU that becomes d batched 1×1 products, 20× slower.
+    return torch.linalg.vecdot(x, y, dim=0)
 
 
 def _barlow_cpu(za: Any, zb: Any, lam: float, path: str, need_grad: bool, nt: int) -> Tuple[Any, Any, Any]:

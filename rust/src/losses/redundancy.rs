@@ -33,8 +33,8 @@ use rayon::prelude::*;
 /// Rows of C (features) per block in the feature-tile form.
 pub const FEAT_TILE: usize = 256;
 /// Output rows / columns per parallel GEMM task.
-const GEMM_ROWS: usize = 64;
-const GEMM_COLS: usize = 1024;
+const GEMM_ROWS: usize = 256;
+const GEMM_COLS: usize = 512;
 /// Rows of the n×n Gram matrices per task in the sample-tile form.
 pub const ROW_BLOCK: usize = 128;
 
