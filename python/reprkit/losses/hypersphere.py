@@ -93,10 +93,18 @@ def alignment_loss(x: Any, y: Any, alpha: float = 2.0, *, normalize: bool = Fals
     return ref.alignment_loss(_maybe_normalize(a, normalize), _maybe_normalize(b, normalize), alpha)
 
 
-def uniformity_loss(x: Any, t: float = 2.0, *, normalize: bool = False, n_jobs: Optional[int] = None) -> Any:
+def uniformity_loss(
+    x: Any, t: float = 2.0, *, normalize: bool = False, n_jobs: Optional[int] = None, gather_distributed: bool = False
+) -> Any:
     """Uniformity (Wang & Isola 2020): U = log( 2/(B(B−1)) Σ_{i<j} e^{−t‖x_i − x_j‖²} ), B ≥ 2.
 
-    Computed as a log-sum-exp (never underflows for rows far apart)."""
+    Computed as a log-sum-exp (never underflows for rows far apart). ``gather_distributed=True``:
+    the global-batch form of :mod:`reprkit.distributed` (the rows of every rank, B the global
+    batch; memory per rank O(B·d))."""
+    if gather_distributed:
+        from ..distributed import all_gather
+
+        x = all_gather(x)
     a = V.check_embeddings(x, "x")
     if not torch.compiler.is_compiling() and a.shape[0] < 2:
         from ..errors import ShapeError

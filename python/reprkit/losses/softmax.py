@@ -13,6 +13,7 @@ from .._ops import Tensor, torch
 from .._threads import kernel_threads, op_threads
 from .._validation import check_choice
 from . import _inputs as V
+from ._chunked import BACKENDS, use_rust, xent_rows
 
 F = torch.nn.functional
 
@@ -144,6 +145,12 @@ def _softmax_xent(
     return reduce(per, cnt, reduction, weights)
 
 
+def _distributed() -> bool:
+    from ..distributed import is_distributed
+
+    return is_distributed()
+
+
 def _reduce_rows(per: Any, reduction: str, weights: Optional[Any]) -> Any:
     from ..reference.pairs import reduce
 
@@ -182,37 +189,48 @@ def npair_loss(
 
 def ntxent_loss(
     z1: Any, z2: Any, temperature: float = 0.1, *, reduction: str = "mean", weights: Optional[Any] = None,
-    n_jobs: Optional[int] = None,
+    n_jobs: Optional[int] = None, backend: str = "auto", gather_distributed: bool = False,
 ) -> Any:
     """NT-Xent (SimCLR). The 2N views u = normalise([z1; z2]), s_ij = u_i·u_j / τ;
 
     L = 1/(2N) Σ_i [ −s_{i,p(i)} + log Σ_{j≠i} e^{s_ij} ],  p(i) = i ± N (the other view).
 
     ``reduction="none"`` gives the 2N view terms (z1's rows, then z2's); ``weights`` (N,) weight each
-    sample's two views.
+    sample's two views. ``backend``: ``"auto"`` (Rust on CPU, the chunked torch path elsewhere),
+    ``"rust"`` or ``"torch"`` (:mod:`reprkit.losses._chunked`: row chunks, O(chunk·N) memory, a
+    recomputing backward). ``gather_distributed=True``: the local views are the anchors against
+    the views of every rank (memory per rank O(local·global) logits in tiles; the scaling rule of
+    :mod:`reprkit.distributed`; ``"none"`` gives the global vector).
     """
     check_choice("reduction", reduction, REDUCTIONS)
+    if gather_distributed and reduction == "none":
+        from ..distributed import gather_inputs
+
+        z1, z2, weights = gather_inputs(z1, z2, weights)
     a = V.check_embeddings(z1, "z1")
     b = V.check_embeddings(z2, "z2")
     V.check_same_shape(a, b, "z1", "z2")
     t = V.check_positive("temperature", temperature)
     a, b = V.common_dtype(a, b)
-    if _on_cpu(a):
-        n = a.shape[0]
-        u = F.normalize(torch.cat([a, b]), dim=1)
-        idx = torch.arange(n)
-        w = _row_weights(weights, n, a, repeat=2)
-        return _softmax_xent(u, None, 1.0 / t, torch.cat([idx + n, idx]), "nodiag", 0, n_jobs, reduction, w)
-    from ..reference import softmax as ref
+    rust = use_rust(backend, a)
+    n = a.shape[0]
+    w = _row_weights(weights, n, a, repeat=2)
+    if gather_distributed and reduction != "none" and _distributed():
+        from . import _dist
 
-    if reduction == "mean" and weights is None:
-        return ref.ntxent_loss(a, b, t)
-    return _reduce_rows(ref.ntxent_loss(a, b, t, reduction="none"), reduction, _row_weights(weights, a.shape[0], a, 2))
+        return _dist.ntxent(a, b, t, rust, n_jobs, reduction, w)
+    u = F.normalize(torch.cat([a, b]), dim=1)
+    idx = torch.arange(n, device=a.device)
+    targets = torch.cat([idx + n, idx])
+    if rust:
+        return _softmax_xent(u, None, 1.0 / t, targets, "nodiag", 0, n_jobs, reduction, w)
+    return _reduce_rows(xent_rows(u, None, 1.0 / t, targets, "nodiag", 0), reduction, w)
 
 
 def infonce_loss(
     query: Any, positive_key: Any, negative_keys: Optional[Any] = None, temperature: float = 0.1, *,
-    reduction: str = "mean", weights: Optional[Any] = None, n_jobs: Optional[int] = None,
+    reduction: str = "mean", weights: Optional[Any] = None, n_jobs: Optional[int] = None, backend: str = "auto",
+    gather_distributed: bool = False,
 ) -> Any:
     """InfoNCE (van den Oord 2018; MoCo). On unit vectors q, k:
 
@@ -221,9 +239,15 @@ def infonce_loss(
     where the negatives k⁻ are the other rows' positive keys when
     ``negative_keys`` is None, else the rows of ``negative_keys`` (K, d), a queue
     shared by every query (e.g. :class:`reprkit.MemoryBank`). ``reduction="none"`` gives the N row
-    terms; ``weights`` (N,) weight the rows of the mean.
+    terms; ``weights`` (N,) weight the rows of the mean. ``backend`` as :func:`ntxent_loss`.
+    ``gather_distributed=True``: the local queries against every rank's keys (with a queue the
+    queue stays local and only the mean is global); the rule of :mod:`reprkit.distributed`.
     """
     check_choice("reduction", reduction, REDUCTIONS)
+    if gather_distributed and reduction == "none" and negative_keys is None:
+        from ..distributed import gather_inputs
+
+        query, positive_key, weights = gather_inputs(query, positive_key, weights)
     q = V.check_embeddings(query, "query")
     k = V.check_embeddings(positive_key, "positive_key")
     V.check_same_shape(q, k, "query", "positive_key")
@@ -236,20 +260,22 @@ def infonce_loss(
             raise ShapeError(f"negative_keys must be (K, {q.shape[1]}) on {q.device}, got {tuple(nk.shape)} on {nk.device}")
     t = V.check_positive("temperature", temperature)
     q, k, nk = V.common_dtype(q, k, nk)
-    if _on_cpu(q):
-        n = q.shape[0]
-        qu, ku = F.normalize(q, dim=1), F.normalize(k, dim=1)
-        targets = torch.arange(n)
-        w = _row_weights(weights, n, q)
-        if nk is None:
-            return _softmax_xent(qu, ku, 1.0 / t, targets, "all", 0, n_jobs, reduction, w)
-        keys = torch.cat([ku, F.normalize(nk, dim=1)])
-        return _softmax_xent(qu, keys, 1.0 / t, targets, "own_and_tail", n, n_jobs, reduction, w)
-    from ..reference import softmax as ref
+    rust = use_rust(backend, q)
+    n = q.shape[0]
+    w = _row_weights(weights, n, q)
+    if gather_distributed and reduction != "none" and _distributed():
+        from . import _dist
 
-    if reduction == "mean" and weights is None:
-        return ref.infonce_loss(q, k, nk, t)
-    return _reduce_rows(ref.infonce_loss(q, k, nk, t, reduction="none"), reduction, _row_weights(weights, q.shape[0], q))
+        return _dist.infonce(q, k, nk, t, rust, n_jobs, reduction, w)
+    qu, ku = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    targets = torch.arange(n, device=q.device)
+    if nk is None:
+        keys, mask, tail = ku, "all", 0
+    else:
+        keys, mask, tail = torch.cat([ku, F.normalize(nk, dim=1)]), "own_and_tail", n
+    if rust:
+        return _softmax_xent(qu, keys, 1.0 / t, targets, mask, tail, n_jobs, reduction, w)
+    return _reduce_rows(xent_rows(qu, keys, 1.0 / t, targets, mask, tail), reduction, w)
 
 
 class NPairLoss(torch.nn.Module):
@@ -271,13 +297,19 @@ class NPairLoss(torch.nn.Module):
 class NTXentLoss(torch.nn.Module):
     """SimCLR's NT-Xent over the 2N normalised views of ``forward(z1, z2)``, s = cos/τ."""
 
-    def __init__(self, temperature: float = 0.1, *, reduction: str = "mean", n_jobs: Optional[int] = None) -> None:
+    def __init__(
+        self, temperature: float = 0.1, *, reduction: str = "mean", n_jobs: Optional[int] = None, backend: str = "auto",
+        gather_distributed: bool = False,
+    ) -> None:
         super().__init__()
         check_choice("reduction", reduction, REDUCTIONS)
+        check_choice("backend", backend, BACKENDS)
         self.temperature, self.reduction, self.n_jobs = temperature, reduction, n_jobs
+        self.backend, self.gather_distributed = backend, bool(gather_distributed)
 
     def forward(self, z1: Any, z2: Any, *, weights: Any = None) -> Any:
-        return ntxent_loss(z1, z2, self.temperature, reduction=self.reduction, weights=weights, n_jobs=self.n_jobs)
+        return ntxent_loss(z1, z2, self.temperature, reduction=self.reduction, weights=weights, n_jobs=self.n_jobs,
+                           backend=self.backend, gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
@@ -288,14 +320,19 @@ class InfoNCELoss(torch.nn.Module):
     ``forward(query, positive_key, negative_keys=None)``: without ``negative_keys`` the
     other rows' positive keys are the negatives; else the (K, d) queue is shared."""
 
-    def __init__(self, temperature: float = 0.1, *, reduction: str = "mean", n_jobs: Optional[int] = None) -> None:
+    def __init__(
+        self, temperature: float = 0.1, *, reduction: str = "mean", n_jobs: Optional[int] = None, backend: str = "auto",
+        gather_distributed: bool = False,
+    ) -> None:
         super().__init__()
         check_choice("reduction", reduction, REDUCTIONS)
+        check_choice("backend", backend, BACKENDS)
         self.temperature, self.reduction, self.n_jobs = temperature, reduction, n_jobs
+        self.backend, self.gather_distributed = backend, bool(gather_distributed)
 
     def forward(self, query: Any, positive_key: Any, negative_keys: Any = None, *, weights: Any = None) -> Any:
         return infonce_loss(query, positive_key, negative_keys, self.temperature, reduction=self.reduction, weights=weights,
-                            n_jobs=self.n_jobs)
+                            n_jobs=self.n_jobs, backend=self.backend, gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
@@ -375,7 +412,10 @@ def _supcon_inputs(embeddings: Any, labels: Any) -> Tuple[Any, Any]:
     return z, V.check_labels(labels, z.shape[0], z.device)
 
 
-def supcon_loss(embeddings: Any, labels: Optional[Any] = None, temperature: float = 0.1, *, n_jobs: Optional[int] = None) -> Any:
+def supcon_loss(
+    embeddings: Any, labels: Optional[Any] = None, temperature: float = 0.1, *, n_jobs: Optional[int] = None,
+    backend: str = "auto", gather_distributed: bool = False,
+) -> Any:
     """Supervised contrastive loss (Khosla et al. 2020, "Supervised Contrastive Learning", L_out).
 
     On the unit rows u = normalise(z), s_ij = u_i·u_j / τ, P(i) = the other rows
@@ -404,13 +444,21 @@ def supcon_loss(embeddings: Any, labels: Optional[Any] = None, temperature: floa
     recomputing pass for the gradient; the positives' sum from per-label row
     sums, O(B·d); nothing B×B is kept). Other devices run
     :func:`reprkit.reference.softmax.supcon_loss_chunked` (row chunks, a
-    recomputing backward: memory linear in B).
+    recomputing backward: memory linear in B); ``backend="torch"`` forces it on CPU.
+
+    ``gather_distributed=True``: the global-batch form of :mod:`reprkit.distributed` (the
+    rows and labels of every rank are gathered and each rank computes the loss of the
+    global batch, whose anchor set A is global; memory per rank O(B_global·d)).
     """
+    if gather_distributed:
+        from ..distributed import gather_inputs
+
+        embeddings, labels = gather_inputs(embeddings, labels)
     z, groups = _supcon_inputs(embeddings, labels)
     t = V.check_positive("temperature", temperature)
     (z,) = V.common_dtype(z)
     u = F.normalize(z, dim=1)
-    if _use_rust(u):
+    if use_rust(backend, u) and _use_rust(u):
         need = _ops.needs_grad(u)
         return _SupCon.apply(u, 1.0 / t, groups, need, op_threads(n_jobs))[0]
     from ..reference import softmax as ref
@@ -424,12 +472,17 @@ class SupConLoss(torch.nn.Module):
     ``forward(embeddings, labels)`` with (B, d) embeddings, or ``forward(features,
     labels=None)`` with (B, n_views, d) features (no labels: SimCLR's positives)."""
 
-    def __init__(self, temperature: float = 0.1, *, n_jobs: Optional[int] = None) -> None:
+    def __init__(
+        self, temperature: float = 0.1, *, n_jobs: Optional[int] = None, backend: str = "auto", gather_distributed: bool = False
+    ) -> None:
         super().__init__()
+        check_choice("backend", backend, BACKENDS)
         self.temperature, self.n_jobs = temperature, n_jobs
+        self.backend, self.gather_distributed = backend, bool(gather_distributed)
 
     def forward(self, embeddings: Any, labels: Any = None) -> Any:
-        return supcon_loss(embeddings, labels, self.temperature, n_jobs=self.n_jobs)
+        return supcon_loss(embeddings, labels, self.temperature, n_jobs=self.n_jobs, backend=self.backend,
+                           gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"

@@ -1,0 +1,82 @@
+"""The local-anchor distributed forms of the softmax losses (see :mod:`reprkit.distributed` for the rule).
+
+Rank r's anchors are its own rows; the references are the gathered rows, this rank's
+first (:func:`reprkit.distributed.all_gather_local_first`), so the kernels' masks and
+targets need no offset. L_r = W · Σ_{local anchors} w_i ℓ_i / Σ_{global} w_i
+(``"sum"``: W · Σ_local w_i ℓ_i), hence Σ_r L_r = W · L.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .. import distributed as D
+from .._ops import torch
+from . import _chunked
+
+F = torch.nn.functional
+
+
+def _local_sum(q: Any, k: Any, scale: float, targets: Any, mask: str, tail: int, rust: bool, n_jobs: Optional[int],
+               w: Optional[Any]) -> Any:
+    """Σ_i w_i ℓ_i over the local anchor rows q against the references k."""
+    if rust:
+        from .softmax import _softmax_xent
+
+        if w is None:  # the fused kernel's mean, times the row count: the same tiles, gradient from the forward
+            return _softmax_xent(q, k, scale, targets, mask, tail, n_jobs, "mean", None) * q.shape[0]
+        return _softmax_xent(q, k, scale, targets, mask, tail, n_jobs, "sum", w)
+    per = _chunked.xent_rows(q, k, scale, targets, mask, tail)
+    return per.sum() if w is None else (per * w).sum()
+
+
+def _scaled(total: Any, count: Any, reduction: str) -> Any:
+    """The rule: W · total / (global count) for the mean, W · total for the sum."""
+    w = D.world_size()
+    if reduction == "sum":
+        return total * w
+    n = D.global_sum(count).to(device=total.device, dtype=total.dtype)
+    return total * (w / n)
+
+
+def _count(rows: int, w: Optional[Any]) -> Any:
+    return torch.tensor(float(rows)) if w is None else w.detach().sum()
+
+
+def ntxent(a: Any, b: Any, t: float, rust: bool, n_jobs: Optional[int], reduction: str, w: Optional[Any]) -> Any:
+    """NT-Xent: the 2n local views against the 2N gathered views (one collective for both views)."""
+    n, d = a.shape
+    ab, _ = D.all_gather_local_first(torch.cat([a, b], 1))
+    ua, ub = F.normalize(ab[:, :d], dim=1), F.normalize(ab[:, d:], dim=1)
+    q = torch.cat([ua[:n], ub[:n]])
+    keys = torch.cat([q, ua[n:], ub[n:]])  # row i < 2n is anchor i itself: "nodiag" drops it
+    idx = torch.arange(n, device=a.device)
+    total = _local_sum(q, keys, 1.0 / t, torch.cat([idx + n, idx]), "nodiag", 0, rust, n_jobs, w)
+    return _scaled(total, _count(2 * n, w), reduction)
+
+
+def infonce(q: Any, k: Any, nk: Optional[Any], t: float, rust: bool, n_jobs: Optional[int], reduction: str,
+            w: Optional[Any]) -> Any:
+    """InfoNCE: local queries against the gathered keys; with a queue only the normalisation is global."""
+    n = q.shape[0]
+    qu = F.normalize(q, dim=1)
+    idx = torch.arange(n, device=q.device)
+    if nk is None:
+        keys, _ = D.all_gather_local_first(k)
+        total = _local_sum(qu, F.normalize(keys, dim=1), 1.0 / t, idx, "all", 0, rust, n_jobs, w)
+    else:
+        keys = torch.cat([F.normalize(k, dim=1), F.normalize(nk, dim=1)])
+        total = _local_sum(qu, keys, 1.0 / t, idx, "own_and_tail", n, rust, n_jobs, w)
+    return _scaled(total, _count(n, w), reduction)
+
+
+def clip(x: Any, y: Any, s: Any, rust: bool, n_jobs: Optional[int]) -> Any:
+    """CLIP: local images against the gathered texts and local texts against the gathered images
+    (open_clip's ``local_loss``), the logit scale folded into the anchors so it stays differentiable."""
+    n, d = x.shape
+    xy, _ = D.all_gather_local_first(torch.cat([x, y], 1))
+    idx = torch.arange(n, device=x.device)
+    total = _local_sum(s * x, xy[:, d:], 1.0, idx, "all", 0, rust, n_jobs, None) + _local_sum(
+        s * y, xy[:, :d], 1.0, idx, "all", 0, rust, n_jobs, None
+    )
+    return _scaled(total, torch.tensor(2.0 * n), "mean")
