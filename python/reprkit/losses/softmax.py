@@ -2,8 +2,10 @@
 
 Each is a mean over rows of a softmax cross-entropy over scaled dot products.
 CPU tensors run one fused Rust kernel (forward and gradient from the same
-similarity tiles, O((n+m)·d) memory); other devices run
-:mod:`reprkit.reference.softmax`.
+similarity tiles, O((n+m)·d) memory); other devices (and ``backend="torch"``) run
+the chunked torch path of :mod:`reprkit.losses._chunked` (row chunks, per-row
+log-sum-exps kept, a recomputing backward); :mod:`reprkit.reference.softmax` is
+the dense oracle. ``gather_distributed``: see :mod:`reprkit.distributed`.
 """
 
 from typing import Any, Optional, Tuple
@@ -159,14 +161,14 @@ def _reduce_rows(per: Any, reduction: str, weights: Optional[Any]) -> Any:
 
 def npair_loss(
     anchors: Any, positives: Any, l2_reg: float = 0.0, *, reduction: str = "mean", weights: Optional[Any] = None,
-    n_jobs: Optional[int] = None,
+    n_jobs: Optional[int] = None, backend: str = "auto",
 ) -> Any:
     """Multi-class N-pair loss (Sohn 2016); row i of both inputs is class i.
 
     L = 1/N Σ_i log(1 + Σ_{j≠i} exp(a_i·p_j − a_i·p_i)) + l2_reg·(mean‖a_i‖² + mean‖p_i‖²)
 
     ``reduction="none"`` gives the N row terms (without the l2 term), ``"sum"`` their sum (+ N·l2 term);
-    ``weights`` (N,) weight the rows of the mean: Σ w_i ℓ_i / Σ w_i.
+    ``weights`` (N,) weight the rows of the mean: Σ w_i ℓ_i / Σ w_i. ``backend`` as :func:`ntxent_loss`.
     """
     check_choice("reduction", reduction, REDUCTIONS)
     a = V.check_embeddings(anchors, "anchors")
@@ -175,12 +177,11 @@ def npair_loss(
     l2_reg = V.check_finite_number("l2_reg", l2_reg, nonneg=True)
     a, p = V.common_dtype(a, p)
     w = _row_weights(weights, a.shape[0], a)
-    if _on_cpu(a):
-        loss = _softmax_xent(a, p, 1.0, torch.arange(a.shape[0]), "all", 0, n_jobs, reduction, w)
+    targets = torch.arange(a.shape[0], device=a.device)
+    if use_rust(backend, a):
+        loss = _softmax_xent(a, p, 1.0, targets, "all", 0, n_jobs, reduction, w)
     else:
-        from ..reference import softmax as ref
-
-        loss = _reduce_rows(ref.npair_loss(a, p, 0.0, reduction="none"), reduction, w)
+        loss = _reduce_rows(xent_rows(a, p, 1.0, targets, "all", 0), reduction, w)
     if l2_reg and reduction != "none":
         reg = l2_reg * ((a * a).sum(1).mean() + (p * p).sum(1).mean())
         loss = loss + (reg * a.shape[0] if reduction == "sum" else reg)
