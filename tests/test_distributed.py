@@ -41,7 +41,7 @@ def _data(n: int) -> dict:
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
     lab = torch.randint(0, 3, (n,), generator=g)
     return {"a": r(n, D_FEAT), "b": r(n, D_FEAT), "v": r(n, 2, D_FEAT), "y": lab, "w": torch.rand(n, generator=g, dtype=torch.float64) + 0.5,
-            "q": r(5, D_FEAT)}
+            "q": r(5, D_FEAT), "s": torch.tensor(3.0, dtype=torch.float64), "t": torch.tensor(-1.5, dtype=torch.float64)}
 
 
 def _unit(t):
@@ -60,7 +60,10 @@ CASES = {
     "infonce_queue": ("ab", lambda x, g: RF.infonce_loss(x["a"], x["b"], x["q"], 0.3, gather_distributed=g)),
     "clip": ("ab", lambda x, g: RF.clip_loss(_unit(x["a"]), _unit(x["b"]), 7.0, gather_distributed=g)),
     "clip_torch": ("ab", lambda x, g: RF.clip_loss(x["a"], x["b"], 0.8, backend="torch", gather_distributed=g)),
+    "clip_scale": ("abs", lambda x, g: RF.clip_loss(_unit(x["a"]), _unit(x["b"]), x["s"], gather_distributed=g)),
+    "siglip_params": ("abst", lambda x, g: RF.siglip_loss(_unit(x["a"]), _unit(x["b"]), x["s"], x["t"], gather_distributed=g)),
     "siglip": ("ab", lambda x, g: RF.siglip_loss(_unit(x["a"]), _unit(x["b"]), 5.0, -2.0, gather_distributed=g)),
+    "siglip_torch": ("ab", lambda x, g: RF.siglip_loss(x["a"], x["b"], 0.7, 0.5, backend="torch", gather_distributed=g)),
     "supcon": ("a", lambda x, g: RF.supcon_loss(x["a"], x["y"], 0.5, gather_distributed=g)),
     "supcon_views": ("v", lambda x, g: RF.supcon_loss(x["v"], None, 0.5, gather_distributed=g)),
     "uniformity": ("a", lambda x, g: RF.uniformity_loss(x["a"], 2.0, normalize=True, gather_distributed=g)),
@@ -79,14 +82,17 @@ CASES = {
 }
 
 
+REPLICATED = ("q", "s", "t")  # the same on every rank (a queue, a loss's parameters)
+
+
 def _slices(sizes):
     off = [sum(sizes[:i]) for i in range(len(sizes))]
     return [slice(o, o + s) for o, s in zip(off, sizes)]
 
 
 def _local(data, sl):
-    x = {k: (v if k == "q" else v[sl].clone()) for k, v in data.items()}
-    for k in ("a", "b", "v"):
+    x = {k: (v.clone() if k in REPLICATED else v[sl].clone()) for k, v in data.items()}
+    for k in ("a", "b", "v", "s", "t"):
         x[k].requires_grad_(True)
     return x
 
@@ -166,6 +172,10 @@ def _check(results, sizes, refs):
         torch.testing.assert_close(mean_loss, ref, rtol=1e-10, atol=1e-12, msg=f"{name}: loss")
         for r, res in enumerate(results):
             for k, g, gr in zip(wrt, res[name][1], rgrads):
+                if k in REPLICATED:  # a replicated parameter: DDP's average of the ranks' gradients is the global one
+                    gm = sum(rr[name][1][wrt.index(k)] for rr in results) / world
+                    torch.testing.assert_close(gm, gr, rtol=1e-9, atol=1e-12, msg=f"{name}: grad {k}")
+                    continue
                 # DDP averages the ranks' gradients: rank r's gradient / W is its slice of the global one.
                 torch.testing.assert_close(g / world, gr[sl[r]], rtol=1e-9, atol=1e-12, msg=f"{name}: rank {r} grad {k}")
                 # Negative control: a gradient off by world_size (PML's and lightly's old bugs) fails.

@@ -80,3 +80,28 @@ def clip(x: Any, y: Any, s: Any, rust: bool, n_jobs: Optional[int]) -> Any:
         s * y, xy[:, :d], 1.0, idx, "all", 0, rust, n_jobs, None
     )
     return _scaled(total, torch.tensor(2.0 * n), "mean")
+
+
+def siglip(x: Any, y: Any, s: Any, b: Any, rust: bool, n_jobs: Optional[int]) -> Any:
+    """SigLIP: the local images against every rank's texts; each of the N² pairs is counted on
+    exactly one rank (its image's), so L_r = W · Σ_{i local, j} ℓ_ij / N.
+
+    With the Rust backend and equal local batches the n×n blocks run the square kernel: block
+    (local images, rank q's texts) has no positive pair for q ≠ r, and Σ_ij softplus(l_ij) =
+    n·siglip(x, y_q) + Σ_i l_ii (the kernel's diagonal counts softplus(−l_ii) = softplus(l_ii) − l_ii).
+    Otherwise the chunked torch path runs on the (n, N) rectangle (positives at i, i: this rank first).
+    """
+    n = x.shape[0]
+    keys, total_n = D.all_gather_local_first(y)
+    if rust and total_n % n == 0 and total_n // n == D.world_size():
+        from .multimodal import siglip_loss
+
+        total = siglip_loss(x, y, s, b, n_jobs=n_jobs) * n
+        for q0 in range(n, total_n, n):
+            yq = keys[q0 : q0 + n]
+            total = total + siglip_loss(x, yq, s, b, n_jobs=n_jobs) * n + (s * (x * yq).sum(1) + b).sum()
+    else:
+        from ..reference.multimodal import siglip_loss_chunked
+
+        total = siglip_loss_chunked(x, keys, s, b, chunk=_chunked.chunk_rows(total_n)) * n
+    return _scaled(total, torch.tensor(float(n)), "mean")

@@ -237,19 +237,18 @@ def siglip_loss(
 
     ``logit_scale`` is the multiplier t = exp(t') and ``logit_bias`` the bias b: numbers or
     one-element tensors, both differentiable. Features are used as given. ``backend`` as
-    :func:`clip_loss`. ``gather_distributed=True``: the global-batch form of
-    :mod:`reprkit.distributed` (every rank gathers both features and computes the global
-    loss; memory per rank O(n_global·d), the n_global² pairs recomputed on every rank).
+    :func:`clip_loss`. ``gather_distributed=True``: the local images against every rank's
+    texts (open_clip's distributed SigLIP exchanges the texts the same way), each pair counted
+    on its image's rank, scaled by the rule of :mod:`reprkit.distributed`; memory per rank
+    O(local·global) logits in tiles.
     """
     x, y = _features(image_features, text_features)
-    if gather_distributed and _distributed():
-        from ..distributed import all_gather
-
-        d = x.shape[1]
-        xy = all_gather(torch.cat([x, y], 1))  # one collective for both
-        x, y = xy[:, :d], xy[:, d:]
     s = _scalar(logit_scale, "logit_scale", x)
     b = _scalar(logit_bias, "logit_bias", x)
+    if gather_distributed and _distributed():
+        from . import _dist
+
+        return _dist.siglip(x, y, s, b, use_rust(backend, x), n_jobs)
     if use_rust(backend, x):
         need = _ops.needs_grad(x, y, s, b)
         return _Siglip.apply(x, y, s, b, need, op_threads(n_jobs))[0]
