@@ -65,6 +65,8 @@ CASES = {
     "siglip": ("ab", lambda x, g: RF.siglip_loss(_unit(x["a"]), _unit(x["b"]), 5.0, -2.0, gather_distributed=g)),
     "siglip_torch": ("ab", lambda x, g: RF.siglip_loss(x["a"], x["b"], 0.7, 0.5, backend="torch", gather_distributed=g)),
     "supcon": ("a", lambda x, g: RF.supcon_loss(x["a"], x["y"], 0.5, gather_distributed=g)),
+    "supcon_torch": ("a", lambda x, g: RF.supcon_loss(x["a"], x["y"], 0.5, backend="torch", gather_distributed=g)),
+    "supcon_views_torch": ("v", lambda x, g: RF.supcon_loss(x["v"], None, 0.5, backend="torch", gather_distributed=g)),
     "supcon_views": ("v", lambda x, g: RF.supcon_loss(x["v"], None, 0.5, gather_distributed=g)),
     "uniformity": ("a", lambda x, g: RF.uniformity_loss(x["a"], 2.0, normalize=True, gather_distributed=g)),
     "barlow": ("ab", lambda x, g: RF.barlow_twins_loss(x["a"], x["b"], 0.05, gather_distributed=g)),
@@ -129,6 +131,12 @@ def _worker(rank, world, port, sizes, out, ddp):
             loss = fn(x, True)
             grads = torch.autograd.grad(loss, [x[k] for k in wrt])
             res[name] = (loss.detach(), [g.detach() for g in grads])
+        from reprkit import MemoryBank
+
+        bank = MemoryBank(64, D_FEAT, dtype=torch.float64, gather_distributed=True)
+        x = _local(data, sl)
+        bank.add(x["a"], x["y"])
+        res["bank"] = bank.get()
         if ddp:
             for kind in ("ntxent", "clip"):
                 f, h = _ddp_models()
@@ -166,6 +174,10 @@ def _check(results, sizes, refs):
     sl = _slices(sizes)
     for r, res in enumerate(results):  # all_gather: rank order, unequal sizes
         assert torch.equal(res["gather"], torch.cat([torch.arange(s) + 100 * q for q, s in enumerate(sizes)]))
+        # MemoryBank(gather_distributed=True) enqueues the global batch (detached) on every rank
+        data = _data(sum(sizes))
+        assert torch.equal(res["bank"][0], data["a"]) and torch.equal(res["bank"][1], data["y"])
+        assert not res["bank"][0].requires_grad
     for name, (wrt, fn) in CASES.items():
         ref, rgrads = refs[name]
         mean_loss = sum(res[name][0] for res in results) / world

@@ -36,7 +36,7 @@ def _scaled(total: Any, count: Any, reduction: str) -> Any:
     if reduction == "sum":
         return total * w
     n = D.global_sum(count).to(device=total.device, dtype=total.dtype)
-    return total * (w / n)
+    return total * (w / torch.where(n > 0, n, torch.ones_like(n)))  # no anchor anywhere: 0, still attached
 
 
 def _count(rows: int, w: Optional[Any]) -> Any:
@@ -105,3 +105,67 @@ def siglip(x: Any, y: Any, s: Any, b: Any, rust: bool, n_jobs: Optional[int]) ->
 
         total = siglip_loss_chunked(x, keys, s, b, chunk=_chunked.chunk_rows(total_n)) * n
     return _scaled(total, torch.tensor(float(n)), "mean")
+
+
+class _SupConLocal(torch.autograd.Function):
+    """SupCon's sum over the anchors 0..n of ``u`` (this rank's rows, first) against every row of ``u``:
+    Σ_{i<n, P(i)≠∅} [lse_{j≠i} s_ij − mean_{p∈P(i)} s_ip], in row chunks with a recomputing backward
+    (reference.softmax._SupConChunked restricted to the local anchors); also returns |A_local|."""
+
+    @staticmethod
+    def forward(u: Any, groups: Any, n: int, scale: float, chunk: int) -> Any:  # type: ignore[override]
+        from ..reference.softmax import _supcon_chunk
+
+        lse, pos_sum, cnt = u.new_empty(n), u.new_empty(n), u.new_empty(n)
+        for r0 in range(0, n, chunk):
+            r1 = min(r0 + chunk, n)
+            s, pos = _supcon_chunk(u, groups, scale, r0, r1)
+            lse[r0:r1] = torch.logsumexp(s, 1)
+            pos_sum[r0:r1] = torch.where(pos, s, 0).sum(1)
+            cnt[r0:r1] = pos.sum(1)
+        active = cnt > 0
+        total = torch.where(active, lse - pos_sum / cnt.clamp(min=1), 0).sum()
+        return total, active.sum().to(u.dtype), lse, cnt
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        u, groups, n, scale, chunk = inputs
+        ctx.n, ctx.scale, ctx.chunk = n, scale, chunk
+        ctx.save_for_backward(u, groups, output[2], output[3])
+        ctx.mark_non_differentiable(*output[1:])
+
+    @staticmethod
+    def backward(ctx: Any, g: Any, *_: Any) -> Any:  # type: ignore[override]
+        from .. import _ops
+        from ..reference.softmax import _supcon_chunk
+
+        u0, groups, lse, cnt = ctx.saved_tensors
+        u, g = _ops.detached(u0, g)
+        n, scale, chunk = ctx.n, ctx.scale, ctx.chunk
+        active = cnt > 0
+        a = active.to(u.dtype) * g
+        b = a / cnt.clamp(min=1)
+        lse_m = torch.where(active, lse, float("inf"))  # rows outside A are no anchors
+        grad = torch.zeros_like(u)
+        for r0 in range(0, n, chunk):
+            r1 = min(r0 + chunk, n)
+            s, pos = _supcon_chunk(u, groups, scale, r0, r1)
+            c = torch.exp(s - lse_m[r0:r1, None]) * a[r0:r1, None] - pos * b[r0:r1, None]
+            grad[r0:r1] += c @ u
+            grad += c.T @ u[r0:r1]
+        grads = _ops.refuse_double_backward("supcon_loss (distributed)", (grad * scale,), (u0,))
+        return grads + (None,) * 4
+
+
+def supcon(z: Any, groups: Any, t: float, unsupervised: bool) -> Any:
+    """SupCon with local anchors (the torch path): this rank's rows against every rank's rows.
+
+    ``groups`` are the local rows' group ids; without labels (the views of a sample are its
+    positives) they are made globally unique as id·W + rank. L_r = W · Σ_{i∈A_r} ℓ_i / |A|."""
+    if unsupervised:
+        groups = groups * D.world_size() + D.rank()
+    n = z.shape[0]
+    u, total_n = D.all_gather_local_first(F.normalize(z, dim=1))
+    g_all, _ = D.all_gather_local_first(groups)
+    total, count, _, _ = _SupConLocal.apply(u, g_all, n, 1.0 / t, _chunked.chunk_rows(total_n))
+    return _scaled(total, count, "mean")

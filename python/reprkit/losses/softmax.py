@@ -13,6 +13,7 @@ from typing import Any, Optional, Tuple
 from .. import _core, _ops
 from .._ops import Tensor, torch
 from .._threads import kernel_threads, op_threads
+from .._torch import is_tensor
 from .._validation import check_choice
 from . import _inputs as V
 from ._chunked import BACKENDS, use_rust, xent_rows
@@ -447,17 +448,24 @@ def supcon_loss(
     :func:`reprkit.reference.softmax.supcon_loss_chunked` (row chunks, a
     recomputing backward: memory linear in B); ``backend="torch"`` forces it on CPU.
 
-    ``gather_distributed=True``: the global-batch form of :mod:`reprkit.distributed` (the
-    rows and labels of every rank are gathered and each rank computes the loss of the
-    global batch, whose anchor set A is global; memory per rank O(B_global·d)).
+    ``gather_distributed=True`` (the rule of :mod:`reprkit.distributed`): on the torch path
+    (non-CPU tensors, ``backend="torch"``) this rank's rows are the anchors against every
+    rank's rows (L_r = W·Σ_{i∈A_r} ℓ_i / |A|, memory per rank O(chunk·B_global + B_global·d));
+    with the Rust kernel (square) every rank gathers the rows and labels and computes the
+    global batch's loss (the same memory, the compute repeated on every rank).
     """
-    if gather_distributed:
+    rust_backend = use_rust(backend, embeddings) if is_tensor(embeddings) else True
+    if gather_distributed and rust_backend:
         from ..distributed import gather_inputs
 
         embeddings, labels = gather_inputs(embeddings, labels)
     z, groups = _supcon_inputs(embeddings, labels)
     t = V.check_positive("temperature", temperature)
     (z,) = V.common_dtype(z)
+    if gather_distributed and not rust_backend and _distributed():
+        from . import _dist
+
+        return _dist.supcon(z, groups, t, labels is None)
     u = F.normalize(z, dim=1)
     if use_rust(backend, u) and _use_rust(u):
         need = _ops.needs_grad(u)
