@@ -211,7 +211,7 @@ def clip_loss(
     """
     x, y = _features(image_features, text_features)
     s = _scalar(logit_scale, "logit_scale", x)
-    rust = use_rust(backend, x)
+    rust = use_rust(backend, x) and _on_cpu(x)  # (_on_cpu: the tests' hook to force the torch path)
     if gather_distributed and _distributed():
         from . import _dist
 
@@ -248,8 +248,8 @@ def siglip_loss(
     if gather_distributed and _distributed():
         from . import _dist
 
-        return _dist.siglip(x, y, s, b, use_rust(backend, x), n_jobs)
-    if use_rust(backend, x):
+        return _dist.siglip(x, y, s, b, use_rust(backend, x) and _on_cpu(x), n_jobs)
+    if use_rust(backend, x) and _on_cpu(x):
         need = _ops.needs_grad(x, y, s, b)
         return _Siglip.apply(x, y, s, b, need, op_threads(n_jobs))[0]
     from ..reference import multimodal as ref
