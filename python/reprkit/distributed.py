@@ -36,24 +36,36 @@ of the ranks' losses is L). Two forms satisfy it:
 Gradients of replicated parameters (CLIP's ``logit_scale``, a loss module's own
 parameters) follow the same rule: DDP averages them to ∇L.
 
-Which form each loss uses: local anchors — :func:`~reprkit.functional.ntxent_loss`,
-:func:`~reprkit.functional.infonce_loss` (with a queue the queue stays local and
-only the normalisation is global), :func:`~reprkit.functional.clip_loss`; global
-batch — SigLIP, SupCon, uniformity, Barlow Twins, VICReg, the contrastive /
-triplet / lifted / multi-similarity / circle losses and the miners (their indices
-then refer to the global batch, rank order, and are the same on every rank).
-``reduction="none"`` on a local-anchor loss also takes the global-batch form (the
-global vector on every rank). Losses whose terms involve one sample and
-parameters only — the margin losses (normalised softmax, CosFace, ArcFace,
-sub-center ArcFace), center loss, Proxy-Anchor's per-sample terms aside, Proxy-NCA,
-negative cosine, DINO's per-sample cross-entropy, alignment — need no gather: DDP's
-averaging of equal local means already is the global mean (with unequal local
-batch sizes weight them yourself). Proxy-Anchor averages over the proxies with
-positives in the batch, a batch statistic: its distributed form is not provided.
+Which form each loss uses:
+
+* local anchors — :func:`~reprkit.functional.ntxent_loss`,
+  :func:`~reprkit.functional.infonce_loss` (with a queue the queue stays local and only
+  the normalisation is global), :func:`~reprkit.functional.clip_loss` (open_clip's
+  ``local_loss``), :func:`~reprkit.functional.siglip_loss` (local images against every
+  rank's texts; each pair counted on its image's rank), and
+  :func:`~reprkit.functional.supcon_loss` on the torch path (non-CPU tensors or
+  ``backend="torch"``);
+* global batch — SupCon with the Rust kernel (square: the CPU default), uniformity,
+  Barlow Twins, VICReg, the contrastive / triplet / lifted / multi-similarity / circle
+  losses and the miners (their indices then refer to the global batch, rank order, and
+  are the same on every rank), :class:`~reprkit.MemoryBank` (``add`` enqueues the global
+  batch, detached). ``reduction="none"`` on a local-anchor loss also takes the
+  global-batch form (the global vector on every rank).
+
+Losses whose terms involve one sample and parameters only need no gather: the margin
+losses (normalised softmax, CosFace, ArcFace, sub-center ArcFace), center loss,
+Proxy-NCA, negative cosine (SimSiam/BYOL), DINO's per-sample cross-entropy (its centre
+is an EMA buffer: all-reduce the batch mean yourself, as DINO's code does) and
+alignment: DDP's averaging of equal local means already is the global mean (with
+unequal local batch sizes, weight them yourself). Proxy-Anchor averages over the
+proxies that have positives in the batch, a batch statistic: its distributed form is
+not provided.
 
 ``all_gather`` is a ``torch.autograd.Function`` around ``torch.distributed``
-collectives with Python-side sizes: ``torch.compile`` graph-breaks at it (use
-``fullgraph=False`` around a distributed loss). Every rank must call the loss
+collectives whose output size comes from the gathered row counts: ``torch.compile``
+(default, ``fullgraph=False``) of a distributed loss runs and matches eager (checked
+with gloo, 2 ranks, ``backend="aot_eager"``), with graph breaks at the gather;
+``fullgraph=True`` fails (the gathered size is data-dependent). Every rank must call the loss
 (and its backward) collectively, as with any collective.
 """
 
