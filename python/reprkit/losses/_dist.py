@@ -35,7 +35,8 @@ def _scaled(total: Any, count: Any, reduction: str) -> Any:
     w = D.world_size()
     if reduction == "sum":
         return total * w
-    n = D.global_sum(count).to(device=total.device, dtype=total.dtype)
+    # the count travels on the loss's device (nccl reduces CUDA tensors only)
+    n = D.global_sum(count.to(device=total.device, dtype=total.dtype))
     return total * (w / torch.where(n > 0, n, torch.ones_like(n)))  # no anchor anywhere: 0, still attached
 
 
