@@ -12,6 +12,8 @@ from reprkit.errors import InvalidParameterError  # noqa: E402
 from reprkit.losses import _chunked  # noqa: E402
 from reprkit.reference import margin as RM  # noqa: E402
 from reprkit.reference import multimodal as RMM  # noqa: E402
+from reprkit.reference import hypersphere as RH  # noqa: E402
+from reprkit.reference import proxies as RP  # noqa: E402
 from reprkit.reference import softmax as RS  # noqa: E402
 
 N, DIM, C = 9, 5, 7
@@ -40,6 +42,12 @@ CASES = {
     "clip": ("uaub", lambda x, be: RF.clip_loss(x["ua"], x["ub"], 6.0, backend=be), lambda x: RMM.clip_loss(x["ua"], x["ub"], 6.0)),
     "siglip": ("uaub", lambda x, be: RF.siglip_loss(x["ua"], x["ub"], 5.0, -3.0, backend=be),
                lambda x: RMM.siglip_loss(x["ua"], x["ub"], torch.tensor(5.0, dtype=x["ua"].dtype), torch.tensor(-3.0, dtype=x["ua"].dtype))),
+    "uniformity": ("a", lambda x, be: RF.uniformity_loss(x["a"], 1.5, normalize=True, backend=be),
+                   lambda x: RH.uniformity_loss(torch.nn.functional.normalize(x["a"], dim=1), 1.5)),
+    "proxy_anchor": ("aW", lambda x, be: RF.proxy_anchor_loss(x["a"], x["c"], x["W"], 0.1, 8.0, backend=be),
+                     lambda x: RP.proxy_anchor_loss(x["a"], x["c"], x["W"], 0.1, 8.0)),
+    "proxy_nca": ("aW", lambda x, be: RF.proxy_nca_loss(x["a"], x["c"], x["W"], 2.0, backend=be),
+                  lambda x: RP.proxy_nca_loss(x["a"], x["c"], x["W"], 2.0)),
     "arcface": ("aW", lambda x, be: RF.arcface_loss(x["a"], x["c"], x["W"], 0.3, 8.0, backend=be),
                 lambda x: RM.arcface_loss(x["a"], x["c"], x["W"], 0.3, 8.0)),
     "cosface": ("aW", lambda x, be: RF.cosface_loss(x["a"], x["c"], x["W"], 0.3, 8.0, backend=be),

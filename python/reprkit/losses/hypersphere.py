@@ -94,13 +94,15 @@ def alignment_loss(x: Any, y: Any, alpha: float = 2.0, *, normalize: bool = Fals
 
 
 def uniformity_loss(
-    x: Any, t: float = 2.0, *, normalize: bool = False, n_jobs: Optional[int] = None, gather_distributed: bool = False
+    x: Any, t: float = 2.0, *, normalize: bool = False, n_jobs: Optional[int] = None, gather_distributed: bool = False,
+    backend: str = "auto",
 ) -> Any:
     """Uniformity (Wang & Isola 2020): U = log( 2/(B(B−1)) Σ_{i<j} e^{−t‖x_i − x_j‖²} ), B ≥ 2.
 
     Computed as a log-sum-exp (never underflows for rows far apart). ``gather_distributed=True``:
     the global-batch form of :mod:`reprkit.distributed` (the rows of every rank, B the global
-    batch; memory per rank O(B·d))."""
+    batch; memory per rank O(B·d)). ``backend``: ``"auto"`` (Rust on CPU, else the row-chunked
+    torch path), ``"rust"`` or ``"torch"``."""
     if gather_distributed:
         from ..distributed import all_gather
 
@@ -113,7 +115,9 @@ def uniformity_loss(
     t = V.check_positive("t", t)
     (a,) = V.common_dtype(a)
     a = _maybe_normalize(a, normalize)
-    if _use_rust(a):
+    from ._chunked import use_rust
+
+    if use_rust(backend, a) and _use_rust(a):
         return _Uniformity.apply(a, t, _ops.needs_grad(a), op_threads(n_jobs))[0]
     from ..reference import hypersphere as ref
 
