@@ -139,3 +139,28 @@ def test_torch_backend_half_precision_and_double_backward_refused():
 
     with pytest.raises(DoubleBackwardError):
         g.sum().backward()
+
+
+def test_modules_take_the_backend():
+    import reprkit.losses as L
+
+    x = _inputs(torch.float64)
+    a, b, c, y = x["a"].detach(), x["b"].detach(), x["c"], x["y"]
+    cases = [
+        (L.NTXentLoss(0.4, backend="torch"), L.NTXentLoss(0.4), (a, b)),
+        (L.InfoNCELoss(0.4, backend="torch"), L.InfoNCELoss(0.4), (a, b)),
+        (L.SupConLoss(0.5, backend="torch"), L.SupConLoss(0.5), (a, y)),
+        (L.CLIPLoss(backend="torch").double(), L.CLIPLoss().double(), (a, b)),
+        (L.SigLIPLoss(backend="torch").double(), L.SigLIPLoss().double(), (a, b)),
+    ]
+    for backend_torch, auto, args in cases:
+        torch.testing.assert_close(backend_torch(*args), auto(*args), rtol=1e-10, atol=1e-12)
+    for mod in (L.ArcFaceLoss(C, DIM).double(), L.ProxyNCALoss(C, DIM).double()):
+        want = mod(a, c)
+        mod.backend = "torch"
+        torch.testing.assert_close(mod(a, c), want, rtol=1e-10, atol=1e-12)
+        mod.backend = "gpu"
+        with pytest.raises(InvalidParameterError, match="backend"):
+            mod(a, c)
+    with pytest.raises(InvalidParameterError, match="backend"):
+        L.NTXentLoss(backend="cuda")

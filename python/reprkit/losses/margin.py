@@ -290,6 +290,9 @@ class _MarginModule(torch.nn.Module):
     """Owns W ((C·K)×d), initialised N(0, 1) as PML does (rows are normalised, so only the
     direction matters)."""
 
+    #: ``"auto"`` | ``"rust"`` | ``"torch"``: the loss functions' ``backend`` (set it on the instance).
+    backend = "auto"
+
     _kind = "arcface"
 
     def __init__(self, num_classes: int, dim: int, sub_centers: int = 1, *, n_jobs: Optional[int] = None) -> None:
@@ -334,7 +337,7 @@ class NormalizedSoftmaxLoss(_MarginModule):
         _scale(scale, num_classes)
 
     def forward(self, embeddings: Any, labels: Any) -> Any:
-        return normalized_softmax_loss(embeddings, labels, self.weight, self.scale, n_jobs=self.n_jobs)
+        return normalized_softmax_loss(embeddings, labels, self.weight, self.scale, n_jobs=self.n_jobs, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, scale={self.scale}"
@@ -352,7 +355,7 @@ class CosFaceLoss(_MarginModule):
         _scale(scale, num_classes)
 
     def forward(self, embeddings: Any, labels: Any) -> Any:
-        return cosface_loss(embeddings, labels, self.weight, self.margin, self.scale, n_jobs=self.n_jobs)
+        return cosface_loss(embeddings, labels, self.weight, self.margin, self.scale, n_jobs=self.n_jobs, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, scale={self.scale}"
@@ -371,7 +374,7 @@ class ArcFaceLoss(_MarginModule):
         _scale(scale, num_classes)
 
     def forward(self, embeddings: Any, labels: Any) -> Any:
-        return arcface_loss(embeddings, labels, self.weight, self.margin, self.scale, self.easy_margin, n_jobs=self.n_jobs)
+        return arcface_loss(embeddings, labels, self.weight, self.margin, self.scale, self.easy_margin, n_jobs=self.n_jobs, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, scale={self.scale}, easy_margin={self.easy_margin}"
@@ -392,7 +395,7 @@ class SubCenterArcFaceLoss(_MarginModule):
 
     def forward(self, embeddings: Any, labels: Any) -> Any:
         return subcenter_arcface_loss(
-            embeddings, labels, self.weight, self.sub_centers, self.margin, self.scale, self.easy_margin, n_jobs=self.n_jobs
+            embeddings, labels, self.weight, self.sub_centers, self.margin, self.scale, self.easy_margin, n_jobs=self.n_jobs, backend=self.backend
         )
 
     @torch.no_grad()

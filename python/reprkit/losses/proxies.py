@@ -235,6 +235,9 @@ def proxy_nca_loss(
 
 
 class _ProxyModule(torch.nn.Module):
+    #: ``"auto"`` | ``"rust"`` | ``"torch"``: the loss functions' ``backend`` (set it on the instance).
+    backend = "auto"
+
     def __init__(self, num_classes: int, dim: int, device: Any, dtype: Any) -> None:
         super().__init__()
         for nm, v in (("num_classes", num_classes), ("dim", dim)):
@@ -261,7 +264,7 @@ class ProxyAnchorLoss(_ProxyModule):
         torch.nn.init.kaiming_normal_(self.proxies, mode="fan_out")
 
     def forward(self, embeddings: Any, labels: Any) -> Any:
-        return proxy_anchor_loss(embeddings, labels, self.proxies, self.margin, self.alpha, n_jobs=self.n_jobs)
+        return proxy_anchor_loss(embeddings, labels, self.proxies, self.margin, self.alpha, n_jobs=self.n_jobs, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, margin={self.margin}, alpha={self.alpha}"
@@ -284,7 +287,7 @@ class ProxyNCALoss(_ProxyModule):
 
     def forward(self, embeddings: Any, labels: Any, *, weights: Any = None) -> Any:
         return proxy_nca_loss(embeddings, labels, self.proxies, self.scale, reduction=self.reduction, weights=weights,
-                              n_jobs=self.n_jobs)
+                              n_jobs=self.n_jobs, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, scale={self.scale}, reduction={self.reduction!r}"
