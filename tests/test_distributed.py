@@ -69,6 +69,7 @@ CASES = {
     "supcon_views_torch": ("v", lambda x, g: RF.supcon_loss(x["v"], None, 0.5, backend="torch", gather_distributed=g)),
     "supcon_views": ("v", lambda x, g: RF.supcon_loss(x["v"], None, 0.5, gather_distributed=g)),
     "uniformity": ("a", lambda x, g: RF.uniformity_loss(x["a"], 2.0, normalize=True, gather_distributed=g)),
+    "hypersphere": ("ab", lambda x, g: RF.hypersphere_loss(x["a"], x["b"], normalize=True, gather_distributed=g)),
     "barlow": ("ab", lambda x, g: RF.barlow_twins_loss(x["a"], x["b"], 0.05, gather_distributed=g)),
     "vicreg": ("ab", lambda x, g: RF.vicreg_loss(x["a"], x["b"], gather_distributed=g)),
     "contrastive": ("a", lambda x, g: RF.contrastive_loss(x["a"], x["y"], 3.0, gather_distributed=g)),

@@ -45,7 +45,7 @@ Which form each loss uses:
   rank's texts; each pair counted on its image's rank), and
   :func:`~reprkit.functional.supcon_loss` on the torch path (non-CPU tensors or
   ``backend="torch"``);
-* global batch — SupCon with the Rust kernel (square: the CPU default), uniformity,
+* global batch — SupCon with the Rust kernel (square: the CPU default), uniformity, hypersphere_loss,
   Barlow Twins, VICReg, the contrastive / triplet / lifted / multi-similarity / circle
   losses and the miners (their indices then refer to the global batch, rank order, and
   are the same on every rank), :class:`~reprkit.MemoryBank` (``add`` enqueues the global

@@ -125,9 +125,23 @@ def uniformity_loss(
 
 
 def hypersphere_loss(
-    x: Any, y: Any, alpha: float = 2.0, t: float = 2.0, *, normalize: bool = False, n_jobs: Optional[int] = None
+    x: Any, y: Any, alpha: float = 2.0, t: float = 2.0, *, normalize: bool = False, n_jobs: Optional[int] = None,
+    gather_distributed: bool = False,
 ) -> Any:
-    """Wang & Isola's objective: alignment(x, y) + (uniformity(x) + uniformity(y)) / 2."""
+    """Wang & Isola's objective: alignment(x, y) + (uniformity(x) + uniformity(y)) / 2.
+
+    ``gather_distributed=True``: both views of every rank (one collective) and every term over
+    the global batch, the global-batch form of :mod:`reprkit.distributed`."""
+    if gather_distributed:
+        from ..distributed import all_gather, is_distributed
+
+        if is_distributed():
+            a = V.check_embeddings(x, "x")
+            b = V.check_embeddings(y, "y")
+            V.check_same_shape(a, b, "x", "y")
+            a, b = V.common_dtype(a, b)
+            ab = all_gather(torch.cat([a, b], 1))
+            x, y = ab[:, : a.shape[1]], ab[:, a.shape[1] :]
     return alignment_loss(x, y, alpha, normalize=normalize) + (
         uniformity_loss(x, t, normalize=normalize, n_jobs=n_jobs) + uniformity_loss(y, t, normalize=normalize, n_jobs=n_jobs)
     ) / 2
@@ -138,12 +152,15 @@ class HypersphereLoss(torch.nn.Module):
 
     ``normalize=True`` (default here) L2-normalises the rows first, as the paper's features are."""
 
-    def __init__(self, alpha: float = 2.0, t: float = 2.0, *, normalize: bool = True, n_jobs: Optional[int] = None) -> None:
+    def __init__(self, alpha: float = 2.0, t: float = 2.0, *, normalize: bool = True, n_jobs: Optional[int] = None,
+                 gather_distributed: bool = False) -> None:
         super().__init__()
         self.alpha, self.t, self.normalize, self.n_jobs = alpha, t, normalize, n_jobs
+        self.gather_distributed = bool(gather_distributed)
 
     def forward(self, x: Any, y: Any) -> Any:
-        return hypersphere_loss(x, y, self.alpha, self.t, normalize=self.normalize, n_jobs=self.n_jobs)
+        return hypersphere_loss(x, y, self.alpha, self.t, normalize=self.normalize, n_jobs=self.n_jobs,
+                                gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, t={self.t}, normalize={self.normalize}"
