@@ -58,6 +58,7 @@ _LAZY = {
     "functional": "functional",
     "losses": "losses",
     "miners": "miners",
+    "distributed": "distributed",
     "plot": "plot",
     "testing": "testing",
     "manifold": "manifold",

@@ -93,10 +93,20 @@ def alignment_loss(x: Any, y: Any, alpha: float = 2.0, *, normalize: bool = Fals
     return ref.alignment_loss(_maybe_normalize(a, normalize), _maybe_normalize(b, normalize), alpha)
 
 
-def uniformity_loss(x: Any, t: float = 2.0, *, normalize: bool = False, n_jobs: Optional[int] = None) -> Any:
+def uniformity_loss(
+    x: Any, t: float = 2.0, *, normalize: bool = False, n_jobs: Optional[int] = None, gather_distributed: bool = False,
+    backend: str = "auto",
+) -> Any:
     """Uniformity (Wang & Isola 2020): U = log( 2/(B(B−1)) Σ_{i<j} e^{−t‖x_i − x_j‖²} ), B ≥ 2.
 
-    Computed as a log-sum-exp (never underflows for rows far apart)."""
+    Computed as a log-sum-exp (never underflows for rows far apart). ``gather_distributed=True``:
+    the global-batch form of :mod:`reprkit.distributed` (the rows of every rank, B the global
+    batch; memory per rank O(B·d)). ``backend``: ``"auto"`` (Rust on CPU, else the row-chunked
+    torch path), ``"rust"`` or ``"torch"``."""
+    if gather_distributed:
+        from ..distributed import all_gather
+
+        x = all_gather(x)
     a = V.check_embeddings(x, "x")
     if not torch.compiler.is_compiling() and a.shape[0] < 2:
         from ..errors import ShapeError
@@ -105,7 +115,9 @@ def uniformity_loss(x: Any, t: float = 2.0, *, normalize: bool = False, n_jobs: 
     t = V.check_positive("t", t)
     (a,) = V.common_dtype(a)
     a = _maybe_normalize(a, normalize)
-    if _use_rust(a):
+    from ._chunked import use_rust
+
+    if use_rust(backend, a) and _use_rust(a):
         return _Uniformity.apply(a, t, _ops.needs_grad(a), op_threads(n_jobs))[0]
     from ..reference import hypersphere as ref
 
@@ -113,9 +125,23 @@ def uniformity_loss(x: Any, t: float = 2.0, *, normalize: bool = False, n_jobs: 
 
 
 def hypersphere_loss(
-    x: Any, y: Any, alpha: float = 2.0, t: float = 2.0, *, normalize: bool = False, n_jobs: Optional[int] = None
+    x: Any, y: Any, alpha: float = 2.0, t: float = 2.0, *, normalize: bool = False, n_jobs: Optional[int] = None,
+    gather_distributed: bool = False,
 ) -> Any:
-    """Wang & Isola's objective: alignment(x, y) + (uniformity(x) + uniformity(y)) / 2."""
+    """Wang & Isola's objective: alignment(x, y) + (uniformity(x) + uniformity(y)) / 2.
+
+    ``gather_distributed=True``: both views of every rank (one collective) and every term over
+    the global batch, the global-batch form of :mod:`reprkit.distributed`."""
+    if gather_distributed:
+        from ..distributed import all_gather, is_distributed
+
+        if is_distributed():
+            a = V.check_embeddings(x, "x")
+            b = V.check_embeddings(y, "y")
+            V.check_same_shape(a, b, "x", "y")
+            a, b = V.common_dtype(a, b)
+            ab = all_gather(torch.cat([a, b], 1))
+            x, y = ab[:, : a.shape[1]], ab[:, a.shape[1] :]
     return alignment_loss(x, y, alpha, normalize=normalize) + (
         uniformity_loss(x, t, normalize=normalize, n_jobs=n_jobs) + uniformity_loss(y, t, normalize=normalize, n_jobs=n_jobs)
     ) / 2
@@ -126,12 +152,15 @@ class HypersphereLoss(torch.nn.Module):
 
     ``normalize=True`` (default here) L2-normalises the rows first, as the paper's features are."""
 
-    def __init__(self, alpha: float = 2.0, t: float = 2.0, *, normalize: bool = True, n_jobs: Optional[int] = None) -> None:
+    def __init__(self, alpha: float = 2.0, t: float = 2.0, *, normalize: bool = True, n_jobs: Optional[int] = None,
+                 gather_distributed: bool = False) -> None:
         super().__init__()
         self.alpha, self.t, self.normalize, self.n_jobs = alpha, t, normalize, n_jobs
+        self.gather_distributed = bool(gather_distributed)
 
     def forward(self, x: Any, y: Any) -> Any:
-        return hypersphere_loss(x, y, self.alpha, self.t, normalize=self.normalize, n_jobs=self.n_jobs)
+        return hypersphere_loss(x, y, self.alpha, self.t, normalize=self.normalize, n_jobs=self.n_jobs,
+                                gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, t={self.t}, normalize={self.normalize}"

@@ -197,7 +197,7 @@ def _scale(scale: Any, classes: int) -> float:
 
 def _margin_softmax(
     embeddings: Any, labels: Any, weight: Any, kind: str, margin: Any, scale: Any, easy_margin: bool, sub_centers: int,
-    n_jobs: Optional[int],
+    n_jobs: Optional[int], backend: str = "auto",
 ) -> Any:
     z = V.check_embeddings(embeddings, "embeddings")
     if isinstance(sub_centers, bool) or not isinstance(sub_centers, int) or sub_centers < 1:
@@ -209,7 +209,9 @@ def _margin_softmax(
     s = 1.0 if kind == "linear" else _scale(scale, classes)
     m = _margins(margin, classes, z.device)
     z, w = V.common_dtype(z, w)
-    if _on_cpu(z):
+    from ._chunked import use_rust
+
+    if use_rust(backend, z) and _on_cpu(z):  # (_on_cpu: the tests' hook to force the torch path)
         return _MarginSoftmax.apply(z, w, y, m, s, kind, bool(easy_margin), sub_centers, op_threads(n_jobs))[0]
     from ..reference import margin as ref
 
@@ -221,38 +223,43 @@ def _margin_softmax(
 
 
 def normalized_softmax_loss(
-    embeddings: Any, labels: Any, weight: Any, scale: Union[float, str] = 20.0, *, n_jobs: Optional[int] = None
+    embeddings: Any, labels: Any, weight: Any, scale: Union[float, str] = 20.0, *, n_jobs: Optional[int] = None,
+    backend: str = "auto",
 ) -> Any:
     """Normalised softmax (NormFace, Wang et al. 2017): mean_i −log softmax(s·cos_i)[y_i], cos = ẑ·Ŵᵀ.
-    ``weight`` is (C, d); s = 20 is PML's ``temperature=0.05``; ``scale="auto"`` = √2·ln(C − 1)."""
-    return _margin_softmax(embeddings, labels, weight, "normalized", 0.0, scale, False, 1, n_jobs)
+    ``weight`` is (C, d); s = 20 is PML's ``temperature=0.05``; ``scale="auto"`` = √2·ln(C − 1).
+    ``backend`` (all margin losses): ``"auto"`` (Rust on CPU, else the class-chunked torch path of
+    :mod:`reprkit.reference.margin`: online log-sum-exp, recomputing backward, no B×C kept),
+    ``"rust"`` or ``"torch"``. The margin losses need no ``gather_distributed``: each term is one
+    sample against the class weights (see :mod:`reprkit.distributed`)."""
+    return _margin_softmax(embeddings, labels, weight, "normalized", 0.0, scale, False, 1, n_jobs, backend)
 
 
 def cosface_loss(
     embeddings: Any, labels: Any, weight: Any, margin: Any = 0.35, scale: Union[float, str] = 64.0, *,
-    n_jobs: Optional[int] = None,
+    n_jobs: Optional[int] = None, backend: str = "auto",
 ) -> Any:
     """CosFace / large-margin cosine loss (Wang et al. 2018): target logit s·(cos − m_{y_i}).
     ``weight`` (C, d); ``margin`` one value or a per-class tensor."""
-    return _margin_softmax(embeddings, labels, weight, "cosface", margin, scale, False, 1, n_jobs)
+    return _margin_softmax(embeddings, labels, weight, "cosface", margin, scale, False, 1, n_jobs, backend)
 
 
 def arcface_loss(
     embeddings: Any, labels: Any, weight: Any, margin: Any = 0.5, scale: Union[float, str] = 64.0,
-    easy_margin: bool = False, *, n_jobs: Optional[int] = None,
+    easy_margin: bool = False, *, n_jobs: Optional[int] = None, backend: str = "auto",
 ) -> Any:
     """ArcFace / additive angular margin (Deng et al. 2019): target logit s·cos(θ + m), m in radians.
     Past θ + m > π: s·(cos − m·sin m) (insightface), or with ``easy_margin`` s·cos where cos ≤ 0."""
-    return _margin_softmax(embeddings, labels, weight, "arcface", margin, scale, easy_margin, 1, n_jobs)
+    return _margin_softmax(embeddings, labels, weight, "arcface", margin, scale, easy_margin, 1, n_jobs, backend)
 
 
 def subcenter_arcface_loss(
     embeddings: Any, labels: Any, weight: Any, sub_centers: int = 3, margin: Any = 0.5,
-    scale: Union[float, str] = 64.0, easy_margin: bool = False, *, n_jobs: Optional[int] = None,
+    scale: Union[float, str] = 64.0, easy_margin: bool = False, *, n_jobs: Optional[int] = None, backend: str = "auto",
 ) -> Any:
     """Sub-center ArcFace (Deng et al. 2020): ``weight`` is (C·K, d), cos_ic = max_k ẑ_i·ŵ_{c·K+k},
     then ArcFace on those cosines."""
-    return _margin_softmax(embeddings, labels, weight, "arcface", margin, scale, easy_margin, sub_centers, n_jobs)
+    return _margin_softmax(embeddings, labels, weight, "arcface", margin, scale, easy_margin, sub_centers, n_jobs, backend)
 
 
 def center_loss(
@@ -282,6 +289,9 @@ def center_loss(
 class _MarginModule(torch.nn.Module):
     """Owns W ((C·K)×d), initialised N(0, 1) as PML does (rows are normalised, so only the
     direction matters)."""
+
+    #: ``"auto"`` | ``"rust"`` | ``"torch"``: the loss functions' ``backend`` (set it on the instance).
+    backend = "auto"
 
     _kind = "arcface"
 
@@ -327,7 +337,7 @@ class NormalizedSoftmaxLoss(_MarginModule):
         _scale(scale, num_classes)
 
     def forward(self, embeddings: Any, labels: Any) -> Any:
-        return normalized_softmax_loss(embeddings, labels, self.weight, self.scale, n_jobs=self.n_jobs)
+        return normalized_softmax_loss(embeddings, labels, self.weight, self.scale, n_jobs=self.n_jobs, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, scale={self.scale}"
@@ -345,7 +355,7 @@ class CosFaceLoss(_MarginModule):
         _scale(scale, num_classes)
 
     def forward(self, embeddings: Any, labels: Any) -> Any:
-        return cosface_loss(embeddings, labels, self.weight, self.margin, self.scale, n_jobs=self.n_jobs)
+        return cosface_loss(embeddings, labels, self.weight, self.margin, self.scale, n_jobs=self.n_jobs, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, scale={self.scale}"
@@ -364,7 +374,7 @@ class ArcFaceLoss(_MarginModule):
         _scale(scale, num_classes)
 
     def forward(self, embeddings: Any, labels: Any) -> Any:
-        return arcface_loss(embeddings, labels, self.weight, self.margin, self.scale, self.easy_margin, n_jobs=self.n_jobs)
+        return arcface_loss(embeddings, labels, self.weight, self.margin, self.scale, self.easy_margin, n_jobs=self.n_jobs, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, scale={self.scale}, easy_margin={self.easy_margin}"
@@ -385,7 +395,7 @@ class SubCenterArcFaceLoss(_MarginModule):
 
     def forward(self, embeddings: Any, labels: Any) -> Any:
         return subcenter_arcface_loss(
-            embeddings, labels, self.weight, self.sub_centers, self.margin, self.scale, self.easy_margin, n_jobs=self.n_jobs
+            embeddings, labels, self.weight, self.sub_centers, self.margin, self.scale, self.easy_margin, n_jobs=self.n_jobs, backend=self.backend
         )
 
     @torch.no_grad()

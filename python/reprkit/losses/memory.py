@@ -22,13 +22,18 @@ class MemoryBank:
         bank = MemoryBank(4096, 128)
         loss = loss_fn(emb, y, bank.embeddings, bank.labels) if len(bank) else loss_fn(emb, y)
         bank.add(emb, y)    # after the loss: references are not de-duplicated against the batch
+
+    ``gather_distributed=True``: :meth:`add` enqueues the global batch (every rank's rows in
+    rank order, :func:`reprkit.distributed.all_gather`, detached), so every rank holds the
+    same memory; without an initialised process group it enqueues the local batch.
     """
 
-    def __init__(self, size: int, dim: int, *, dtype: Any = None, device: Any = None) -> None:
+    def __init__(self, size: int, dim: int, *, dtype: Any = None, device: Any = None, gather_distributed: bool = False) -> None:
         for name, v in (("size", size), ("dim", dim)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InvalidParameterError(f"{name} must be a positive integer, got {v!r}")
         self.size, self.dim = size, dim
+        self.gather_distributed = bool(gather_distributed)
         self._x = torch.zeros((size, dim), dtype=dtype or torch.float32, device=device)
         self._y = torch.zeros(size, dtype=torch.long, device=device)
         self._has_labels: Optional[bool] = None
@@ -53,6 +58,10 @@ class MemoryBank:
             raise InvalidParameterError("add labels with every batch or with none")
         self._has_labels = has
         y = V.check_labels(labels, x.shape[0], self._x.device) if has else None
+        if self.gather_distributed:
+            from ..distributed import gather_inputs
+
+            x, y = gather_inputs(x.detach(), y)
         x = x.detach().to(device=self._x.device, dtype=self._x.dtype)
         if x.shape[0] > self.size:  # only the newest rows survive
             x = x[-self.size :]

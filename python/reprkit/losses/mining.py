@@ -12,6 +12,11 @@ anchor, then positive, then negative index; ties go to the lowest index.
 ``"sqeuclidean"``. CPU tensors run Rust kernels (distance tiles of 64 rows, no
 B×B matrix kept, never B³), registered as torch operators; other devices run
 :mod:`reprkit.reference.mining`. Mining is not differentiable (indices only).
+
+``gather_distributed=True`` (functions and miner objects): mines the global batch
+(every rank's rows and labels, rank order, :mod:`reprkit.distributed`); the indices
+refer to it and are the same on every rank — feed them to a loss called with
+``gather_distributed=True``.
 """
 
 from typing import Any, Optional, Tuple
@@ -79,6 +84,17 @@ def _prep(embeddings: Any, labels: Any, ref_embeddings: Any, ref_labels: Any, di
     return x, y, r, ry
 
 
+def _gathered(embeddings: Any, labels: Any, gather: bool) -> Tuple[Any, Any]:
+    """With ``gather_distributed``: every rank's rows and labels (rank order), so that the mined
+    indices refer to the global batch and are the same on every rank (pass them to a loss called
+    with ``gather_distributed=True``; distance_weighted needs a fixed ``random_state`` for that)."""
+    if not gather:
+        return embeddings, labels
+    from ..distributed import gather_inputs
+
+    return gather_inputs(embeddings, labels)
+
+
 def _metric(distance: Optional[str], squared: Optional[bool]) -> str:
     if distance is None:
         return "sqeuclidean" if squared else "euclidean"
@@ -104,12 +120,12 @@ def _ref():
 
 def batch_hard(
     embeddings: Any, labels: Any, squared: bool = False, ref_embeddings: Any = None, ref_labels: Any = None,
-    *, distance: Optional[str] = None, n_jobs: Optional[int] = None,
+    *, distance: Optional[str] = None, n_jobs: Optional[int] = None, gather_distributed: bool = False,
 ) -> Triplets:
     """Per anchor that has a positive and a negative: the farthest positive
     (argmax d(a,p)) and the nearest negative (argmin d(a,n)) — Hermans et al. 2017."""
     metric = _metric(distance, squared)
-    x, y, r, ry = _prep(embeddings, labels, ref_embeddings, ref_labels, metric)
+    x, y, r, ry = _prep(*_gathered(embeddings, labels, gather_distributed), ref_embeddings, ref_labels, metric)
     if x.device.type == "cpu":
         return _split3(_mine_triplets(x, r, y, ry, "batch_hard", 0.0, metric, op_threads(n_jobs)))
     return _ref().mine_batch_hard(x, y, metric, r, ry)
@@ -117,12 +133,12 @@ def batch_hard(
 
 def batch_all(
     embeddings: Any, labels: Any, margin: float = 0.2, squared: bool = False, ref_embeddings: Any = None,
-    ref_labels: Any = None, *, distance: Optional[str] = None, n_jobs: Optional[int] = None,
+    ref_labels: Any = None, *, distance: Optional[str] = None, n_jobs: Optional[int] = None, gather_distributed: bool = False,
 ) -> Triplets:
     """Every valid triplet with a positive loss: d(a,p) − d(a,n) + margin > 0."""
     margin = V.check_finite_number("margin", margin)
     metric = _metric(distance, squared)
-    x, y, r, ry = _prep(embeddings, labels, ref_embeddings, ref_labels, metric)
+    x, y, r, ry = _prep(*_gathered(embeddings, labels, gather_distributed), ref_embeddings, ref_labels, metric)
     if x.device.type == "cpu":
         return _split3(_mine_triplets(x, r, y, ry, "batch_all", margin, metric, op_threads(n_jobs)))
     return _ref().mine_batch_all(x, y, margin, metric, r, ry)
@@ -130,7 +146,7 @@ def batch_all(
 
 def semi_hard(
     embeddings: Any, labels: Any, margin: Optional[float] = None, squared: bool = False, ref_embeddings: Any = None,
-    ref_labels: Any = None, *, distance: Optional[str] = None, n_jobs: Optional[int] = None,
+    ref_labels: Any = None, *, distance: Optional[str] = None, n_jobs: Optional[int] = None, gather_distributed: bool = False,
 ) -> Triplets:
     """Per positive pair (a, p) of an anchor with negatives: the nearest negative
     with d(a,n) > d(a,p); if there is none, the farthest negative (FaceNet).
@@ -141,7 +157,7 @@ def semi_hard(
     if margin is not None:
         margin = V.check_finite_number("margin", margin)
     metric = _metric(distance, squared)
-    x, y, r, ry = _prep(embeddings, labels, ref_embeddings, ref_labels, metric)
+    x, y, r, ry = _prep(*_gathered(embeddings, labels, gather_distributed), ref_embeddings, ref_labels, metric)
     if x.device.type == "cpu":
         a, p, n = _split3(_mine_triplets(x, r, y, ry, "semi_hard", 0.0, metric, op_threads(n_jobs)))
     else:
@@ -157,7 +173,7 @@ def semi_hard(
 
 def triplet_margin(
     embeddings: Any, labels: Any, margin: float = 0.2, type: str = "all", ref_embeddings: Any = None, ref_labels: Any = None,
-    *, distance: str = "euclidean", n_jobs: Optional[int] = None,
+    *, distance: str = "euclidean", n_jobs: Optional[int] = None, gather_distributed: bool = False,
 ) -> Triplets:
     """PML's ``TripletMarginMiner``: valid triplets by t = d(a,n) − d(a,p):
     ``"all"``: t ≤ margin (the triplets with a non-zero hinge loss, and ties); ``"hard"``: t ≤ margin and
@@ -166,7 +182,7 @@ def triplet_margin(
     check_choice("type", type, TRIPLET_TYPES)
     margin = V.check_finite_number("margin", margin)
     metric = _metric(distance, None)
-    x, y, r, ry = _prep(embeddings, labels, ref_embeddings, ref_labels, metric)
+    x, y, r, ry = _prep(*_gathered(embeddings, labels, gather_distributed), ref_embeddings, ref_labels, metric)
     if x.device.type == "cpu":
         return _split3(_mine_triplet_margin(x, r, y, ry, margin, type, metric, op_threads(n_jobs)))
     return _ref().mine_triplet_margin(x, y, margin, type, metric, r, ry)
@@ -177,13 +193,13 @@ def triplet_margin(
 
 def pair_margin(
     embeddings: Any, labels: Any, pos_margin: float = 0.2, neg_margin: float = 0.8, ref_embeddings: Any = None,
-    ref_labels: Any = None, *, distance: str = "euclidean", n_jobs: Optional[int] = None,
+    ref_labels: Any = None, *, distance: str = "euclidean", n_jobs: Optional[int] = None, gather_distributed: bool = False,
 ) -> Pairs:
     """PML's ``PairMarginMiner``: positive pairs with d > pos_margin, negative pairs with d < neg_margin."""
     pm = V.check_finite_number("pos_margin", pos_margin)
     nm = V.check_finite_number("neg_margin", neg_margin)
     metric = _metric(distance, None)
-    x, y, r, ry = _prep(embeddings, labels, ref_embeddings, ref_labels, metric)
+    x, y, r, ry = _prep(*_gathered(embeddings, labels, gather_distributed), ref_embeddings, ref_labels, metric)
     if x.device.type == "cpu":
         return _split4(*_mine_pair_margin(x, r, y, ry, pm, nm, metric, op_threads(n_jobs)))
     return _ref().mine_pair_margin(x, y, pm, nm, metric, r, ry)
@@ -191,13 +207,13 @@ def pair_margin(
 
 def multi_similarity(
     embeddings: Any, labels: Any, epsilon: float = 0.1, ref_embeddings: Any = None, ref_labels: Any = None,
-    *, n_jobs: Optional[int] = None,
+    *, n_jobs: Optional[int] = None, gather_distributed: bool = False,
 ) -> Pairs:
     """Multi-similarity pair mining (Wang et al. 2019; PML's ``MultiSimilarityMiner``) on cosine similarity S:
     for an anchor with positives and negatives, negatives with S_an + ε > min_p S_ap and positives with
     S_ap − ε < max_n S_an."""
     eps = V.check_finite_number("epsilon", epsilon)
-    x, y, r, ry = _prep(embeddings, labels, ref_embeddings, ref_labels, "cosine")
+    x, y, r, ry = _prep(*_gathered(embeddings, labels, gather_distributed), ref_embeddings, ref_labels, "cosine")
     if x.device.type == "cpu":
         return _split4(*_mine_multi_similarity(x, r, y, ry, eps, op_threads(n_jobs)))
     return _ref().mine_multi_similarity(x, y, eps, r, ry)
@@ -205,7 +221,7 @@ def multi_similarity(
 
 def distance_weighted(
     embeddings: Any, labels: Any, cutoff: float = 0.5, nonzero_loss_cutoff: float = 1.4, ref_embeddings: Any = None,
-    ref_labels: Any = None, *, random_state: Optional[int] = None, n_jobs: Optional[int] = None,
+    ref_labels: Any = None, *, random_state: Optional[int] = None, n_jobs: Optional[int] = None, gather_distributed: bool = False,
 ) -> Triplets:
     """Distance-weighted sampling (Wu et al. 2017; PML's ``DistanceWeightedMiner``) on normalised rows.
 
@@ -226,7 +242,7 @@ def distance_weighted(
         raise InvalidParameterError(f"random_state must be None or a non-negative int, got {random_state!r}")
     else:
         seed = random_state
-    x, y, r, ry = _prep(embeddings, labels, ref_embeddings, ref_labels, "cosine")
+    x, y, r, ry = _prep(*_gathered(embeddings, labels, gather_distributed), ref_embeddings, ref_labels, "cosine")
     if x.device.type == "cpu":
         return _split3(_mine_distance_weighted(x, r, y, ry, cutoff, nz, seed, op_threads(n_jobs)))
     # Other devices: sample from the reference weights with a seeded torch generator.
@@ -262,45 +278,57 @@ class _Miner:
 class BatchHardMiner(_Miner):
     """:func:`batch_hard` as an object (PML's ``BatchHardMiner``)."""
 
-    def __init__(self, *, distance: str = "euclidean", n_jobs: Optional[int] = None) -> None:
-        super().__init__(batch_hard, distance=distance, n_jobs=n_jobs)
+    def __init__(self, *, distance: str = "euclidean", n_jobs: Optional[int] = None,
+                 gather_distributed: bool = False) -> None:
+        super().__init__(batch_hard, distance=distance, n_jobs=n_jobs,
+                         gather_distributed=gather_distributed)
 
 
 class BatchAllMiner(_Miner):
     """:func:`batch_all` as an object: every valid triplet with a positive hinge loss."""
 
-    def __init__(self, margin: float = 0.2, *, distance: str = "euclidean", n_jobs: Optional[int] = None) -> None:
-        super().__init__(batch_all, margin=margin, distance=distance, n_jobs=n_jobs)
+    def __init__(self, margin: float = 0.2, *, distance: str = "euclidean", n_jobs: Optional[int] = None,
+                 gather_distributed: bool = False) -> None:
+        super().__init__(batch_all, margin=margin, distance=distance, n_jobs=n_jobs,
+                         gather_distributed=gather_distributed)
 
 
 class SemiHardMiner(_Miner):
     """:func:`semi_hard` as an object (FaceNet's semi-hard negatives)."""
 
-    def __init__(self, margin: Optional[float] = None, *, distance: str = "euclidean", n_jobs: Optional[int] = None) -> None:
-        super().__init__(semi_hard, margin=margin, distance=distance, n_jobs=n_jobs)
+    def __init__(self, margin: Optional[float] = None, *, distance: str = "euclidean", n_jobs: Optional[int] = None,
+                 gather_distributed: bool = False) -> None:
+        super().__init__(semi_hard, margin=margin, distance=distance, n_jobs=n_jobs,
+                         gather_distributed=gather_distributed)
 
 
 class TripletMarginMiner(_Miner):
     """:func:`triplet_margin` as an object (PML's ``TripletMarginMiner(margin, type_of_triplets)``)."""
 
     def __init__(self, margin: float = 0.2, type_of_triplets: str = "all", *, distance: str = "euclidean",
-                 n_jobs: Optional[int] = None) -> None:
-        super().__init__(triplet_margin, margin=margin, type=type_of_triplets, distance=distance, n_jobs=n_jobs)
+                 n_jobs: Optional[int] = None,
+                 gather_distributed: bool = False) -> None:
+        super().__init__(triplet_margin, margin=margin, type=type_of_triplets, distance=distance, n_jobs=n_jobs,
+                         gather_distributed=gather_distributed)
 
 
 class PairMarginMiner(_Miner):
     """:func:`pair_margin` as an object (PML's ``PairMarginMiner``)."""
 
     def __init__(self, pos_margin: float = 0.2, neg_margin: float = 0.8, *, distance: str = "euclidean",
-                 n_jobs: Optional[int] = None) -> None:
-        super().__init__(pair_margin, pos_margin=pos_margin, neg_margin=neg_margin, distance=distance, n_jobs=n_jobs)
+                 n_jobs: Optional[int] = None,
+                 gather_distributed: bool = False) -> None:
+        super().__init__(pair_margin, pos_margin=pos_margin, neg_margin=neg_margin, distance=distance, n_jobs=n_jobs,
+                         gather_distributed=gather_distributed)
 
 
 class MultiSimilarityMiner(_Miner):
     """:func:`multi_similarity` as an object (PML's ``MultiSimilarityMiner``)."""
 
-    def __init__(self, epsilon: float = 0.1, *, n_jobs: Optional[int] = None) -> None:
-        super().__init__(multi_similarity, epsilon=epsilon, n_jobs=n_jobs)
+    def __init__(self, epsilon: float = 0.1, *, n_jobs: Optional[int] = None,
+                 gather_distributed: bool = False) -> None:
+        super().__init__(multi_similarity, epsilon=epsilon, n_jobs=n_jobs,
+                         gather_distributed=gather_distributed)
 
 
 class DistanceWeightedMiner(_Miner):
@@ -308,9 +336,11 @@ class DistanceWeightedMiner(_Miner):
     every call draw the same way for the same inputs."""
 
     def __init__(self, cutoff: float = 0.5, nonzero_loss_cutoff: float = 1.4, *, random_state: Optional[int] = None,
-                 n_jobs: Optional[int] = None) -> None:
+                 n_jobs: Optional[int] = None,
+                 gather_distributed: bool = False) -> None:
         super().__init__(distance_weighted, cutoff=cutoff, nonzero_loss_cutoff=nonzero_loss_cutoff,
-                         random_state=random_state, n_jobs=n_jobs)
+                         random_state=random_state, n_jobs=n_jobs,
+                         gather_distributed=gather_distributed)
 
 
 __all__ += ["BatchHardMiner", "BatchAllMiner", "SemiHardMiner", "TripletMarginMiner", "PairMarginMiner",

@@ -46,8 +46,16 @@ from .. import _core, _ops
 from .._ops import Tensor, torch
 from .._threads import kernel_threads, op_threads
 from .._torch import is_tensor
+from .._validation import check_choice
 from ..errors import DTypeError, InvalidParameterError, NonFiniteError, ShapeError
 from . import _inputs as V
+from ._chunked import BACKENDS, use_rust
+
+
+def _distributed() -> bool:
+    from ..distributed import is_distributed
+
+    return is_distributed()
 
 __all__ = ["clip_loss", "siglip_loss", "CLIPLoss", "SigLIPLoss"]
 
@@ -184,7 +192,7 @@ class _Siglip(torch.autograd.Function):
 
 def clip_loss(
     image_features: Any, text_features: Any, logit_scale: Any = 1 / 0.07, logit_bias: Optional[Any] = None, *,
-    n_jobs: Optional[int] = None,
+    n_jobs: Optional[int] = None, backend: str = "auto", gather_distributed: bool = False,
 ) -> Any:
     """CLIP's symmetric InfoNCE (Radford et al. 2021), open_clip's ``ClipLoss()(x, y, logit_scale)``.
 
@@ -194,10 +202,21 @@ def clip_loss(
     a number or a one-element tensor, differentiable. ``logit_bias`` (optional, as open_clip
     accepts it) cancels in both softmaxes: the loss does not change and its gradient is 0.
     Features are used as given (normalise them first for cosine logits).
+
+    ``backend``: ``"auto"`` (Rust on CPU, else the chunked torch path), ``"rust"``, ``"torch"``.
+    ``gather_distributed=True``: open_clip's ``local_loss`` with ``gather_with_grad``: the local
+    images against every rank's texts and the local texts against every rank's images
+    (memory per rank O(local·global) logits in tiles), scaled by the rule of
+    :mod:`reprkit.distributed` (DDP's averaging gives the global batch's gradient).
     """
     x, y = _features(image_features, text_features)
     s = _scalar(logit_scale, "logit_scale", x)
-    if _on_cpu(x):
+    rust = use_rust(backend, x) and _on_cpu(x)  # (_on_cpu: the tests' hook to force the torch path)
+    if gather_distributed and _distributed():
+        from . import _dist
+
+        loss = _dist.clip(x, y, s, rust, n_jobs)
+    elif rust:
         loss = _Clip.apply(x, y, s, op_threads(n_jobs))[0]
     else:
         from ..reference import multimodal as ref
@@ -209,19 +228,28 @@ def clip_loss(
 
 
 def siglip_loss(
-    image_features: Any, text_features: Any, logit_scale: Any = 10.0, logit_bias: Any = -10.0, *, n_jobs: Optional[int] = None
+    image_features: Any, text_features: Any, logit_scale: Any = 10.0, logit_bias: Any = -10.0, *, n_jobs: Optional[int] = None,
+    backend: str = "auto", gather_distributed: bool = False,
 ) -> Any:
     """SigLIP's pairwise sigmoid loss (Zhai et al. 2023), open_clip's ``SigLipLoss()(x, y, logit_scale, logit_bias)``.
 
     l_ij = logit_scale · x_i·y_j + logit_bias;  L = −1/n Σ_ij log σ(z_ij l_ij), z_ij = 1 if i = j else −1.
 
     ``logit_scale`` is the multiplier t = exp(t') and ``logit_bias`` the bias b: numbers or
-    one-element tensors, both differentiable. Features are used as given.
+    one-element tensors, both differentiable. Features are used as given. ``backend`` as
+    :func:`clip_loss`. ``gather_distributed=True``: the local images against every rank's
+    texts (open_clip's distributed SigLIP exchanges the texts the same way), each pair counted
+    on its image's rank, scaled by the rule of :mod:`reprkit.distributed`; memory per rank
+    O(local·global) logits in tiles.
     """
     x, y = _features(image_features, text_features)
     s = _scalar(logit_scale, "logit_scale", x)
     b = _scalar(logit_bias, "logit_bias", x)
-    if _on_cpu(x):
+    if gather_distributed and _distributed():
+        from . import _dist
+
+        return _dist.siglip(x, y, s, b, use_rust(backend, x) and _on_cpu(x), n_jobs)
+    if use_rust(backend, x) and _on_cpu(x):
         need = _ops.needs_grad(x, y, s, b)
         return _Siglip.apply(x, y, s, b, need, op_threads(n_jobs))[0]
     from ..reference import multimodal as ref
@@ -264,9 +292,11 @@ class CLIPLoss(torch.nn.Module):
 
     def __init__(
         self, logit_scale_init: float = math.log(1 / 0.07), learnable: bool = True, max_scale: Optional[float] = 100.0, *,
-        n_jobs: Optional[int] = None,
+        n_jobs: Optional[int] = None, backend: str = "auto", gather_distributed: bool = False,
     ) -> None:
         super().__init__()
+        check_choice("backend", backend, BACKENDS)
+        self.backend, self.gather_distributed = backend, bool(gather_distributed)
         t = torch.tensor(V.check_finite_number("logit_scale_init", logit_scale_init), dtype=torch.float32)
         self.learnable, self.max_scale, self.n_jobs = bool(learnable), _max_scale(max_scale), n_jobs
         if self.learnable:
@@ -290,7 +320,8 @@ class CLIPLoss(torch.nn.Module):
         output_dict: bool = False,
     ) -> Any:
         s = self.scale() if logit_scale is None else logit_scale
-        loss = clip_loss(image_features, text_features, s, logit_bias, n_jobs=self.n_jobs)
+        loss = clip_loss(image_features, text_features, s, logit_bias, n_jobs=self.n_jobs, backend=self.backend,
+                           gather_distributed=self.gather_distributed)
         return {"contrastive_loss": loss} if output_dict else loss
 
     def extra_repr(self) -> str:
@@ -313,9 +344,11 @@ class SigLIPLoss(torch.nn.Module):
 
     def __init__(
         self, scale_init: float = 10.0, bias_init: float = -10.0, learnable: bool = True, max_scale: Optional[float] = 100.0, *,
-        n_jobs: Optional[int] = None,
+        n_jobs: Optional[int] = None, backend: str = "auto", gather_distributed: bool = False,
     ) -> None:
         super().__init__()
+        check_choice("backend", backend, BACKENDS)
+        self.backend, self.gather_distributed = backend, bool(gather_distributed)
         t = torch.tensor(math.log(V.check_positive("scale_init", scale_init)), dtype=torch.float32)
         b = torch.tensor(V.check_finite_number("bias_init", bias_init), dtype=torch.float32)
         self.learnable, self.max_scale, self.n_jobs = bool(learnable), _max_scale(max_scale), n_jobs
@@ -343,7 +376,8 @@ class SigLIPLoss(torch.nn.Module):
     ) -> Any:
         s = self.scale() if logit_scale is None else logit_scale
         b = self.logit_bias if logit_bias is None else logit_bias
-        loss = siglip_loss(image_features, text_features, s, b, n_jobs=self.n_jobs)
+        loss = siglip_loss(image_features, text_features, s, b, n_jobs=self.n_jobs, backend=self.backend,
+                           gather_distributed=self.gather_distributed)
         return {"contrastive_loss": loss} if output_dict else loss
 
     def extra_repr(self) -> str:

@@ -24,6 +24,11 @@ operators so ``torch.compile(fullgraph=True)`` and ``torch.func.grad`` work;
 other devices run :mod:`reprkit.reference.pairs`. float16/bfloat16 compute in
 float32 (float32 loss, gradient in the input dtype). A batch without any valid
 pair or triplet gives 0, still attached to the graph (zero gradients, never NaN).
+
+``gather_distributed=True`` (functions and modules): the global-batch form of
+:mod:`reprkit.distributed` — every rank gathers the rows, labels and weights of all
+ranks and computes the global loss (memory per rank O(B_global·d) with the tiled
+Rust kernels; ``indices_tuple`` indexes the global batch).
 """
 
 from __future__ import annotations
@@ -172,6 +177,17 @@ def _legacy_refs(indices_tuple: Any, ref_emb: Any, ref_labels: Any) -> Tuple[Any
     return indices_tuple, ref_emb, ref_labels
 
 
+def _gathered(embeddings: Any, labels: Any, weights: Any) -> Tuple[Any, Any, Any]:
+    """The global-batch form of :mod:`reprkit.distributed`: every rank's rows, labels and weights (rank order).
+
+    ``indices_tuple`` then indexes the global batch (as the miners' output with
+    ``gather_distributed=True`` does); references (a memory bank) are used as given.
+    """
+    from ..distributed import gather_inputs
+
+    return gather_inputs(embeddings, labels, weights)
+
+
 # ----------------------------------------------------------------- contrastive
 
 
@@ -187,6 +203,7 @@ def contrastive_loss(
     ref_embeddings: Optional[Any] = None,
     ref_labels: Optional[Any] = None,
     n_jobs: Optional[int] = None,
+    gather_distributed: bool = False,
 ) -> Any:
     """Contrastive pair loss (Hadsell, Chopra & LeCun 2006).
 
@@ -201,6 +218,8 @@ def contrastive_loss(
     References (cross-batch memory) are used as given, so add the current batch to a
     :class:`reprkit.MemoryBank` *after* computing the loss. The gradient of d at 0 is 0.
     """
+    if gather_distributed:
+        embeddings, labels, weights = _gathered(embeddings, labels, weights)
     check_choice("reduction", reduction, REDUCTIONS)
     distance = _distance(distance)
     margin = V.check_finite_number("margin", margin, nonneg=True)
@@ -248,6 +267,7 @@ def triplet_margin_loss(
     ref_embeddings: Optional[Any] = None,
     ref_labels: Optional[Any] = None,
     n_jobs: Optional[int] = None,
+    gather_distributed: bool = False,
 ) -> Any:
     """Triplet margin loss (Weinberger & Saul 2009; Schroff et al. 2015) with on-line mining.
 
@@ -268,6 +288,8 @@ def triplet_margin_loss(
     Ties in mining go to the lowest index. Every reference row with the anchor's label is a
     positive (no self-exclusion), so enqueue the current batch after computing the loss.
     """
+    if gather_distributed:
+        embeddings, labels, weights = _gathered(embeddings, labels, weights)
     check_choice("mining", mining, MININGS)
     check_choice("reduction", reduction, REDUCTIONS)
     distance = _distance(distance, squared, default="sqeuclidean")
@@ -311,6 +333,7 @@ def lifted_structure_loss(
     reduction: str = "mean",
     weights: Optional[Any] = None,
     n_jobs: Optional[int] = None,
+    gather_distributed: bool = False,
 ) -> Any:
     """Lifted structured loss (Oh Song et al. 2016).
 
@@ -322,6 +345,8 @@ def lifted_structure_loss(
     the paper's hard-mining variant). Per anchor: per_i = ½ Σ_{j∈P(i)} max(0, J_ij)²,
     cnt_i = |P(i)|.
     """
+    if gather_distributed:
+        embeddings, labels, weights = _gathered(embeddings, labels, weights)
     check_choice("reduction", reduction, REDUCTIONS)
     distance = _distance(distance)
     margin = V.check_finite_number("margin", margin)
@@ -343,7 +368,10 @@ def lifted_structure_loss(
 
 
 def _similarity_loss(kind: str, embeddings: Any, labels: Any, params: Tuple[float, ...], indices_tuple: Any,
-                     reduction: str, weights: Any, ref_embeddings: Any, ref_labels: Any, n_jobs: Optional[int]) -> Any:
+                     reduction: str, weights: Any, ref_embeddings: Any, ref_labels: Any, n_jobs: Optional[int],
+                     gather_distributed: bool = False) -> Any:
+    if gather_distributed:
+        embeddings, labels, weights = _gathered(embeddings, labels, weights)
     check_choice("reduction", reduction, REDUCTIONS)
     x, y, r, ry = _inputs(embeddings, labels, ref_embeddings, ref_labels, need_labels=indices_tuple is None)
     w = _weights(weights, x.shape[0], x)
@@ -390,6 +418,7 @@ def multi_similarity_loss(
     ref_embeddings: Optional[Any] = None,
     ref_labels: Optional[Any] = None,
     n_jobs: Optional[int] = None,
+    gather_distributed: bool = False,
 ) -> Any:
     """Multi-similarity loss (Wang et al. 2019), on the cosine similarity S of L2-normalised rows.
 
@@ -402,7 +431,7 @@ def multi_similarity_loss(
         V.check_positive(nm, v)
     base = V.check_finite_number("base", base)
     return _similarity_loss("ms", embeddings, labels, (float(alpha), float(beta), base), indices_tuple, reduction, weights,
-                            ref_embeddings, ref_labels, n_jobs)
+                            ref_embeddings, ref_labels, n_jobs, gather_distributed)
 
 
 def circle_loss(
@@ -417,6 +446,7 @@ def circle_loss(
     ref_embeddings: Optional[Any] = None,
     ref_labels: Optional[Any] = None,
     n_jobs: Optional[int] = None,
+    gather_distributed: bool = False,
 ) -> Any:
     """Circle loss (Sun et al. 2020), pair form, on the cosine similarity S of L2-normalised rows.
 
@@ -428,7 +458,7 @@ def circle_loss(
     V.check_positive("gamma", gamma)
     m = V.check_finite_number("m", m)
     return _similarity_loss("circle", embeddings, labels, (m, float(gamma)), indices_tuple, reduction, weights,
-                            ref_embeddings, ref_labels, n_jobs)
+                            ref_embeddings, ref_labels, n_jobs, gather_distributed)
 
 
 # ----------------------------------------------------------------- nn.Modules
@@ -443,14 +473,15 @@ class _PairLoss(torch.nn.Module):
         indices_tuple, ref_emb, ref_labels = _legacy_refs(indices_tuple, ref_emb, ref_labels)
         ref_emb = ref_emb if ref_emb is not None else ref_embeddings
         return fn(embeddings, labels, indices_tuple=indices_tuple, ref_embeddings=ref_emb, ref_labels=ref_labels,
-                  weights=weights, n_jobs=self.n_jobs, **kw)
+                  weights=weights, n_jobs=self.n_jobs, gather_distributed=self.gather_distributed, **kw)
 
 
 class ContrastiveLoss(_PairLoss):
     """Same label → d², different → max(0, margin − d)²; mean over pairs (see :func:`contrastive_loss`)."""
 
-    def __init__(self, margin: float = 1.0, *, distance: str = "euclidean", reduction: str = "mean", n_jobs: Optional[int] = None) -> None:
+    def __init__(self, margin: float = 1.0, *, distance: str = "euclidean", reduction: str = "mean", n_jobs: Optional[int] = None, gather_distributed: bool = False) -> None:
         super().__init__()
+        self.gather_distributed = bool(gather_distributed)
         check_choice("distance", distance, DISTANCES)
         check_choice("reduction", reduction, REDUCTIONS)
         self.margin, self.distance, self.reduction, self.n_jobs = margin, distance, reduction, n_jobs
@@ -470,8 +501,9 @@ class TripletMarginLoss(_PairLoss):
     ``squared`` is an alias for ``distance="sqeuclidean"`` (True, the default) / ``"euclidean"`` (False)."""
 
     def __init__(self, margin: float = 0.2, mining: str = "all", squared: Optional[bool] = None, soft: bool = False, *,
-                 distance: Optional[str] = None, reduction: str = "mean", n_jobs: Optional[int] = None) -> None:
+                 distance: Optional[str] = None, reduction: str = "mean", n_jobs: Optional[int] = None, gather_distributed: bool = False) -> None:
         super().__init__()
+        self.gather_distributed = bool(gather_distributed)
         check_choice("mining", mining, MININGS)
         check_choice("reduction", reduction, REDUCTIONS)
         self.distance = _distance(distance, squared, default="sqeuclidean")
@@ -498,15 +530,17 @@ class LiftedStructureLoss(torch.nn.Module):
     ``hard=True`` uses maxima instead of log-sum-exps. ``forward(embeddings, labels, *, weights=None)``."""
 
     def __init__(self, margin: float = 1.0, hard: bool = False, *, distance: str = "euclidean", reduction: str = "mean",
-                 n_jobs: Optional[int] = None) -> None:
+                 n_jobs: Optional[int] = None, gather_distributed: bool = False) -> None:
         super().__init__()
+        self.gather_distributed = bool(gather_distributed)
         check_choice("distance", distance, DISTANCES)
         check_choice("reduction", reduction, REDUCTIONS)
         self.margin, self.hard, self.distance, self.reduction, self.n_jobs = margin, hard, distance, reduction, n_jobs
 
     def forward(self, embeddings: Any, labels: Any, *, weights: Any = None) -> Any:
         return lifted_structure_loss(embeddings, labels, self.margin, self.hard, distance=self.distance,
-                                     reduction=self.reduction, weights=weights, n_jobs=self.n_jobs)
+                                     reduction=self.reduction, weights=weights, n_jobs=self.n_jobs,
+                                     gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, hard={self.hard}, distance={self.distance!r}, reduction={self.reduction!r}"
@@ -516,8 +550,9 @@ class MultiSimilarityLoss(_PairLoss):
     """Multi-similarity loss (Wang et al. 2019) on cosine similarities (see :func:`multi_similarity_loss`)."""
 
     def __init__(self, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5, *, reduction: str = "mean",
-                 n_jobs: Optional[int] = None) -> None:
+                 n_jobs: Optional[int] = None, gather_distributed: bool = False) -> None:
         super().__init__()
+        self.gather_distributed = bool(gather_distributed)
         check_choice("reduction", reduction, REDUCTIONS)
         self.alpha, self.beta, self.base, self.reduction, self.n_jobs = alpha, beta, base, reduction, n_jobs
 
@@ -534,8 +569,9 @@ class MultiSimilarityLoss(_PairLoss):
 class CircleLoss(_PairLoss):
     """Circle loss (Sun et al. 2020) on cosine similarities (see :func:`circle_loss`)."""
 
-    def __init__(self, m: float = 0.4, gamma: float = 80.0, *, reduction: str = "mean", n_jobs: Optional[int] = None) -> None:
+    def __init__(self, m: float = 0.4, gamma: float = 80.0, *, reduction: str = "mean", n_jobs: Optional[int] = None, gather_distributed: bool = False) -> None:
         super().__init__()
+        self.gather_distributed = bool(gather_distributed)
         check_choice("reduction", reduction, REDUCTIONS)
         self.m, self.gamma, self.reduction, self.n_jobs = m, gamma, reduction, n_jobs
 

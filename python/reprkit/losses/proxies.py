@@ -43,6 +43,7 @@ from .._threads import kernel_threads, op_threads
 from .._validation import check_choice
 from ..errors import InvalidInputError, InvalidParameterError, ShapeError
 from . import _inputs as V
+from ._chunked import use_rust
 
 F = torch.nn.functional
 REDUCTIONS = ("mean", "sum", "none")
@@ -166,7 +167,8 @@ class _ProxyNCA(torch.autograd.Function):
 
 
 def proxy_anchor_loss(
-    embeddings: Any, labels: Any, proxies: Any, margin: float = 0.1, alpha: float = 32.0, *, n_jobs: Optional[int] = None
+    embeddings: Any, labels: Any, proxies: Any, margin: float = 0.1, alpha: float = 32.0, *, n_jobs: Optional[int] = None,
+    backend: str = "auto",
 ) -> Any:
     """Proxy-Anchor loss (Kim et al. 2020) of ``embeddings`` (B, d) with int ``labels`` in [0, C)
     against the class ``proxies`` (C, d):
@@ -175,11 +177,13 @@ def proxy_anchor_loss(
 
     cos_ic the cosine of embedding i and proxy c, δ = ``margin``, α = ``alpha``, C⁺ the classes
     present in the batch. Matches pytorch-metric-learning's ``ProxyAnchorLoss``.
+    ``backend`` (both proxy losses): ``"auto"`` (Rust on CPU, else the proxy-chunked torch path of
+    :mod:`reprkit.reference.proxies`), ``"rust"`` or ``"torch"``.
     """
     margin = V.check_finite_number("margin", margin)
     alpha = V.check_positive("alpha", alpha)
     x, y, w = _inputs(embeddings, labels, proxies)
-    if not _on_cpu(x):
+    if not (use_rust(backend, x) and _on_cpu(x)):
         from ..reference import proxies as ref
 
         return ref.proxy_anchor_loss(x, y, w, margin, alpha, chunk_size=_chunk(x.shape[0]))
@@ -199,6 +203,7 @@ def proxy_nca_loss(
     reduction: str = "mean",
     weights: Optional[Any] = None,
     n_jobs: Optional[int] = None,
+    backend: str = "auto",
 ) -> Any:
     """Proxy-NCA loss (Movshovitz-Attias et al. 2017) of ``embeddings`` (B, d) with int ``labels``
     in [0, C) against the class ``proxies`` (C, d), pytorch-metric-learning's ``ProxyNCALoss``:
@@ -219,7 +224,7 @@ def proxy_nca_loss(
         wt = wt.to(x.dtype)
     from ..reference import proxies as ref
 
-    if not _on_cpu(x):
+    if not (use_rust(backend, x) and _on_cpu(x)):
         return ref.proxy_nca_loss(x, y, w, scale, reduction=reduction, weights=wt, chunk_size=_chunk(x.shape[0]))
     u = F.normalize(x, dim=1)
     per, _ = _ProxyNCA.apply(u, w, y, 2.0 * scale, op_threads(n_jobs))
@@ -230,6 +235,9 @@ def proxy_nca_loss(
 
 
 class _ProxyModule(torch.nn.Module):
+    #: ``"auto"`` | ``"rust"`` | ``"torch"``: the loss functions' ``backend`` (set it on the instance).
+    backend = "auto"
+
     def __init__(self, num_classes: int, dim: int, device: Any, dtype: Any) -> None:
         super().__init__()
         for nm, v in (("num_classes", num_classes), ("dim", dim)):
@@ -256,7 +264,7 @@ class ProxyAnchorLoss(_ProxyModule):
         torch.nn.init.kaiming_normal_(self.proxies, mode="fan_out")
 
     def forward(self, embeddings: Any, labels: Any) -> Any:
-        return proxy_anchor_loss(embeddings, labels, self.proxies, self.margin, self.alpha, n_jobs=self.n_jobs)
+        return proxy_anchor_loss(embeddings, labels, self.proxies, self.margin, self.alpha, n_jobs=self.n_jobs, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, margin={self.margin}, alpha={self.alpha}"
@@ -279,7 +287,7 @@ class ProxyNCALoss(_ProxyModule):
 
     def forward(self, embeddings: Any, labels: Any, *, weights: Any = None) -> Any:
         return proxy_nca_loss(embeddings, labels, self.proxies, self.scale, reduction=self.reduction, weights=weights,
-                              n_jobs=self.n_jobs)
+                              n_jobs=self.n_jobs, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, scale={self.scale}, reduction={self.reduction!r}"

@@ -234,6 +234,16 @@ def _backend(x: Any, n_jobs: Optional[int], path: str) -> Any:
     return _rust(n_jobs, path) if x.device.type == "cpu" else ref._tiled(ref.FEAT_TILE)
 
 
+def _gathered(a: Any, b: Any, gather: bool) -> Tuple[Any, Any]:
+    """Both views of every rank (one collective), rank order; as given when not distributed."""
+    from ..distributed import all_gather, is_distributed
+
+    if not (gather and is_distributed()):
+        return a, b
+    ab = all_gather(torch.cat([a, b], 1))
+    return ab[:, : a.shape[1]], ab[:, a.shape[1] :]
+
+
 def _two_views(z_a: Any, z_b: Any) -> Tuple[Any, Any]:
     a = V.check_embeddings(z_a, "z_a")
     b = V.check_embeddings(z_b, "z_b")
@@ -242,14 +252,19 @@ def _two_views(z_a: Any, z_b: Any) -> Tuple[Any, Any]:
     return a, b
 
 
-def barlow_twins_loss(z_a: Any, z_b: Any, lambda_: float = 0.0051, *, n_jobs: Optional[int] = None, path: str = "auto") -> Any:
+def barlow_twins_loss(
+    z_a: Any, z_b: Any, lambda_: float = 0.0051, *, n_jobs: Optional[int] = None, path: str = "auto",
+    gather_distributed: bool = False,
+) -> Any:
     """Barlow Twins (Zbontar et al. 2021) on two (N, d) views:
 
     Σ_k (1 − C_kk)² + λ Σ_{k≠l} C_kl²,  C = âᵀb̂/N, â = (z_a − μ)/√(σ² + 1e-5) per feature (biased σ²).
 
     ``path`` selects the CPU kernel's evaluation ("auto", "features", "samples"; same value).
+    ``gather_distributed=True``: μ, σ² and C over the global batch (N = every rank's rows):
+    the global-batch form of :mod:`reprkit.distributed` (memory per rank O(N·d + d²)).
     """
-    a, b = _two_views(z_a, z_b)
+    a, b = _gathered(*_two_views(z_a, z_b), gather_distributed)
     lam = V.check_finite_number("lambda_", lambda_, nonneg=True)
     off = _backend(a, n_jobs, path)
     if a.device.type == "cpu":
@@ -273,14 +288,17 @@ def _need_two_rows(n: int, name: str) -> None:
 
 def vicreg_loss(
     z_a: Any, z_b: Any, sim: float = 25.0, var: float = 25.0, cov: float = 1.0, eps: float = 1e-4, *,
-    n_jobs: Optional[int] = None, path: str = "auto",
+    n_jobs: Optional[int] = None, path: str = "auto", gather_distributed: bool = False,
 ) -> Any:
     """VICReg (Bardes et al. 2022) on two (N, d) views, N ≥ 2:
 
     sim·MSE(z_a, z_b) + var·(v(z_a) + v(z_b))/2 + cov·(c(z_a) + c(z_b)),
     v(z) = mean_k relu(1 − √(Var_k z + eps)), c(z) = Σ_{k≠l} Cov(z)_kl² / d (1/(N−1) in Var and Cov).
+
+    ``gather_distributed=True``: every term over the global batch (N = every rank's rows), the
+    global-batch form of :mod:`reprkit.distributed` (memory per rank O(N·d + d²)).
     """
-    a, b = _two_views(z_a, z_b)
+    a, b = _gathered(*_two_views(z_a, z_b), gather_distributed)
     _need_two_rows(a.shape[0], "vicreg_loss")
     sim, var, cov, eps = _check_vicreg(sim, var, cov, eps)
     off = _backend(a, n_jobs, path)
@@ -317,12 +335,12 @@ class BarlowTwinsLoss(torch.nn.Module):
     """Barlow Twins: Σ(1 − C_kk)² + λ Σ_{k≠l} C_kl², C the cross-correlation of the batch-standardised
     views. ``forward(z_a, z_b)``. See :func:`barlow_twins_loss`."""
 
-    def __init__(self, lambda_: float = 0.0051, *, n_jobs: Optional[int] = None) -> None:
+    def __init__(self, lambda_: float = 0.0051, *, n_jobs: Optional[int] = None, gather_distributed: bool = False) -> None:
         super().__init__()
-        self.lambda_, self.n_jobs = lambda_, n_jobs
+        self.lambda_, self.n_jobs, self.gather_distributed = lambda_, n_jobs, bool(gather_distributed)
 
     def forward(self, z_a: Any, z_b: Any) -> Any:
-        return barlow_twins_loss(z_a, z_b, self.lambda_, n_jobs=self.n_jobs)
+        return barlow_twins_loss(z_a, z_b, self.lambda_, n_jobs=self.n_jobs, gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return f"lambda_={self.lambda_}"
@@ -331,12 +349,15 @@ class BarlowTwinsLoss(torch.nn.Module):
 class VICRegLoss(torch.nn.Module):
     """VICReg: sim·invariance + var·variance + cov·covariance. ``forward(z_a, z_b)``. See :func:`vicreg_loss`."""
 
-    def __init__(self, sim: float = 25.0, var: float = 25.0, cov: float = 1.0, eps: float = 1e-4, *, n_jobs: Optional[int] = None) -> None:
+    def __init__(self, sim: float = 25.0, var: float = 25.0, cov: float = 1.0, eps: float = 1e-4, *, n_jobs: Optional[int] = None,
+                 gather_distributed: bool = False) -> None:
         super().__init__()
         self.sim, self.var, self.cov, self.eps, self.n_jobs = sim, var, cov, eps, n_jobs
+        self.gather_distributed = bool(gather_distributed)
 
     def forward(self, z_a: Any, z_b: Any) -> Any:
-        return vicreg_loss(z_a, z_b, self.sim, self.var, self.cov, self.eps, n_jobs=self.n_jobs)
+        return vicreg_loss(z_a, z_b, self.sim, self.var, self.cov, self.eps, n_jobs=self.n_jobs,
+                           gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return f"sim={self.sim}, var={self.var}, cov={self.cov}, eps={self.eps}"

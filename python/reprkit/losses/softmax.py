@@ -2,8 +2,10 @@
 
 Each is a mean over rows of a softmax cross-entropy over scaled dot products.
 CPU tensors run one fused Rust kernel (forward and gradient from the same
-similarity tiles, O((n+m)·d) memory); other devices run
-:mod:`reprkit.reference.softmax`.
+similarity tiles, O((n+m)·d) memory); other devices (and ``backend="torch"``) run
+the chunked torch path of :mod:`reprkit.losses._chunked` (row chunks, per-row
+log-sum-exps kept, a recomputing backward); :mod:`reprkit.reference.softmax` is
+the dense oracle. ``gather_distributed``: see :mod:`reprkit.distributed`.
 """
 
 from typing import Any, Optional, Tuple
@@ -11,8 +13,10 @@ from typing import Any, Optional, Tuple
 from .. import _core, _ops
 from .._ops import Tensor, torch
 from .._threads import kernel_threads, op_threads
+from .._torch import is_tensor
 from .._validation import check_choice
 from . import _inputs as V
+from ._chunked import BACKENDS, use_rust, xent_rows
 
 F = torch.nn.functional
 
@@ -144,6 +148,12 @@ def _softmax_xent(
     return reduce(per, cnt, reduction, weights)
 
 
+def _distributed() -> bool:
+    from ..distributed import is_distributed
+
+    return is_distributed()
+
+
 def _reduce_rows(per: Any, reduction: str, weights: Optional[Any]) -> Any:
     from ..reference.pairs import reduce
 
@@ -152,14 +162,14 @@ def _reduce_rows(per: Any, reduction: str, weights: Optional[Any]) -> Any:
 
 def npair_loss(
     anchors: Any, positives: Any, l2_reg: float = 0.0, *, reduction: str = "mean", weights: Optional[Any] = None,
-    n_jobs: Optional[int] = None,
+    n_jobs: Optional[int] = None, backend: str = "auto",
 ) -> Any:
     """Multi-class N-pair loss (Sohn 2016); row i of both inputs is class i.
 
     L = 1/N Σ_i log(1 + Σ_{j≠i} exp(a_i·p_j − a_i·p_i)) + l2_reg·(mean‖a_i‖² + mean‖p_i‖²)
 
     ``reduction="none"`` gives the N row terms (without the l2 term), ``"sum"`` their sum (+ N·l2 term);
-    ``weights`` (N,) weight the rows of the mean: Σ w_i ℓ_i / Σ w_i.
+    ``weights`` (N,) weight the rows of the mean: Σ w_i ℓ_i / Σ w_i. ``backend`` as :func:`ntxent_loss`.
     """
     check_choice("reduction", reduction, REDUCTIONS)
     a = V.check_embeddings(anchors, "anchors")
@@ -168,12 +178,11 @@ def npair_loss(
     l2_reg = V.check_finite_number("l2_reg", l2_reg, nonneg=True)
     a, p = V.common_dtype(a, p)
     w = _row_weights(weights, a.shape[0], a)
-    if _on_cpu(a):
-        loss = _softmax_xent(a, p, 1.0, torch.arange(a.shape[0]), "all", 0, n_jobs, reduction, w)
+    targets = torch.arange(a.shape[0], device=a.device)
+    if use_rust(backend, a):
+        loss = _softmax_xent(a, p, 1.0, targets, "all", 0, n_jobs, reduction, w)
     else:
-        from ..reference import softmax as ref
-
-        loss = _reduce_rows(ref.npair_loss(a, p, 0.0, reduction="none"), reduction, w)
+        loss = _reduce_rows(xent_rows(a, p, 1.0, targets, "all", 0), reduction, w)
     if l2_reg and reduction != "none":
         reg = l2_reg * ((a * a).sum(1).mean() + (p * p).sum(1).mean())
         loss = loss + (reg * a.shape[0] if reduction == "sum" else reg)
@@ -182,37 +191,48 @@ def npair_loss(
 
 def ntxent_loss(
     z1: Any, z2: Any, temperature: float = 0.1, *, reduction: str = "mean", weights: Optional[Any] = None,
-    n_jobs: Optional[int] = None,
+    n_jobs: Optional[int] = None, backend: str = "auto", gather_distributed: bool = False,
 ) -> Any:
     """NT-Xent (SimCLR). The 2N views u = normalise([z1; z2]), s_ij = u_i·u_j / τ;
 
     L = 1/(2N) Σ_i [ −s_{i,p(i)} + log Σ_{j≠i} e^{s_ij} ],  p(i) = i ± N (the other view).
 
     ``reduction="none"`` gives the 2N view terms (z1's rows, then z2's); ``weights`` (N,) weight each
-    sample's two views.
+    sample's two views. ``backend``: ``"auto"`` (Rust on CPU, the chunked torch path elsewhere),
+    ``"rust"`` or ``"torch"`` (:mod:`reprkit.losses._chunked`: row chunks, O(chunk·N) memory, a
+    recomputing backward). ``gather_distributed=True``: the local views are the anchors against
+    the views of every rank (memory per rank O(local·global) logits in tiles; the scaling rule of
+    :mod:`reprkit.distributed`; ``"none"`` gives the global vector).
     """
     check_choice("reduction", reduction, REDUCTIONS)
+    if gather_distributed and reduction == "none":
+        from ..distributed import gather_inputs
+
+        z1, z2, weights = gather_inputs(z1, z2, weights)
     a = V.check_embeddings(z1, "z1")
     b = V.check_embeddings(z2, "z2")
     V.check_same_shape(a, b, "z1", "z2")
     t = V.check_positive("temperature", temperature)
     a, b = V.common_dtype(a, b)
-    if _on_cpu(a):
-        n = a.shape[0]
-        u = F.normalize(torch.cat([a, b]), dim=1)
-        idx = torch.arange(n)
-        w = _row_weights(weights, n, a, repeat=2)
-        return _softmax_xent(u, None, 1.0 / t, torch.cat([idx + n, idx]), "nodiag", 0, n_jobs, reduction, w)
-    from ..reference import softmax as ref
+    rust = use_rust(backend, a)
+    n = a.shape[0]
+    w = _row_weights(weights, n, a, repeat=2)
+    if gather_distributed and reduction != "none" and _distributed():
+        from . import _dist
 
-    if reduction == "mean" and weights is None:
-        return ref.ntxent_loss(a, b, t)
-    return _reduce_rows(ref.ntxent_loss(a, b, t, reduction="none"), reduction, _row_weights(weights, a.shape[0], a, 2))
+        return _dist.ntxent(a, b, t, rust, n_jobs, reduction, w)
+    u = F.normalize(torch.cat([a, b]), dim=1)
+    idx = torch.arange(n, device=a.device)
+    targets = torch.cat([idx + n, idx])
+    if rust:
+        return _softmax_xent(u, None, 1.0 / t, targets, "nodiag", 0, n_jobs, reduction, w)
+    return _reduce_rows(xent_rows(u, None, 1.0 / t, targets, "nodiag", 0), reduction, w)
 
 
 def infonce_loss(
     query: Any, positive_key: Any, negative_keys: Optional[Any] = None, temperature: float = 0.1, *,
-    reduction: str = "mean", weights: Optional[Any] = None, n_jobs: Optional[int] = None,
+    reduction: str = "mean", weights: Optional[Any] = None, n_jobs: Optional[int] = None, backend: str = "auto",
+    gather_distributed: bool = False,
 ) -> Any:
     """InfoNCE (van den Oord 2018; MoCo). On unit vectors q, k:
 
@@ -221,9 +241,15 @@ def infonce_loss(
     where the negatives k⁻ are the other rows' positive keys when
     ``negative_keys`` is None, else the rows of ``negative_keys`` (K, d), a queue
     shared by every query (e.g. :class:`reprkit.MemoryBank`). ``reduction="none"`` gives the N row
-    terms; ``weights`` (N,) weight the rows of the mean.
+    terms; ``weights`` (N,) weight the rows of the mean. ``backend`` as :func:`ntxent_loss`.
+    ``gather_distributed=True``: the local queries against every rank's keys (with a queue the
+    queue stays local and only the mean is global); the rule of :mod:`reprkit.distributed`.
     """
     check_choice("reduction", reduction, REDUCTIONS)
+    if gather_distributed and reduction == "none" and negative_keys is None:
+        from ..distributed import gather_inputs
+
+        query, positive_key, weights = gather_inputs(query, positive_key, weights)
     q = V.check_embeddings(query, "query")
     k = V.check_embeddings(positive_key, "positive_key")
     V.check_same_shape(q, k, "query", "positive_key")
@@ -236,20 +262,22 @@ def infonce_loss(
             raise ShapeError(f"negative_keys must be (K, {q.shape[1]}) on {q.device}, got {tuple(nk.shape)} on {nk.device}")
     t = V.check_positive("temperature", temperature)
     q, k, nk = V.common_dtype(q, k, nk)
-    if _on_cpu(q):
-        n = q.shape[0]
-        qu, ku = F.normalize(q, dim=1), F.normalize(k, dim=1)
-        targets = torch.arange(n)
-        w = _row_weights(weights, n, q)
-        if nk is None:
-            return _softmax_xent(qu, ku, 1.0 / t, targets, "all", 0, n_jobs, reduction, w)
-        keys = torch.cat([ku, F.normalize(nk, dim=1)])
-        return _softmax_xent(qu, keys, 1.0 / t, targets, "own_and_tail", n, n_jobs, reduction, w)
-    from ..reference import softmax as ref
+    rust = use_rust(backend, q)
+    n = q.shape[0]
+    w = _row_weights(weights, n, q)
+    if gather_distributed and reduction != "none" and _distributed():
+        from . import _dist
 
-    if reduction == "mean" and weights is None:
-        return ref.infonce_loss(q, k, nk, t)
-    return _reduce_rows(ref.infonce_loss(q, k, nk, t, reduction="none"), reduction, _row_weights(weights, q.shape[0], q))
+        return _dist.infonce(q, k, nk, t, rust, n_jobs, reduction, w)
+    qu, ku = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    targets = torch.arange(n, device=q.device)
+    if nk is None:
+        keys, mask, tail = ku, "all", 0
+    else:
+        keys, mask, tail = torch.cat([ku, F.normalize(nk, dim=1)]), "own_and_tail", n
+    if rust:
+        return _softmax_xent(qu, keys, 1.0 / t, targets, mask, tail, n_jobs, reduction, w)
+    return _reduce_rows(xent_rows(qu, keys, 1.0 / t, targets, mask, tail), reduction, w)
 
 
 class NPairLoss(torch.nn.Module):
@@ -271,13 +299,19 @@ class NPairLoss(torch.nn.Module):
 class NTXentLoss(torch.nn.Module):
     """SimCLR's NT-Xent over the 2N normalised views of ``forward(z1, z2)``, s = cos/τ."""
 
-    def __init__(self, temperature: float = 0.1, *, reduction: str = "mean", n_jobs: Optional[int] = None) -> None:
+    def __init__(
+        self, temperature: float = 0.1, *, reduction: str = "mean", n_jobs: Optional[int] = None, backend: str = "auto",
+        gather_distributed: bool = False,
+    ) -> None:
         super().__init__()
         check_choice("reduction", reduction, REDUCTIONS)
+        check_choice("backend", backend, BACKENDS)
         self.temperature, self.reduction, self.n_jobs = temperature, reduction, n_jobs
+        self.backend, self.gather_distributed = backend, bool(gather_distributed)
 
     def forward(self, z1: Any, z2: Any, *, weights: Any = None) -> Any:
-        return ntxent_loss(z1, z2, self.temperature, reduction=self.reduction, weights=weights, n_jobs=self.n_jobs)
+        return ntxent_loss(z1, z2, self.temperature, reduction=self.reduction, weights=weights, n_jobs=self.n_jobs,
+                           backend=self.backend, gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
@@ -288,14 +322,19 @@ class InfoNCELoss(torch.nn.Module):
     ``forward(query, positive_key, negative_keys=None)``: without ``negative_keys`` the
     other rows' positive keys are the negatives; else the (K, d) queue is shared."""
 
-    def __init__(self, temperature: float = 0.1, *, reduction: str = "mean", n_jobs: Optional[int] = None) -> None:
+    def __init__(
+        self, temperature: float = 0.1, *, reduction: str = "mean", n_jobs: Optional[int] = None, backend: str = "auto",
+        gather_distributed: bool = False,
+    ) -> None:
         super().__init__()
         check_choice("reduction", reduction, REDUCTIONS)
+        check_choice("backend", backend, BACKENDS)
         self.temperature, self.reduction, self.n_jobs = temperature, reduction, n_jobs
+        self.backend, self.gather_distributed = backend, bool(gather_distributed)
 
     def forward(self, query: Any, positive_key: Any, negative_keys: Any = None, *, weights: Any = None) -> Any:
         return infonce_loss(query, positive_key, negative_keys, self.temperature, reduction=self.reduction, weights=weights,
-                            n_jobs=self.n_jobs)
+                            n_jobs=self.n_jobs, backend=self.backend, gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
@@ -375,7 +414,10 @@ def _supcon_inputs(embeddings: Any, labels: Any) -> Tuple[Any, Any]:
     return z, V.check_labels(labels, z.shape[0], z.device)
 
 
-def supcon_loss(embeddings: Any, labels: Optional[Any] = None, temperature: float = 0.1, *, n_jobs: Optional[int] = None) -> Any:
+def supcon_loss(
+    embeddings: Any, labels: Optional[Any] = None, temperature: float = 0.1, *, n_jobs: Optional[int] = None,
+    backend: str = "auto", gather_distributed: bool = False,
+) -> Any:
     """Supervised contrastive loss (Khosla et al. 2020, "Supervised Contrastive Learning", L_out).
 
     On the unit rows u = normalise(z), s_ij = u_i·u_j / τ, P(i) = the other rows
@@ -404,13 +446,28 @@ def supcon_loss(embeddings: Any, labels: Optional[Any] = None, temperature: floa
     recomputing pass for the gradient; the positives' sum from per-label row
     sums, O(B·d); nothing B×B is kept). Other devices run
     :func:`reprkit.reference.softmax.supcon_loss_chunked` (row chunks, a
-    recomputing backward: memory linear in B).
+    recomputing backward: memory linear in B); ``backend="torch"`` forces it on CPU.
+
+    ``gather_distributed=True`` (the rule of :mod:`reprkit.distributed`): on the torch path
+    (non-CPU tensors, ``backend="torch"``) this rank's rows are the anchors against every
+    rank's rows (L_r = W·Σ_{i∈A_r} ℓ_i / |A|, memory per rank O(chunk·B_global + B_global·d));
+    with the Rust kernel (square) every rank gathers the rows and labels and computes the
+    global batch's loss (the same memory, the compute repeated on every rank).
     """
+    rust_backend = use_rust(backend, embeddings) if is_tensor(embeddings) else True
+    if gather_distributed and rust_backend:
+        from ..distributed import gather_inputs
+
+        embeddings, labels = gather_inputs(embeddings, labels)
     z, groups = _supcon_inputs(embeddings, labels)
     t = V.check_positive("temperature", temperature)
     (z,) = V.common_dtype(z)
+    if gather_distributed and not rust_backend and _distributed():
+        from . import _dist
+
+        return _dist.supcon(z, groups, t, labels is None)
     u = F.normalize(z, dim=1)
-    if _use_rust(u):
+    if use_rust(backend, u) and _use_rust(u):
         need = _ops.needs_grad(u)
         return _SupCon.apply(u, 1.0 / t, groups, need, op_threads(n_jobs))[0]
     from ..reference import softmax as ref
@@ -424,12 +481,17 @@ class SupConLoss(torch.nn.Module):
     ``forward(embeddings, labels)`` with (B, d) embeddings, or ``forward(features,
     labels=None)`` with (B, n_views, d) features (no labels: SimCLR's positives)."""
 
-    def __init__(self, temperature: float = 0.1, *, n_jobs: Optional[int] = None) -> None:
+    def __init__(
+        self, temperature: float = 0.1, *, n_jobs: Optional[int] = None, backend: str = "auto", gather_distributed: bool = False
+    ) -> None:
         super().__init__()
+        check_choice("backend", backend, BACKENDS)
         self.temperature, self.n_jobs = temperature, n_jobs
+        self.backend, self.gather_distributed = backend, bool(gather_distributed)
 
     def forward(self, embeddings: Any, labels: Any = None) -> Any:
-        return supcon_loss(embeddings, labels, self.temperature, n_jobs=self.n_jobs)
+        return supcon_loss(embeddings, labels, self.temperature, n_jobs=self.n_jobs, backend=self.backend,
+                           gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
