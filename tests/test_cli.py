@@ -252,8 +252,9 @@ def test_output_is_directory_or_the_input(tmp_path, capsys, no_fit, x_npy):
     assert_usage_error(["tsne", x_npy, "-o", x_npy], capsys, "overwrite the INPUT")
 
 
-def test_nothing_to_write(capsys, no_fit, x_npy):
+def test_nothing_to_write_or_no_input(capsys, no_fit, x_npy):
     assert_usage_error(["tsne", x_npy], capsys, "nothing to write")
+    assert_usage_error(["tsne", "-o", "o.npy"], capsys, "give an INPUT file")
 
 
 def test_plot_needs_matplotlib(tmp_path, capsys, no_fit, x_npy, monkeypatch):

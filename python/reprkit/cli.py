@@ -189,6 +189,8 @@ def _tsne(args: argparse.Namespace) -> int:
     # 1. Every check of files and options, before any computation.
     if args.demo and args.input is not None:
         raise UsageError("give either an INPUT file or --demo, not both")
+    if args.input is None and not args.demo:
+        raise UsageError("give an INPUT file (or --demo); see reprkit tsne --help")
     if args.output is None and args.plot is None:
         raise UsageError("nothing to write: give -o OUT (" + ", ".join(OUTPUT_SUFFIXES) + ") and/or --plot OUT.png")
     delimiter = parse_delimiter(args.delimiter)
@@ -198,8 +200,6 @@ def _tsne(args: argparse.Namespace) -> int:
         X, labels = load_digits()
         source = "8x8 digits (shipped with reprkit)"
     else:
-        if args.input is None:
-            raise UsageError("give an INPUT file (or --demo)")
         X, labels = load_input(args.input, delimiter)
         source = args.input
     n, d = X.shape
