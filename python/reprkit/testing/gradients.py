@@ -441,11 +441,17 @@ def _backward(outs: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor], weig
 
 
 def _elem_scale(x: torch.Tensor) -> torch.Tensor:
-    """Per-element step scale for finite differences: |x|, floored at 1e-3·max|x| (1 for all-zero x)."""
+    """Per-element step scale for finite differences: |x|, floored at 1e-3·max|row| (rows: the
+    last dimension; a zero row uses max|x|; 1 for all-zero x). The floor is per row because
+    losses normalise rows: a row 10⁶ times shorter than the others needs steps 10⁶ times smaller."""
     a = x.detach().abs()
     m = float(a.max()) if a.numel() else 0.0
     if not (m > 0 and math.isfinite(m)):
         return torch.ones_like(a)
+    if a.dim() >= 2:
+        rm = a.amax(dim=-1, keepdim=True)
+        rm = torch.where(rm > 0, rm, torch.full_like(rm, m))
+        return torch.maximum(a, 1e-3 * rm)
     return a.clamp_min(1e-3 * m)
 
 
