@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--random-state", type=int, default=0)
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     t.set_defaults(func=_tsne)
+    from .metrics.cli import add_parser as _add_eval
+
+    _add_eval(sub)
     return ap
 
 
