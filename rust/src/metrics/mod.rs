@@ -429,51 +429,55 @@ pub fn neighbour_ranks<T: Real>(
         // Relative error bound of a streamed distance the guard did not recompute
         // (it exceeds CANCEL_TOL · norms, so its error is ~√d · eps / CANCEL_TOL of it).
         let win = T::EPS / T::CANCEL_TOL * T::c(4.0 * (d as f64).sqrt() + 8.0);
-        let mut diff = vec![vec![0u32; k + 1]; r1 - r0];
-        let mut ptr = vec![0usize; r1 - r0];
+        // Per threshold t: columns certainly before it (streamed value below its rounding
+        // window) are counted by a branch-free pass; the rare columns inside the window
+        // are decided by their direct distance; the query's own column and the
+        // neighbours' columns are corrected by index, so none is miscounted by rounding.
+        let mut cnt = vec![vec![0i64; k]; r1 - r0];
         s.blocks(r0, r1, |qi, c0, row| {
+            let c1 = c0 + row.len();
             let skip = self_of(r0 + qi);
             let th = &thr[qi];
             let bi = &by_idx[qi];
-            let top = th[k - 1];
-            let df = &mut diff[qi];
-            let pt = &mut ptr[qi];
-            for (jj, &g) in row.iter().enumerate() {
-                let j = c0 + jj;
-                let mut v = g;
-                // Neighbour columns arrive in index order: take their exact distance.
-                while *pt < bi.len() && (bi[*pt].0 as usize) < j {
-                    *pt += 1;
+            let xi = &s.q[(r0 + qi) * d..(r0 + qi + 1) * d];
+            let special = |j: usize| j == skip || bi.binary_search_by_key(&(j as u32), |p| p.0).is_ok();
+            let ct = &mut cnt[qi];
+            for (t, &(tv, tj)) in th.iter().enumerate() {
+                let (lo, hi) = (tv - win * tv, tv + win * tv);
+                ct[t] += i64::from(row.iter().map(|&v| u32::from(v < lo)).sum::<u32>());
+                for (jj, &v) in row.iter().enumerate() {
+                    if v >= lo && v <= hi {
+                        let j = c0 + jj;
+                        if special(j) {
+                            continue;
+                        }
+                        let e = sq_dist(xi, &s.r[j * d..(j + 1) * d]);
+                        ct[t] += i64::from(cmp_pair(&(e, j as u32), &(tv, tj)) == Ordering::Less);
+                    }
                 }
-                let is_nbr = *pt < bi.len() && bi[*pt].0 as usize == j;
-                if is_nbr {
-                    v = bi[*pt].1;
-                } else if !(v <= top.0 + win * top.0) {
-                    // Beyond every threshold, also allowing for rounding.
+            }
+            if (c0..c1).contains(&skip) {
+                let v = row[skip - c0];
+                for (t, &(tv, _)) in th.iter().enumerate() {
+                    ct[t] -= i64::from(v < tv - win * tv);
+                }
+            }
+            for &(j, e) in bi.iter() {
+                let j = j as usize;
+                if !(c0..c1).contains(&j) || j == skip {
                     continue;
                 }
-                if j == skip {
-                    continue;
+                let v = row[j - c0];
+                for (t, &(tv, tj)) in th.iter().enumerate() {
+                    let counted = v < tv - win * tv;
+                    let before = cmp_pair(&(e, j as u32), &(tv, tj)) == Ordering::Less;
+                    ct[t] += i64::from(before) - i64::from(counted);
                 }
-                let mut key = (v, j as u32);
-                // This column precedes every threshold after position `pos`.
-                let mut pos = th.partition_point(|e| cmp_pair(e, &key) != Ordering::Greater);
-                // Within GEMM rounding of a threshold (exact ties among duplicate rows,
-                // near ties): decide with the exact distance, like the thresholds.
-                let near = |e: &(T, u32)| (v - e.0).abs() <= win * e.0.max(v);
-                if !is_nbr && ((pos > 0 && near(&th[pos - 1])) || (pos < k && near(&th[pos]))) {
-                    let qi_row = &s.q[(r0 + qi) * d..(r0 + qi + 1) * d];
-                    key.0 = sq_dist(qi_row, &s.r[j * d..(j + 1) * d]);
-                    pos = th.partition_point(|e| cmp_pair(e, &key) != Ordering::Greater);
-                }
-                df[pos] += 1;
             }
         });
         for qi in 0..r1 - r0 {
-            let mut before = 0u32;
             for c in 0..k {
-                before += diff[qi][c];
-                out[qi * k + c] = before + 1;
+                out[qi * k + c] = (cnt[qi][c] + 1) as u32;
             }
         }
         // `out` holds ranks in threshold order; put them back in the caller's neighbour order.
