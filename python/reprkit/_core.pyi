@@ -591,3 +591,20 @@ def circle_loss_fused(
     m: float, gamma: float, n_threads: int,
 ) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]:
     """(per, cnt, ∂Σper/∂x, ∂Σper/∂refs | None) in one pass (α weights held constant)."""
+
+# reprkit.metrics (rust/py/src/metrics.rs)
+def knn_query(
+    query: npt.NDArray[np.floating], reference: Optional[npt.NDArray[np.floating]], k: int, metric: str,
+    exclude: Optional[npt.NDArray[np.int64]], n_threads: int,
+) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]:
+    """Exact kNN (indices (nq, k), distances (nq, k)); reference=None: the queries, each skipping itself."""
+def retrieval_scores(
+    query: npt.NDArray[np.floating], query_labels: npt.NDArray[np.int64], reference: Optional[npt.NDArray[np.floating]],
+    reference_labels: Optional[npt.NDArray[np.int64]], k: Optional[int], metric: str, n_threads: int,
+) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per query: (R, precision@1, R-precision, MAP@R, reciprocal rank), PML's definitions."""
+def neighbour_ranks(
+    x: npt.NDArray[np.floating], rows: Optional[npt.NDArray[np.int64]], neighbours: npt.NDArray[np.int64], k: int,
+    metric: str, n_threads: int,
+) -> npt.NDArray[np.int64]:
+    """1-based ranks (m, k) of the given neighbours among the other rows of x (ties to the lower index)."""

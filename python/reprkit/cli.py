@@ -367,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print reprkit's version and exit")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_tsne(sub)
+    from .metrics.cli import add_parser as _add_eval
+
+    _add_eval(sub)
     return ap
 
 

@@ -27,3 +27,4 @@ pub mod pca;
 pub mod mds;
 pub mod tsne;
 pub mod knn_approx;
+pub mod metrics;

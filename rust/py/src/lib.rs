@@ -14,6 +14,7 @@ mod distillation;
 mod held;
 mod losses;
 mod margin;
+mod metrics;
 mod multimodal;
 mod pairs;
 mod proxies;
@@ -32,6 +33,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     distillation::register(m)?;
     losses::register(m)?;
     margin::register(m)?;
+    metrics::register(m)?;
     pairs::register(m)?;
     proxies::register(m)?;
     redundancy::register(m)?;

@@ -1,0 +1,190 @@
+"""reprkit.metrics against the tools users stitch together today: PML's
+AccuracyCalculator with faiss-cpu (retrieval), scikit-learn's trustworthiness,
+and scikit-learn's LogisticRegression (lbfgs) as the linear probe.
+
+Every (task, implementation) runs in its own subprocess with 2 threads
+(reprkit n_jobs=2; torch/faiss/BLAS/OpenMP set to 2 threads); the RSS
+high-water mark is reset after the data are built, so "MB" is the peak memory
+the call adds. Data: a seeded Gaussian mixture (class means N(0, 1), noise
+N(0, sigma²)), float32.
+
+* retrieval: n × 384 queries against themselves, 100 classes. PML runs with
+  k="max_bin_count" (k=None would ask faiss for an n × n result); reprkit with
+  k=None (every query ranks the whole set). precision@1, R-precision and MAP@R
+  coincide under both; the table reports the largest difference.
+* trustworthiness: X n × 50, Y = its first 2 coordinates plus noise, k = 5;
+  the big case is reprkit only, with sample=1000.
+* linear probe: n × 768, 100 classes, 80/20 split; both at l2 = 1e-4 on
+  standardised features (scikit-learn's C = 1/(l2 · n_train)), each at its
+  defaults otherwise: both stop when the largest gradient entry of the mean
+  objective is below 1e-4 (reprkit at most 200 L-BFGS steps, scikit-learn
+  max_iter=100).
+
+    PYTHONPATH=python python benches/bench_metrics.py                 # the sizes of BENCHMARKS.md
+    PYTHONPATH=python python benches/bench_metrics.py --small         # 10k / 2k / 50k / 10k smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+THREADS = 2
+L2 = 1e-4
+SAMPLE = 1000
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def mixture(n: int, d: int, n_cls: int, sigma: float, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_cls, n)
+    means = rng.normal(size=(n_cls, d)).astype(np.float32)
+    x = means[y] + sigma * rng.normal(size=(n, d)).astype(np.float32)
+    return x.astype(np.float32), y
+
+
+def case(task: str, impl: str, n: int):
+    """Builds the inputs, returns a zero-argument call that returns a dict of values."""
+    import numpy as np
+
+    if task == "retrieval":
+        x, y = mixture(n, 384, 100, 2.0)
+        if impl == "reprkit":
+            from reprkit.metrics import retrieval_metrics
+
+            return lambda: retrieval_metrics(x, y, n_jobs=THREADS)
+        import faiss
+        import torch
+        from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+        faiss.omp_set_num_threads(THREADS)
+        ac = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count")
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        return lambda: ac.get_accuracy(tx, ty)
+    if task in ("trust", "trust_sampled"):
+        rng = np.random.default_rng(1)
+        X = rng.normal(size=(n, 50)).astype(np.float32)
+        Y = (X[:, :2] + 0.5 * rng.normal(size=(n, 2))).astype(np.float32)
+        if impl == "reprkit":
+            from reprkit.metrics import trustworthiness
+
+            sample = SAMPLE if task == "trust_sampled" else None
+            return lambda: {"trustworthiness": trustworthiness(X, Y, 5, sample=sample, n_jobs=THREADS)}
+        from sklearn.manifold import trustworthiness as sk
+
+        return lambda: {"trustworthiness": sk(X, Y, n_neighbors=5)}
+    if task == "probe":
+        x, y = mixture(n, 768, 100, 6.0)
+        cut = int(0.8 * n)
+        if impl == "reprkit":
+            from reprkit.metrics import linear_probe
+
+            # torch's import and first-call set-up stay out of the measurement, like the peer's imports.
+            linear_probe(x[:200], y[:200] % 2, x[200:300], y[200:300] % 2, max_iter=2, n_jobs=THREADS)
+
+            def run():
+                r = linear_probe(x[:cut], y[:cut], x[cut:], y[cut:], l2=L2, n_jobs=THREADS)
+                return {"top1": r.top1, "n_iter": r.n_iter}
+
+            return run
+        import warnings
+
+        from sklearn.linear_model import LogisticRegression
+
+        def run_sk():
+            mu, sd = x[:cut].mean(0), x[:cut].std(0)
+            sd[sd == 0] = 1
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m = LogisticRegression(C=1.0 / (L2 * cut)).fit((x[:cut] - mu) / sd, y[:cut])
+            return {"top1": float(m.score((x[cut:] - mu) / sd, y[cut:])), "n_iter": int(m.n_iter_[0])}
+
+        return run_sk
+    raise SystemExit(f"unknown task {task}")
+
+
+def run_one(task: str, impl: str, n: int) -> dict:
+    fn = case(task, impl, n)
+    _reset_peak()
+    base = _status_kb("VmRSS")
+    t0 = time.perf_counter()
+    values = fn()
+    t = time.perf_counter() - t0
+    return {"time": t, "mem": (_status_kb("VmHWM") - base) / 1024, "values": {k: float(v) for k, v in values.items()}}
+
+
+PEER = {"retrieval": "pml+faiss", "trust": "sklearn", "trust_sampled": None, "probe": "sklearn"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--one", nargs=3, metavar=("TASK", "IMPL", "N"))
+    ap.add_argument("--small", action="store_true", help="small sizes for a smoke run")
+    ap.add_argument("--tasks", nargs="*", default=["retrieval", "trust", "trust_sampled", "probe"])
+    ap.add_argument("--timeout", type=int, default=3600)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one[0], args.one[1], int(args.one[2]))))
+        return
+    sizes = {"retrieval": 100_000, "trust": 10_000, "trust_sampled": 1_000_000, "probe": 100_000}
+    if args.small:
+        sizes = {"retrieval": 10_000, "trust": 2_000, "trust_sampled": 50_000, "probe": 10_000}
+    env = dict(os.environ)
+    for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[v] = str(THREADS)
+    print(f"# load average at start: {os.getloadavg()}", flush=True)
+    rows = []
+    for task in args.tasks:
+        n = sizes[task]
+        res = {}
+        for impl in ("reprkit", PEER[task]):
+            if impl is None:
+                continue
+            cmd = [sys.executable, __file__, "--one", task, impl, str(n)]
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+                if p.returncode == 0:
+                    res[impl] = json.loads(p.stdout.strip().splitlines()[-1])
+                else:
+                    res[impl] = {"skip": "failed: " + (p.stderr.strip().splitlines() or ["?"])[-1][:100]}
+            except subprocess.TimeoutExpired:
+                res[impl] = {"skip": f"> {args.timeout} s"}
+            print("ROW " + json.dumps([task, n, impl, res[impl]]), flush=True)
+        rows.append((task, n, res))
+    print("\n| task | n | reprkit s | reprkit MB | peer | peer s | peer MB | peer/reprkit | values (reprkit / peer) |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---|")
+    for task, n, res in rows:
+        r = res["reprkit"]
+        peer = PEER[task]
+        q = res.get(peer, {}) if peer else {}
+        cells = [task, str(n)]
+        cells += [f"{r['time']:.2f}", f"{r['mem']:.0f}"] if "time" in r else [r.get("skip", ""), ""]
+        if peer and "time" in q and "time" in r:
+            vals = ", ".join(f"{k} {r['values'][k]:.4f} / {q['values'].get(k, float('nan')):.4f}" for k in q["values"])
+            cells += [peer, f"{q['time']:.2f}", f"{q['mem']:.0f}", f"{q['time'] / r['time']:.1f}×", vals]
+        else:
+            vals = ", ".join(f"{k} {v:.4f}" for k, v in r.get("values", {}).items())
+            cells += [peer or "—", q.get("skip", "") if peer else "", "", "", vals]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Linear probe: multinomial logistic regression on frozen features (the
+linear evaluation protocol of SimCLR, Chen et al. 2020).
+
+Features are standardised with the training mean and standard deviation;
+the probe minimises
+
+    L(W, b) = (1/n) Σ_i CE(softmax(W z_i + b), y_i) + (l2 / 2) ‖W‖²_F
+
+(the bias is not penalised) with full-batch L-BFGS (strong-Wolfe line
+search) in torch, from W = 0, b = 0: deterministic for a given thread count.
+This is scikit-learn's ``LogisticRegression(C=C)`` objective
+C Σ_i CE_i + ½‖W‖² divided by C·n, so ``l2 = 1 / (C · n_train)``.
+The returned weights act on the raw (unstandardised) features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _inputs as I
+
+
+@dataclass
+class LinearProbeResult:
+    """Accuracies on the test split and the fitted probe (logits = x @ weight.T + bias)."""
+
+    top1: float
+    top5: float
+    weight: Any
+    bias: Any
+    classes: np.ndarray
+    n_iter: int
+    loss: float
+
+    def as_dict(self) -> dict:
+        return {"top1": self.top1, "top5": self.top5, "n_iter": self.n_iter, "loss": self.loss,
+                "n_classes": int(len(self.classes))}
+
+
+def linear_probe(
+    train_x: Any,
+    train_y: Any,
+    test_x: Any,
+    test_y: Any,
+    *,
+    l2: float = 1e-4,
+    max_iter: int = 200,
+    tol: float = 1e-4,
+    n_jobs: Optional[int] = None,
+) -> LinearProbeResult:
+    """Fit a multinomial logistic regression on ``train_x`` and score it on ``test_x``.
+
+    ``l2``: the ridge coefficient of the mean loss (= 1/(C·n_train) in scikit-learn's
+    terms); ``max_iter``: L-BFGS iterations; ``tol``: stop when the largest gradient
+    entry of L falls below it (1e-4: scikit-learn's lbfgs default on the same scaled
+    objective). Test labels never seen in training count as errors.
+    Top-5 accuracy is top-min(5, classes). Weights come back as numpy arrays for
+    numpy input and as torch tensors (train_x's device and dtype) for torch input.
+    """
+    from .._torch import require_torch
+
+    torch = require_torch()
+    torch_in = I.is_torch(train_x)
+    out_device = train_x.device if torch_in else None
+    out_dtype = train_x.dtype if torch_in else None
+    xtr = I.embeddings(train_x, "train_x", min_rows=2)
+    xte = I.embeddings(test_x, "test_x")
+    if xte.shape[1] != xtr.shape[1]:
+        raise I.ShapeError(f"test_x has {xte.shape[1]} features but train_x has {xtr.shape[1]}")
+    xtr, xte = I.same_dtype(xtr, xte)
+    ytr = I.labels_1d(train_y, "train_y", xtr.shape[0], "train_x")
+    yte = I.labels_1d(test_y, "test_y", xte.shape[0], "test_x")
+    classes, (ctr, cte) = I.encode(ytr, yte)
+    seen = np.unique(ctr)
+    # Classes present only in the test split are never predicted: map them to -1.
+    remap = np.full(classes.shape[0], -1, dtype=np.int64)
+    remap[seen] = np.arange(seen.shape[0])
+    ctr, cte = remap[ctr], remap[cte]
+    classes = classes[seen]
+    n_cls = int(classes.shape[0])
+    if n_cls < 2:
+        raise I.InvalidParameterError(f"train_y needs at least 2 classes for a probe, got {n_cls}")
+    if not (isinstance(l2, (int, float)) and np.isfinite(l2) and l2 >= 0):
+        raise I.InvalidParameterError(f"l2 must be a finite number >= 0, got {l2!r}")
+    max_iter = I.check_int("max_iter", max_iter, 1)
+
+    threads_before = torch.get_num_threads()
+    if n_jobs is not None:
+        from .._threads import resolve_n_jobs
+
+        torch.set_num_threads(resolve_n_jobs(n_jobs))
+    try:
+        dt = torch.float64 if xtr.dtype == np.float64 else torch.float32
+        X = torch.from_numpy(xtr).to(dt)
+        mean = X.mean(0)
+        std = X.std(0, unbiased=False)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        Z = (X - mean) / std
+        y = torch.from_numpy(ctr)
+        W = torch.zeros(n_cls, Z.shape[1], dtype=dt, requires_grad=True)
+        b = torch.zeros(n_cls, dtype=dt, requires_grad=True)
+        opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol,
+                                tolerance_change=1e-12, line_search_fn="strong_wolfe")
+        lam = float(l2)
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(torch.addmm(b, Z, W.t()), y) + 0.5 * lam * (W * W).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            loss = float(torch.nn.functional.cross_entropy(torch.addmm(b, Z, W.t()), y) + 0.5 * lam * (W * W).sum())
+            n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
+            Wr = W.detach() / std  # logits = (x − μ)/σ · Wᵀ + b = x · (W/σ)ᵀ + (b − (W/σ)·μ)
+            br = b.detach() - Wr @ mean
+            Xt = torch.from_numpy(xte).to(dt)
+            logits = torch.addmm(br, Xt, Wr.t())
+            yt = torch.from_numpy(cte)
+            kk = min(5, n_cls)
+            topk = logits.topk(kk, dim=1).indices
+            top1 = float((topk[:, 0] == yt).double().mean())
+            top5 = float((topk == yt[:, None]).any(dim=1).double().mean())
+    finally:
+        torch.set_num_threads(threads_before)
+    if torch_in:
+        weight, bias = Wr.to(device=out_device, dtype=out_dtype), br.to(device=out_device, dtype=out_dtype)
+    else:
+        weight, bias = Wr.numpy().astype(xtr.dtype), br.numpy().astype(xtr.dtype)
+    return LinearProbeResult(top1, top5, weight, bias, classes, n_iter, loss)

@@ -1,0 +1,594 @@
+//! Kernels of `reprkit.metrics`: exact streamed neighbour searches that keep
+//! only O(rows · k) state, for retrieval metrics (PML's AccuracyCalculator
+//! definitions), kNN between two sets, and the neighbour ranks behind
+//! trustworthiness and continuity (Venna & Kaski 2001).
+//!
+//! Every search walks fixed query tiles against fixed candidate blocks of the
+//! guarded GEMM of [`SqEuclid`]; a query's result depends only on its own row
+//! of distances, so the output is bit-identical for any thread count. Ties go
+//! to the lower reference index, as in [`crate::knn`].
+
+use crate::distances::{unit_rows, Metric, SqEuclid};
+use crate::error::{check_finite, check_len, Error, Result};
+use crate::knn::Knn;
+use crate::linalg::sq_dist;
+use crate::Real;
+use rayon::prelude::*;
+use std::cmp::Ordering;
+
+const QUERY_TILE: usize = 256;
+const CAND_BLOCK: usize = 2048;
+/// Candidate slots per query tile: a tile of queries keeping R neighbours each
+/// holds at most ~2R of them, so big classes shrink the tile instead of
+/// asking for tile × n memory.
+const TILE_SLOTS: usize = 1 << 22;
+
+#[inline]
+fn cmp_pair<T: Real>(a: &(T, u32), b: &(T, u32)) -> Ordering {
+    a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal).then(a.1.cmp(&b.1))
+}
+
+/// The `cap` smallest (distance, index) pairs seen so far. Pairs are buffered
+/// below a running threshold and cut back to `cap` when the buffer doubles:
+/// amortised O(1) per candidate for any cap (a sorted insert is O(cap)).
+/// Candidates arrive in increasing index, so a pair equal to the threshold
+/// loses the tie and is rejected by the strict comparison.
+struct Best<T> {
+    buf: Vec<(T, u32)>,
+    cap: usize,
+    thr: T,
+}
+
+impl<T: Real> Best<T> {
+    fn new(cap: usize) -> Self {
+        Best { buf: Vec::new(), cap, thr: T::infinity() }
+    }
+    #[inline]
+    fn push(&mut self, d: T, j: u32) {
+        if d < self.thr {
+            self.buf.push((d, j));
+            if self.buf.len() >= 2 * self.cap + 32 {
+                self.cut();
+                self.thr = self.buf[self.cap - 1].0;
+            }
+        }
+    }
+    fn cut(&mut self) {
+        if self.buf.len() > self.cap {
+            self.buf.select_nth_unstable_by(self.cap - 1, cmp_pair);
+            self.buf.truncate(self.cap);
+        }
+    }
+    fn finish(mut self) -> Vec<(T, u32)> {
+        if self.cap == 0 {
+            return Vec::new();
+        }
+        self.cut();
+        self.buf.sort_unstable_by(cmp_pair);
+        self.buf
+    }
+}
+
+/// Query rows and reference rows, prepared for blocked squared distances.
+/// `exclude[q]` is the reference index query q must skip (itself), if any.
+struct Scan<'a, T> {
+    prep: SqEuclid<'a, T>,
+    q: &'a [T],
+    r: &'a [T],
+    nr: usize,
+}
+
+impl<'a, T: Real> Scan<'a, T> {
+    /// Squared distances of queries r0..r1 to every reference, one candidate
+    /// block at a time: `visit(local query, first column, values)`.
+    fn blocks(&self, r0: usize, r1: usize, mut visit: impl FnMut(usize, usize, &[T])) {
+        let mut block = vec![T::zero(); (r1 - r0) * CAND_BLOCK.min(self.nr)];
+        let mut c0 = 0;
+        while c0 < self.nr {
+            let c1 = (c0 + CAND_BLOCK).min(self.nr);
+            let w = c1 - c0;
+            self.prep.fill_block_sq(r0, r1, c0, c1, &mut block[..(r1 - r0) * w]);
+            for q in 0..r1 - r0 {
+                visit(q, c0, &block[q * w..(q + 1) * w]);
+            }
+            c0 = c1;
+        }
+    }
+}
+
+/// Owned unit rows for the cosine metric (kept alive while a [`Scan`] borrows them).
+struct Prepared<T> {
+    q: Option<Vec<T>>,
+    r: Option<Vec<T>>,
+}
+
+fn check_rows<T: Real>(name: &str, x: &[T], n: usize, d: usize) -> Result<()> {
+    check_len(name, x.len(), n, d)?;
+    if n == 0 || d == 0 {
+        return Err(Error::Shape(format!("{name}: needs at least 1 row and 1 feature, got ({n}, {d})")));
+    }
+    check_finite(name, x)
+}
+
+fn prepare<T: Real>(q: &[T], nq: usize, r: Option<(&[T], usize)>, d: usize, metric: Metric) -> Result<Prepared<T>> {
+    check_rows("query", q, nq, d)?;
+    if let Some((rd, nr)) = r {
+        check_rows("reference", rd, nr, d)?;
+    }
+    Ok(if metric == Metric::Cosine {
+        Prepared { q: Some(unit_rows(q, nq, d).0), r: r.map(|(rd, nr)| unit_rows(rd, nr, d).0) }
+    } else {
+        Prepared { q: None, r: None }
+    })
+}
+
+fn scan<'a, T: Real>(p: &'a Prepared<T>, q: &'a [T], nq: usize, r: Option<(&'a [T], usize)>, d: usize) -> Scan<'a, T> {
+    let qs: &[T] = p.q.as_deref().unwrap_or(q);
+    let rr = r.map(|(rd, nr)| (p.r.as_deref().unwrap_or(rd), nr));
+    let (rs, nr) = rr.unwrap_or((qs, nq));
+    Scan { prep: SqEuclid::new(qs, nq, rr, d), q: qs, r: rs, nr }
+}
+
+fn to_metric<T: Real>(v: T, metric: Metric) -> T {
+    match metric {
+        Metric::SqEuclidean => v,
+        Metric::Euclidean => v.sqrt(),
+        // ‖x̂ − ŷ‖² = 2 − 2cos, so cosine distance = ‖x̂ − ŷ‖² / 2.
+        Metric::Cosine => v * T::c(0.5),
+    }
+}
+
+fn check_exclude(exclude: Option<&[u32]>, nq: usize, nr: usize) -> Result<()> {
+    if let Some(e) = exclude {
+        if e.len() != nq {
+            return Err(Error::Shape(format!("exclude: {} indices for {nq} queries", e.len())));
+        }
+        if e.iter().any(|&j| j as usize >= nr) {
+            return Err(Error::InvalidParameter(format!("exclude: indices must be in 0..{nr}")));
+        }
+    }
+    Ok(())
+}
+
+/// Exact kNN of `nq` query rows among `nr` reference rows (`r = None`: the
+/// queries themselves, each skipping itself). `exclude[q]` names a reference
+/// row query q must skip (a sampled query's own row). Distances are exact
+/// (recomputed directly for the chosen neighbours) in `metric`.
+pub fn knn_cross<T: Real>(
+    q: &[T], nq: usize, r: Option<(&[T], usize)>, d: usize, k: usize, metric: Metric, exclude: Option<&[u32]>,
+) -> Result<Knn<T>> {
+    let p = prepare(q, nq, r, d, metric)?;
+    let s = scan(&p, q, nq, r, d);
+    let same = r.is_none();
+    check_exclude(exclude, nq, s.nr)?;
+    let skips = same || exclude.is_some();
+    let avail = s.nr - usize::from(skips);
+    if k == 0 || k > avail {
+        return Err(Error::InvalidParameter(format!(
+            "k must be in 1..={avail} for {} reference rows{}, got {k}",
+            s.nr,
+            if skips { " (a query never retrieves itself)" } else { "" }
+        )));
+    }
+    let skip_of = |i: usize| -> usize {
+        if same {
+            i
+        } else {
+            exclude.map_or(usize::MAX, |e| e[i] as usize)
+        }
+    };
+    let mut indices = vec![0u32; nq * k];
+    let mut distances = vec![T::zero(); nq * k];
+    indices.par_chunks_mut(QUERY_TILE * k).zip(distances.par_chunks_mut(QUERY_TILE * k)).enumerate().for_each(
+        |(t, (it, dt))| {
+            let r0 = t * QUERY_TILE;
+            let r1 = (r0 + QUERY_TILE).min(nq);
+            let mut best: Vec<Best<T>> = (r0..r1).map(|_| Best::new(k)).collect();
+            s.blocks(r0, r1, |qi, c0, row| {
+                let skip = skip_of(r0 + qi);
+                let b = &mut best[qi];
+                for (jj, &v) in row.iter().enumerate() {
+                    if v < b.thr && c0 + jj != skip {
+                        b.push(v, (c0 + jj) as u32);
+                    }
+                }
+            });
+            for (qi, b) in best.into_iter().enumerate() {
+                let i = r0 + qi;
+                let xi = &s.q[i * d..(i + 1) * d];
+                // Exact distances of the winners (the GEMM form rounds at eps·‖x‖²), re-sorted.
+                let mut pairs: Vec<(T, u32)> = b
+                    .finish()
+                    .into_iter()
+                    .map(|(_, j)| (sq_dist(xi, &s.r[j as usize * d..(j as usize + 1) * d]), j))
+                    .collect();
+                pairs.sort_unstable_by(cmp_pair);
+                for (c, &(v, j)) in pairs.iter().enumerate() {
+                    it[qi * k + c] = j;
+                    dt[qi * k + c] = to_metric(v, metric);
+                }
+            }
+        },
+    );
+    Ok(Knn { n: nq, k, indices, distances })
+}
+
+/// Per-query retrieval scores, as PML's AccuracyCalculator defines them.
+/// `r_count[q]` is R, the number of references sharing the query's label
+/// (itself excluded); queries with R = 0 carry zeros and are to be left out.
+#[derive(Clone, Debug, Default)]
+pub struct Retrieval {
+    pub r_count: Vec<u32>,
+    pub precision_at_1: Vec<f64>,
+    pub r_precision: Vec<f64>,
+    pub map_at_r: Vec<f64>,
+    pub reciprocal_rank: Vec<f64>,
+}
+
+/// Retrieval scores of each query against the reference set (`r = None`:
+/// the queries themselves, self-matches excluded).
+///
+/// With `k = None` every query ranks the whole reference set, as PML does
+/// with `k=None`: precision@1, R-precision and MAP@R read the top R, and the
+/// reciprocal rank of the first match is exact even beyond R (a second pass
+/// counts the references closer than the nearest match, only for queries
+/// with no match in their top R). With `k = Some(k)` the ranking stops at k:
+/// R-precision reads min(R, k) places, MAP@R sums the top min(R, k) but
+/// divides by R (as PML does), and a query with no match in its top k has
+/// reciprocal rank 0.
+pub fn retrieval<T: Real>(
+    q: &[T], nq: usize, q_labels: &[u32], r: Option<(&[T], usize, &[u32])>, d: usize, k: Option<usize>, metric: Metric,
+) -> Result<Retrieval> {
+    let rr = r.map(|(a, n, _)| (a, n));
+    let p = prepare(q, nq, rr, d, metric)?;
+    let s = scan(&p, q, nq, rr, d);
+    let same = r.is_none();
+    let r_labels: &[u32] = r.map_or(q_labels, |(_, _, l)| l);
+    if q_labels.len() != nq {
+        return Err(Error::Shape(format!("query_labels: {} labels for {nq} queries", q_labels.len())));
+    }
+    if r_labels.len() != s.nr {
+        return Err(Error::Shape(format!("reference_labels: {} labels for {} references", r_labels.len(), s.nr)));
+    }
+    let avail = s.nr - usize::from(same);
+    if let Some(k) = k {
+        if k == 0 || k > avail {
+            return Err(Error::InvalidParameter(format!("k must be in 1..={avail} (reference rows available to a query), got {k}")));
+        }
+    }
+    let n_lab = q_labels.iter().chain(r_labels).map(|&l| l as usize + 1).max().unwrap_or(0);
+    let mut counts = vec![0u32; n_lab];
+    for &l in r_labels {
+        counts[l as usize] += 1;
+    }
+    let r_of = |i: usize| -> u32 { counts[q_labels[i] as usize].saturating_sub(u32::from(same)) };
+    let cap_of = |i: usize| -> usize {
+        match (r_of(i), k) {
+            (0, _) => 0,
+            (_, Some(k)) => k,
+            (rc, None) => rc as usize,
+        }
+    };
+    let max_cap = (0..nq).map(cap_of).max().unwrap_or(0);
+    // The tile shrinks with the largest R so that its candidate buffers stay bounded.
+    let tile = (TILE_SLOTS / (2 * max_cap + 32)).clamp(1, QUERY_TILE);
+    let n_tiles = nq.div_ceil(tile);
+    let per_tile: Vec<Vec<[f64; 4]>> = (0..n_tiles)
+        .into_par_iter()
+        .map(|t| {
+            let r0 = t * tile;
+            let r1 = (r0 + tile).min(nq);
+            let mut best: Vec<Best<T>> = (r0..r1).map(|i| Best::new(cap_of(i))).collect();
+            // Nearest reference of the query's own label over the whole set (k = None only).
+            let mut near: Vec<(T, u32)> = vec![(T::infinity(), u32::MAX); r1 - r0];
+            s.blocks(r0, r1, |qi, c0, row| {
+                let i = r0 + qi;
+                let b = &mut best[qi];
+                if b.cap == 0 {
+                    return;
+                }
+                let skip = if same { i } else { usize::MAX };
+                let lq = q_labels[i];
+                let labs = &r_labels[c0..c0 + row.len()];
+                let nr_q = &mut near[qi];
+                for (jj, (&v, &lj)) in row.iter().zip(labs).enumerate() {
+                    let j = c0 + jj;
+                    if j == skip {
+                        continue;
+                    }
+                    if v < b.thr {
+                        b.push(v, j as u32);
+                    }
+                    if k.is_none() && lj == lq && v < nr_q.0 {
+                        *nr_q = (v, j as u32);
+                    }
+                }
+            });
+            let mut out = vec![[0.0f64; 4]; r1 - r0];
+            let mut second: Vec<usize> = Vec::new();
+            for (qi, b) in best.into_iter().enumerate() {
+                let i = r0 + qi;
+                let rc = r_of(i) as usize;
+                if rc == 0 {
+                    continue;
+                }
+                let lq = q_labels[i];
+                let top = b.finish();
+                let hit = |c: usize| r_labels[top[c].1 as usize] == lq;
+                let r_eff = rc.min(top.len());
+                let (mut cum, mut ap) = (0usize, 0.0f64);
+                for c in 0..r_eff {
+                    if hit(c) {
+                        cum += 1;
+                        ap += cum as f64 / (c + 1) as f64;
+                    }
+                }
+                let first = (0..top.len()).find(|&c| hit(c));
+                let rr = match first {
+                    Some(c) => 1.0 / (c + 1) as f64,
+                    None if k.is_none() => {
+                        second.push(qi);
+                        0.0
+                    }
+                    None => 0.0,
+                };
+                // PML divides MAP@R by the full R even when k clips the ranking (R-precision by min(R, k)).
+                out[qi] = [f64::from(u8::from(hit(0))), cum as f64 / r_eff as f64, ap / rc as f64, rr];
+            }
+            if !second.is_empty() {
+                // Rank of the nearest match = 1 + references before it in (distance, index) order.
+                let mut closer = vec![0usize; r1 - r0];
+                let mut wanted = vec![false; r1 - r0];
+                for &qi in &second {
+                    wanted[qi] = true;
+                }
+                s.blocks(r0, r1, |qi, c0, row| {
+                    if !wanted[qi] {
+                        return;
+                    }
+                    let skip = if same { r0 + qi } else { usize::MAX };
+                    let (dm, jm) = near[qi];
+                    for (jj, &v) in row.iter().enumerate() {
+                        let j = c0 + jj;
+                        if j != skip && (v < dm || (v == dm && (j as u32) < jm)) {
+                            closer[qi] += 1;
+                        }
+                    }
+                });
+                for &qi in &second {
+                    out[qi][3] = 1.0 / (closer[qi] + 1) as f64;
+                }
+            }
+            out
+        })
+        .collect();
+    let mut res = Retrieval::default();
+    for (i, v) in per_tile.into_iter().flatten().enumerate() {
+        res.r_count.push(r_of(i));
+        res.precision_at_1.push(v[0]);
+        res.r_precision.push(v[1]);
+        res.map_at_r.push(v[2]);
+        res.reciprocal_rank.push(v[3]);
+    }
+    Ok(res)
+}
+
+/// For each query row `rows[q]` of `x` (all rows when `rows = None`), the
+/// 1-based rank among the other rows of `x` — ascending distance, ties to the
+/// lower index, as a stable argsort orders them — of each of its `k` given
+/// neighbours `nbrs[q * k..]` (indices into x). Memory O(rows · k).
+///
+/// A neighbour's own distance is computed directly, and its column in the
+/// streamed blocks is recognised by index (never by value), so it is never
+/// counted before itself whatever the GEMM rounding; any other column within
+/// rounding of a threshold is compared by its direct distance too, so exact
+/// ties (duplicate rows) order by index.
+pub fn neighbour_ranks<T: Real>(
+    x: &[T], n: usize, d: usize, rows: Option<&[u32]>, nbrs: &[u32], k: usize, metric: Metric,
+) -> Result<Vec<u32>> {
+    check_rows("X", x, n, d)?;
+    let nq = rows.map_or(n, |r| r.len());
+    if k == 0 || nbrs.len() != nq * k {
+        return Err(Error::Shape(format!("neighbours: {} indices for {nq} rows × k = {k}", nbrs.len())));
+    }
+    if let Some(r) = rows {
+        if r.iter().any(|&i| i as usize >= n) {
+            return Err(Error::InvalidParameter(format!("rows: indices must be in 0..{n}")));
+        }
+    }
+    if nbrs.iter().any(|&j| j as usize >= n) {
+        return Err(Error::InvalidParameter(format!("neighbours: indices must be in 0..{n}")));
+    }
+    let gathered: Option<Vec<T>> =
+        rows.map(|r| r.iter().flat_map(|&i| x[i as usize * d..(i as usize + 1) * d].iter().copied()).collect());
+    let (qd, rr) = match &gathered {
+        Some(g) => (&g[..], Some((x, n))),
+        None => (x, None),
+    };
+    let p = prepare(qd, nq, rr, d, metric)?;
+    let s = scan(&p, qd, nq, rr, d);
+    let self_of = |q: usize| rows.map_or(q, |r| r[q] as usize);
+    let mut ranks = vec![0u32; nq * k];
+    ranks.par_chunks_mut(QUERY_TILE * k).enumerate().for_each(|(t, out)| {
+        let r0 = t * QUERY_TILE;
+        let r1 = (r0 + QUERY_TILE).min(nq);
+        // Per query: thresholds sorted by (distance, index), neighbours sorted by index
+        // (with the position of their threshold), and a difference array of counts.
+        let mut thr: Vec<Vec<(T, u32)>> = Vec::with_capacity(r1 - r0);
+        let mut by_idx: Vec<Vec<(u32, T)>> = Vec::with_capacity(r1 - r0);
+        for q in r0..r1 {
+            let xi = &s.q[q * d..(q + 1) * d];
+            let mut th: Vec<(T, u32)> =
+                nbrs[q * k..(q + 1) * k].iter().map(|&j| (sq_dist(xi, &s.r[j as usize * d..(j as usize + 1) * d]), j)).collect();
+            let mut bi: Vec<(u32, T)> = th.iter().map(|&(v, j)| (j, v)).collect();
+            bi.sort_unstable_by_key(|p| p.0);
+            th.sort_unstable_by(cmp_pair);
+            thr.push(th);
+            by_idx.push(bi);
+        }
+        // Relative error bound of a streamed distance the guard did not recompute
+        // (it exceeds CANCEL_TOL · norms, so its error is ~√d · eps / CANCEL_TOL of it).
+        let win = T::EPS / T::CANCEL_TOL * T::c(4.0 * (d as f64).sqrt() + 8.0);
+        // Per threshold t: columns certainly before it (streamed value below its rounding
+        // window) are counted by a branch-free pass; the rare columns inside the window
+        // are decided by their direct distance; the query's own column and the
+        // neighbours' columns are corrected by index, so none is miscounted by rounding.
+        let mut cnt = vec![vec![0i64; k]; r1 - r0];
+        s.blocks(r0, r1, |qi, c0, row| {
+            let c1 = c0 + row.len();
+            let skip = self_of(r0 + qi);
+            let th = &thr[qi];
+            let bi = &by_idx[qi];
+            let xi = &s.q[(r0 + qi) * d..(r0 + qi + 1) * d];
+            let special = |j: usize| j == skip || bi.binary_search_by_key(&(j as u32), |p| p.0).is_ok();
+            let ct = &mut cnt[qi];
+            for (t, &(tv, tj)) in th.iter().enumerate() {
+                let (lo, hi) = (tv - win * tv, tv + win * tv);
+                ct[t] += i64::from(row.iter().map(|&v| u32::from(v < lo)).sum::<u32>());
+                for (jj, &v) in row.iter().enumerate() {
+                    if v >= lo && v <= hi {
+                        let j = c0 + jj;
+                        if special(j) {
+                            continue;
+                        }
+                        let e = sq_dist(xi, &s.r[j * d..(j + 1) * d]);
+                        ct[t] += i64::from(cmp_pair(&(e, j as u32), &(tv, tj)) == Ordering::Less);
+                    }
+                }
+            }
+            if (c0..c1).contains(&skip) {
+                let v = row[skip - c0];
+                for (t, &(tv, _)) in th.iter().enumerate() {
+                    ct[t] -= i64::from(v < tv - win * tv);
+                }
+            }
+            for &(j, e) in bi.iter() {
+                let j = j as usize;
+                if !(c0..c1).contains(&j) || j == skip {
+                    continue;
+                }
+                let v = row[j - c0];
+                for (t, &(tv, tj)) in th.iter().enumerate() {
+                    let counted = v < tv - win * tv;
+                    let before = cmp_pair(&(e, j as u32), &(tv, tj)) == Ordering::Less;
+                    ct[t] += i64::from(before) - i64::from(counted);
+                }
+            }
+        });
+        for qi in 0..r1 - r0 {
+            for c in 0..k {
+                out[qi * k + c] = (cnt[qi][c] + 1) as u32;
+            }
+        }
+        // `out` holds ranks in threshold order; put them back in the caller's neighbour order.
+        for qi in 0..r1 - r0 {
+            let q = r0 + qi;
+            let sorted: Vec<(u32, u32)> = thr[qi].iter().zip(&out[qi * k..(qi + 1) * k]).map(|(&(_, j), &rk)| (j, rk)).collect();
+            for c in 0..k {
+                let j = nbrs[q * k + c];
+                // Neighbour lists hold distinct indices; find this one's rank.
+                let rk = sorted.iter().find(|p| p.0 == j).map_or(0, |p| p.1);
+                out[qi * k + c] = rk;
+            }
+        }
+    });
+    Ok(ranks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, d: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed;
+        (0..n * d)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 11) as f64) / (1u64 << 53) as f64
+            })
+            .collect()
+    }
+
+    fn sorted_row(x: &[f64], d: usize, i: usize, n: usize) -> Vec<(f64, u32)> {
+        let xi = &x[i * d..(i + 1) * d];
+        let mut v: Vec<(f64, u32)> = (0..n).filter(|&j| j != i).map(|j| (sq_dist(xi, &x[j * d..(j + 1) * d]), j as u32)).collect();
+        v.sort_by(cmp_pair);
+        v
+    }
+
+    #[test]
+    fn knn_cross_matches_brute_force_across_blocks() {
+        let (n, d, k) = (2300, 3, 5);
+        let mut x = data(n, d, 3);
+        x[2200 * d..2201 * d].copy_from_slice(&[0.5, 0.5, 0.5]);
+        x[7 * d..8 * d].copy_from_slice(&[0.5, 0.5, 0.5]);
+        let knn = knn_cross(&x, n, None, d, k, Metric::SqEuclidean, None).unwrap();
+        for i in [0usize, 7, 255, 256, 2200, 2299] {
+            let want: Vec<u32> = sorted_row(&x, d, i, n)[..k].iter().map(|p| p.1).collect();
+            assert_eq!(&knn.indices[i * k..(i + 1) * k], &want[..], "row {i}");
+        }
+        // Sampled queries against the full set, skipping their own rows, agree with the full search.
+        let rows = [7u32, 2200, 100];
+        let q: Vec<f64> = rows.iter().flat_map(|&i| x[i as usize * d..(i as usize + 1) * d].to_vec()).collect();
+        let sub = knn_cross(&q, 3, Some((&x, n)), d, k, Metric::SqEuclidean, Some(&rows)).unwrap();
+        for (a, &i) in rows.iter().enumerate() {
+            assert_eq!(&sub.indices[a * k..(a + 1) * k], &knn.indices[i as usize * k..(i as usize + 1) * k]);
+        }
+    }
+
+    #[test]
+    fn ranks_match_stable_sort_with_ties() {
+        let (n, d, k) = (300, 2, 4);
+        let mut x = data(n, d, 11);
+        // Exact ties: duplicates of row 0.
+        for i in [5usize, 9, 200] {
+            let r = x[..d].to_vec();
+            x[i * d..(i + 1) * d].copy_from_slice(&r);
+        }
+        // Distinct neighbours other than the row itself, spread over the set.
+        let nbrs: Vec<u32> = (0..n).flat_map(|i| (0..k).map(move |c| ((i + 1 + c * 37) % n) as u32)).collect();
+        let ranks = neighbour_ranks(&x, n, d, None, &nbrs, k, Metric::Euclidean).unwrap();
+        for i in 0..n {
+            let row = sorted_row(&x, d, i, n);
+            for c in 0..k {
+                let j = nbrs[i * k + c];
+                let want = row.iter().position(|p| p.1 == j).unwrap() as u32 + 1;
+                assert_eq!(ranks[i * k + c], want, "row {i} neighbour {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn retrieval_against_loop() {
+        let (n, d) = (400, 3);
+        let x = data(n, d, 5);
+        let labels: Vec<u32> = (0..n as u32).map(|i| (i * 13 % 7) % 5).collect();
+        for k in [None, Some(20)] {
+            let res = retrieval(&x, n, &labels, None, d, k, Metric::Euclidean).unwrap();
+            for i in 0..n {
+                let row = sorted_row(&x, d, i, n);
+                let row = &row[..k.unwrap_or(n - 1)];
+                let rc = labels.iter().filter(|&&l| l == labels[i]).count() - 1;
+                let re = rc.min(row.len());
+                let hits: Vec<bool> = row.iter().map(|p| labels[p.1 as usize] == labels[i]).collect();
+                let cum: Vec<usize> = hits.iter().scan(0, |a, &h| { *a += h as usize; Some(*a) }).collect();
+                let rp = cum[re - 1] as f64 / re as f64;
+                let ap: f64 = (0..re).filter(|&c| hits[c]).map(|c| cum[c] as f64 / (c + 1) as f64).sum::<f64>() / rc as f64;
+                let rr = hits.iter().position(|&h| h).map_or(0.0, |c| 1.0 / (c + 1) as f64);
+                assert_eq!(res.r_count[i] as usize, rc);
+                assert_eq!(res.precision_at_1[i], f64::from(u8::from(hits[0])));
+                assert!((res.r_precision[i] - rp).abs() < 1e-12 && (res.map_at_r[i] - ap).abs() < 1e-12, "row {i}");
+                assert!((res.reciprocal_rank[i] - rr).abs() < 1e-12, "row {i} rr {} {rr}", res.reciprocal_rank[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let x = [0.0f32, 1.0, 2.0];
+        assert!(knn_cross(&x, 3, None, 1, 3, Metric::Euclidean, None).is_err());
+        assert!(retrieval(&x, 3, &[0, 1], None, 1, None, Metric::Euclidean).is_err());
+        let bad = [0.0f32, f32::NAN, 2.0];
+        assert!(knn_cross(&bad, 3, None, 1, 1, Metric::Euclidean, None).is_err());
+    }
+}
