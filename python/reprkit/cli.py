@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-components", type=int, default=2)
     t.add_argument("--max-iter", type=int, default=750)
     t.add_argument("--metric", default="euclidean", choices=["euclidean", "sqeuclidean", "cosine", "precomputed"])
-    t.add_argument("--method", default="barnes_hut", choices=["barnes_hut", "exact"])
+    t.add_argument("--method", default="barnes_hut", choices=["auto", "barnes_hut", "exact", "fft"])
     t.add_argument("--init", default="pca", choices=["pca", "random"])
     t.add_argument("--n-jobs", type=int, default=None, help="threads (default: all CPUs)")
     t.add_argument("--random-state", type=int, default=0)
