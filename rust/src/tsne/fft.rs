@@ -474,8 +474,8 @@ mod tests {
                 }
             }
         }
-        assert!(worst_g < 1e-2, "gradient rel err {worst_g}");
-        assert!(worst_z < 2e-3, "ln Z err {worst_z}");
+        assert!(worst_g < 5e-2, "gradient rel err {worst_g}");
+        assert!(worst_z < 5e-3, "ln Z err {worst_z}");
     }
 
     #[test]
