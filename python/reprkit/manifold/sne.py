@@ -50,8 +50,11 @@ METRICS = ("euclidean", "sqeuclidean", "cosine", "precomputed")
 AUTO_EXACT_MAX_N = 30_000
 MAX_STEP_NORM = 5.0
 #: ``method="auto"``: Barnes-Hut below this many points in 2-D, the FFT-interpolated
-#: repulsion from here on (measured crossover, see :class:`TSNE`).
-AUTO_FFT_MIN_N = 10_000
+#: repulsion from here on. Measured (2 cores, heavily loaded box, one iteration on a
+#: clustered embedding of spread ~sqrt(N)): BH 37/85/107/628/1000/2244/1928 ms against FFT
+#: 40/166/348/944/1321/2788/2580 ms at N = 5k/10k/20k/50k/100k/250k/1M, so no crossover was
+#: found up to 1M and the threshold sits above the measured range (to re-measure on a quiet box).
+AUTO_FFT_MIN_N = 2_000_000
 #: Momentum during and after early exaggeration (openTSNE's schedule; bhtsne and scikit-learn use 0.5 then 0.8).
 MOMENTUM = (0.8, 0.8)
 
@@ -371,8 +374,11 @@ class TSNE(_SNEBase):
     Both the repulsion Σ_j K_ij (y_i − y_j) and Z = Σ_ij K_ij (1 + d²_ij/dof)
     come from those four convolutions for any ``dof``. Relative error of the
     repulsive gradient against the exact one: below 2·10⁻³ (tested).
-    ``"auto"`` picks per :func:`auto_method`: Barnes-Hut below 10,000 points in
-    2-D, FFT above; Barnes-Hut in 3-D; ``method_`` records the choice. ``dof`` < 1 gives heavier tails (Kobak et
+    ``"auto"`` picks per :func:`auto_method`: in 2-D Barnes-Hut below
+    ``AUTO_FFT_MIN_N`` (2,000,000) points, FFT above — on this project's 2-core
+    box Barnes-Hut was faster per iteration at every N measured, up to 1M (see
+    ``AUTO_FFT_MIN_N``); FFT in 1-D above 1,000 points; Barnes-Hut in 3-D;
+    ``method_`` records the choice. ``dof`` < 1 gives heavier tails (Kobak et
     al. 2019). ``neighbors``: "exact", "approx" (random-projection forest +
     NN-descent) or "auto" (exact up to 30,000 points). ``callbacks(iteration,
     kl, embedding)`` run every ``callbacks_every`` iterations; returning True
