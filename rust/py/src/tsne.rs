@@ -110,6 +110,7 @@ fn method_of(method: &str, angle: f64) -> Result<Method, Error> {
     match method {
         "exact" => Ok(Method::Exact),
         "barnes_hut" => Ok(Method::BarnesHut(angle)),
+        "fft" => Ok(Method::Fft),
         _ => Err(Error::InvalidParameter(format!("unknown method {method:?}"))),
     }
 }

@@ -4,6 +4,7 @@
 //!   normalised sparse input affinities P (CSR).
 //! * [`bh`]: Barnes-Hut repulsion on a quadtree (2-D) or octree (3-D).
 //! * [`exact`]: the O(N²) gradient and KL, in fixed tiles of rows.
+//! * [`fft`]: FFT-interpolated repulsion on a regular grid (1-D and 2-D).
 //! * [`optimize`]: gradient descent with early exaggeration, momentum,
 //!   delta-bar-delta gains and a bound on the step norm; placing new points
 //!   against a fixed embedding.
@@ -15,6 +16,7 @@
 pub mod affinity;
 pub mod bh;
 pub mod exact;
+pub mod fft;
 pub mod optimize;
 pub mod simd;
 

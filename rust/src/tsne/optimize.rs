@@ -3,7 +3,7 @@
 //!
 //! Gradient (units of ∂C/∂y / 4): g_i = α_ex·A_i − R_i with the attractive term
 //!   A_i = Σ_j p_ij b_ij (y_i − y_j),  b = 1/(1 + d²/dof) (t-SNE) or 1 (Gaussian kernels),
-//! over the sparse symmetric P, and R_i from [`super::bh`] or [`super::exact`].
+//! over the sparse symmetric P, and R_i from [`super::bh`], [`super::fft`] or [`super::exact`].
 //!
 //! Update per coordinate (delta-bar-delta gains, as in bhtsne / openTSNE):
 //!   gain ← gain + 0.2 if sign(g) ≠ sign(u) else gain·0.8, floored at 0.01;
@@ -25,6 +25,8 @@ pub enum Method {
     Exact,
     /// Barnes-Hut with this angle (θ); output dimension 2 or 3, Student-t kernel.
     BarnesHut(f64),
+    /// FFT-interpolated repulsion on a grid ([`super::fft`]); output dimension 1 or 2, Student-t kernel.
+    Fft,
 }
 
 /// Rows per parallel task.
@@ -41,6 +43,8 @@ pub struct Problem {
     pub kernel: Kernel,
     pub method: Method,
     plogp: f64,
+    /// Kernel transform and plans of the FFT method, reused across iterations.
+    pub fft_cache: std::sync::Mutex<super::fft::Cache>,
 }
 
 fn plogp_of(p: &Csr) -> f64 {
@@ -73,6 +77,16 @@ impl Problem {
                 return Err(Error::InvalidParameter(format!("angle must be >= 0, got {theta}")));
             }
         }
+        if method == Method::Fft {
+            if !(1..=2).contains(&dim) {
+                return Err(Error::InvalidParameter(format!(
+                    "method='fft' supports n_components 1 or 2, got {dim}; use method='barnes_hut' for 3-D"
+                )));
+            }
+            if !matches!(kernel, Kernel::StudentT(_)) {
+                return Err(Error::InvalidParameter("method='fft' needs the Student-t kernel; use method='exact' for SNE".into()));
+            }
+        }
         let plogp = match (&kernel, &p_cond) {
             (Kernel::Sne, Some(pc)) => {
                 pc.validate(n)?;
@@ -81,7 +95,7 @@ impl Problem {
             (Kernel::Sne, None) => return Err(Error::InvalidParameter("SNE needs the conditional affinities".into())),
             _ => plogp_of(&p),
         };
-        Ok(Problem { n, dim, p, p_cond, kernel, method, plogp })
+        Ok(Problem { n, dim, p, p_cond, kernel, method, plogp, fft_cache: Default::default() })
     }
 
     /// Writes the gradient (÷4) at `y` with exaggeration `exag` into `grad`;
@@ -112,6 +126,14 @@ impl Problem {
                 let inv = 1.0 / z;
                 rep.par_chunks_mut(4096).for_each(|c| c.iter_mut().for_each(|v| *v *= inv));
                 z.ln()
+            }
+            Method::Fft => {
+                let dof = match self.kernel {
+                    Kernel::StudentT(a) => a,
+                    _ => unreachable!("checked in new"),
+                };
+                let mut cache = self.fft_cache.lock().unwrap_or_else(|e| e.into_inner());
+                super::fft::fft_repulsion(y, n, dim, dof, &mut cache, &mut rep)?
             }
         };
         let plogw = match (dim, want_kl) {
