@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -163,7 +163,9 @@ class _SNEBase(Estimator):
             return "exact" if n <= AUTO_EXACT_MAX_N else "approx"
         return nb
 
-    def _prepare_X(self, X: Any) -> np.ndarray:
+    def _prepare_X(self, X: Any) -> Any:
+        if self.metric == "precomputed" and _is_sparse(X):
+            return _sparse_distances(X)
         X = check_array(_to_numpy(X, "X"), "X")
         if self.metric == "precomputed":
             if X.shape[0] != X.shape[1]:
@@ -173,43 +175,95 @@ class _SNEBase(Estimator):
         return X
 
     # --- fitting ---
-    def fit(self, X: Any, y: Any = None) -> "_SNEBase":
-        """Embed ``X`` (n_samples, n_features), or a distance matrix for metric='precomputed'."""
-        self._fit(X)
+    def fit(self, X: Any, y: Any = None, *, affinities: Any = None) -> "_SNEBase":
+        """Embed ``X`` (n_samples, n_features), or distances for metric='precomputed'
+        (a dense n × n matrix, or a scipy sparse kNN distance matrix: each row's stored
+        entries are its neighbours, the k = ⌊3·perplexity⌋ nearest of them are used).
+
+        ``affinities``: a ready symmetric P (scipy sparse or dense n × n: non-negative,
+        zero diagonal, summing to 1), e.g. ``affinities_`` of an earlier fit; the
+        neighbour search and calibration are skipped and ``perplexity``/``metric`` are
+        not used. ``X`` may then be None unless ``init="pca"`` needs it.
+        """
+        self._fit(X, affinities)
         return self
 
-    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
-        """Fit and return the embedding (n_samples, n_components)."""
-        self._fit(X)
+    def fit_transform(self, X: Any, y: Any = None, *, affinities: Any = None) -> np.ndarray:
+        """Fit and return the embedding (n_samples, n_components); see :meth:`fit`."""
+        self._fit(X, affinities)
         return self.embedding_
 
-    def _fit(self, X: Any) -> None:
+    def _affinities(self, X: Any, n: int, k: int, nb: str, n_threads: int, seed: int) -> Tuple[Any, Any]:
+        """(P as scipy CSR, conditional rows (knn_idx, p_cond) for SNE or None), logging each stage."""
+        from scipy.sparse import csr_matrix
+
+        want_cond = self._kernel == "sne"
+        if _is_sparse(X):
+            ip, ix, dv = X
+            indptr, indices, data, cond, t_knn, t_cal = _core.tsne_p_sparse(
+                ip, ix, dv, n, float(self.perplexity), k, int(np.ceil(self.perplexity)),
+                self.metric == "precomputed", n_threads, want_cond,
+            )
+            self._log(f"neighbours: {k} per row from the sparse distance matrix")
+        else:
+            indptr, indices, data, cond, t_knn, t_cal = _core.tsne_p(
+                X, float(self.perplexity), k, self.metric, nb, seed, n_threads, want_cond
+            )
+            what = "from the distance matrix" if self.metric == "precomputed" else f"{nb} search"
+            self._log(f"kNN: {k} neighbours of {n} points ({what}): {t_knn:.2f} s")
+        self._log(f"calibration (perplexity {self.perplexity}) and symmetrisation: {t_cal:.2f} s, {len(data)} affinities")
+        P = csr_matrix((data, indices, indptr), shape=(n, n))
+        if cond is None:
+            return P, None
+        cptr, cidx, cval = cond
+        lens = np.diff(cptr)
+        if lens.size and (lens != lens[0]).any():
+            raise InvalidParameterError(
+                "SNE needs the same number of neighbours in every row of a sparse distance matrix"
+            )
+        kk = int(lens[0]) if lens.size else 0
+        return P, (cidx.reshape(n, kk), cval.reshape(n, kk))
+
+    def _fit(self, X: Any, affinities: Any = None) -> None:
         t_all = time.perf_counter()
-        X = self._prepare_X(X)
-        n = X.shape[0]
+        if affinities is not None:
+            P = check_affinities(affinities)
+            n = P.shape[0]
+            if X is not None:
+                X = self._prepare_X(X)
+                if X_rows(X) != n:
+                    raise ShapeError(f"X has {X_rows(X)} rows but affinities is {n} × {n}")
+        else:
+            if X is None:
+                raise InvalidParameterError("X is required unless affinities= is given")
+            X = self._prepare_X(X)
+            n = X_rows(X)
         self._validate(n)
         n_threads = resolve_n_jobs(self.n_jobs)
         rng = _seed_of(self.random_state)
         seed = int(rng.integers(0, 2**63 - 1))
         method = self._method()
         dim = int(self.n_components)
-        k = n - 1 if method == "exact" else min(n - 1, int(3 * self.perplexity))
+        k = n - 1 if method == "exact" and not _is_sparse(X) else min(n - 1, int(3 * self.perplexity))
         nb = self._neighbors(n)
 
-        t0 = time.perf_counter()
-        indptr, indices, data, knn_idx, p_cond = _core.tsne_affinities(
-            X, float(self.perplexity), k, self.metric, nb, n_threads, seed
-        )
-        self._log(f"affinities: {k} {nb} neighbours, perplexity {self.perplexity}: {time.perf_counter() - t0:.2f} s")
-        from scipy.sparse import csr_matrix
-
-        self.affinities_ = csr_matrix((data, indices, indptr), shape=(n, n))
+        if affinities is not None:
+            if self._kernel == "sne":
+                raise InvalidParameterError("SNE needs conditional affinities and does not accept affinities=")
+            self.affinities_ = P
+            knn_cond = None
+            self._log(f"affinities given: {P.nnz} entries, neighbour search skipped")
+        else:
+            self.affinities_, knn_cond = self._affinities(X, n, k, nb, n_threads, seed)
+        indptr = np.ascontiguousarray(self.affinities_.indptr, dtype=np.int64)
+        indices = np.ascontiguousarray(self.affinities_.indices, dtype=np.int32)
+        data = np.ascontiguousarray(self.affinities_.data, dtype=np.float64)
 
         Y0 = self._init_embedding(X, rng, dim)
         auto = self.learning_rate == "auto"
         lr = max(n / float(self.early_exaggeration), 50.0) if auto else float(self.learning_rate)
         self.learning_rate_ = lr
-        cond = (knn_idx, p_cond) if self._kernel == "sne" else None
+        cond = knn_cond
         opt = _core.TsneOptimizer(
             indptr, indices, data, Y0, self._kernel, self._dof(), method, float(getattr(self, "angle", 0.5)), cond
         )
@@ -251,14 +305,16 @@ class _SNEBase(Estimator):
         self._X_fit = X
         self._log(f"done: {it} iterations, KL {kl:.4f}, total {time.perf_counter() - t_all:.2f} s")
 
-    def _init_embedding(self, X: np.ndarray, rng: np.random.Generator, dim: int) -> np.ndarray:
-        n = X.shape[0]
+    def _init_embedding(self, X: Any, rng: np.random.Generator, dim: int) -> np.ndarray:
+        n = self.affinities_.shape[0]
         init = self.init
         if isinstance(init, str):
             check_choice("init", init, ("pca", "random", "spectral"))
             if init == "pca":
                 if self.metric == "precomputed":
                     raise InvalidParameterError("init='pca' cannot be used with metric='precomputed'; use 'random'")
+                if X is None:
+                    raise InvalidParameterError("init='pca' needs X; with affinities= alone use init='random' or 'spectral'")
                 return pca_init(X, dim)
             if init == "random":
                 return np.ascontiguousarray(rng.normal(0.0, 1e-4, size=(n, dim)))
@@ -286,8 +342,13 @@ class _SNEBase(Estimator):
             raise InvalidParameterError(f"this {type(self).__name__} is not fitted yet; call fit first")
         if self._kernel != "t" or self.n_components not in (2, 3):
             raise InvalidParameterError("transform supports t-SNE embeddings with n_components 2 or 3")
-        Xn = check_array(_to_numpy(X, "X"), "X")
         ref = self._X_fit
+        if ref is None or isinstance(ref, tuple):
+            raise InvalidParameterError(
+                "transform needs the dense training data: fits from a sparse distance matrix or affinities= alone "
+                "cannot place new points"
+            )
+        Xn = check_array(_to_numpy(X, "X"), "X")
         n = ref.shape[0]
         if self.metric == "precomputed":
             if Xn.shape[1] != n:
@@ -323,6 +384,80 @@ class _SNEBase(Estimator):
             Yref, indptr, idx.ravel(), P.ravel(), np.ascontiguousarray(Y0), self._dof(),
             float(getattr(self, "angle", 0.5)), int(max_iter), float(learning_rate), 0.5, MAX_STEP_NORM, n_threads,
         )
+
+
+def _is_sparse(X: Any) -> bool:
+    if isinstance(X, tuple):  # the (indptr, indices, distances) triple of _sparse_distances
+        return True
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover - scipy is a runtime dependency
+        return False
+    return sp.issparse(X)
+
+
+def X_rows(X: Any) -> int:
+    return len(X[0]) - 1 if isinstance(X, tuple) else X.shape[0]
+
+
+def _sparse_distances(D: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A scipy sparse kNN distance matrix as a validated CSR triple (indptr, indices, distances).
+
+    Stored entries are the neighbours (explicit zeros are neighbours at distance 0,
+    duplicates); diagonal entries are ignored. Square, finite, non-negative.
+    """
+    import scipy.sparse as sp
+
+    if D.ndim != 2 or D.shape[0] != D.shape[1]:
+        raise ShapeError(f"metric='precomputed' needs a square distance matrix, got shape {D.shape}")
+    if D.dtype.kind not in "fiu":
+        raise InvalidParameterError(f"the precomputed distance matrix has unsupported dtype {D.dtype}")
+    C = sp.csr_matrix(D, dtype=np.float64, copy=True)
+    C.sum_duplicates()
+    if not np.isfinite(C.data).all():
+        raise NonFiniteError("the precomputed distance matrix contains NaN or infinity")
+    if (C.data < 0).any():
+        raise InvalidParameterError("a precomputed distance matrix must not contain negative values")
+    return (
+        np.ascontiguousarray(C.indptr, dtype=np.int64),
+        np.ascontiguousarray(C.indices, dtype=np.int32),
+        np.ascontiguousarray(C.data, dtype=np.float64),
+    )
+
+
+def check_affinities(P: Any, tol: float = 1e-6) -> Any:
+    """Validates a ready t-SNE affinity matrix and returns it as float64 CSR (sorted indices).
+
+    Accepted: scipy sparse or dense, square, finite, non-negative, symmetric (|P − Pᵀ| ≤
+    1e-9·max P), zero diagonal and Σ_ij p_ij = 1 within ``tol``. No silent
+    renormalisation: pass ``P / P.sum()`` if yours is not normalised.
+    """
+    import scipy.sparse as sp
+
+    if sp.issparse(P):
+        A = sp.csr_matrix(P, dtype=np.float64, copy=True)
+    else:
+        arr = check_array(_to_numpy(P, "affinities"), "affinities", dtype=np.float64)
+        A = sp.csr_matrix(arr)
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ShapeError(f"affinities must be a square matrix, got shape {A.shape}")
+    A.sum_duplicates()
+    A.eliminate_zeros()
+    A.sort_indices()
+    if not np.isfinite(A.data).all():
+        raise NonFiniteError("affinities contain NaN or infinity")
+    if (A.data < 0).any():
+        raise InvalidParameterError("affinities must be non-negative")
+    if A.diagonal().any():
+        raise InvalidParameterError("affinities must have a zero diagonal (p_ii = 0)")
+    total = float(A.data.sum())
+    if not abs(total - 1.0) <= tol:
+        raise InvalidParameterError(f"affinities must sum to 1 (got {total:.6g}); pass P / P.sum()")
+    scale = float(A.data.max()) if A.nnz else 0.0
+    diff = abs(A - A.T)
+    if diff.nnz and float(diff.max()) > 1e-9 * scale:
+        raise InvalidParameterError("affinities must be symmetric (P = Pᵀ); pass (P + P.T) / 2")
+    return A
 
 
 class TSNE(_SNEBase):

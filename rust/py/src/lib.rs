@@ -12,6 +12,7 @@ mod arrays;
 mod distances;
 mod distillation;
 mod held;
+mod knn;
 mod losses;
 mod margin;
 mod multimodal;
@@ -31,6 +32,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     distances::register(m)?;
     distillation::register(m)?;
     losses::register(m)?;
+    knn::register(m)?;
     margin::register(m)?;
     pairs::register(m)?;
     proxies::register(m)?;
