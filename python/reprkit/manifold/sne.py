@@ -239,6 +239,9 @@ class _SNEBase(Estimator):
             X = self._prepare_X(X)
             n = X_rows(X)
         self._validate(n)
+        if isinstance(self.init, str) and self.init == "pca" and X is not None and self.metric == "precomputed":
+            # Fail before the (possibly long) neighbour search.
+            raise InvalidParameterError("init='pca' cannot be used with metric='precomputed'; use 'random'")
         n_threads = resolve_n_jobs(self.n_jobs)
         rng = _seed_of(self.random_state)
         seed = int(rng.integers(0, 2**63 - 1))
