@@ -475,6 +475,18 @@ class TSNE(_SNEBase):
     stops. Ctrl-C stops a fit with KeyboardInterrupt. The same ``random_state``
     gives the same embedding for any ``n_jobs``.
 
+    ``metric="precomputed"``: X is a dense n × n distance matrix or a scipy
+    sparse kNN distance matrix (each row's stored entries are its neighbours,
+    explicit zeros included, the diagonal ignored; the ⌊3·perplexity⌋ nearest
+    per row are used and every row needs at least ⌈perplexity⌉). On the same
+    neighbours the sparse and the dense paths give identical P.
+    ``fit(X, affinities=P)`` skips the neighbour search and calibration and
+    uses a ready symmetric P (non-negative, zero diagonal, Σ p_ij = 1; errors
+    otherwise) — e.g. the ``affinities_`` of an earlier fit, for another run
+    with a different init, ``dof`` or exaggeration. ``verbose=True`` prints
+    each stage to stderr: the kNN search with its time, the calibration, and
+    every 50 iterations the KL and the elapsed time.
+
     Attributes: ``embedding_``, ``kl_divergence_``, ``n_iter_``,
     ``learning_rate_``, ``affinities_`` (the symmetric P, scipy.sparse CSR).
     """
