@@ -11,12 +11,41 @@
 use crate::distances::{unit_rows, Metric};
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::knn::{knn_exact, Knn};
-use crate::linalg::{dot, sq_dist};
+use crate::linalg::dot;
 use crate::tsne::SplitMix;
 use crate::Real;
 use rayon::prelude::*;
 
 const ROWS_TILE: usize = 64;
+
+crate::simd::multiversion! {
+    /// Σ (a_k − b_k)², AVX2 where available, with 32 independent accumulators: the
+    /// search is bound by this call, and one 8-lane accumulator would serialise on
+    /// the add latency. The summation order is fixed (independent of threads).
+    fn dist2<T>(a: &[T], b: &[T]) -> T {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [T::zero(); 32];
+        let chunks = n / 32;
+        for c in 0..chunks {
+            for l in 0..32 {
+                let t = a[c * 32 + l] - b[c * 32 + l];
+                acc[l] += t * t;
+            }
+        }
+        let mut s = T::zero();
+        for i in chunks * 32..n {
+            let t = a[i] - b[i];
+            s += t * t;
+        }
+        for w in [16, 8, 4, 2, 1] {
+            for l in 0..w {
+                acc[l] += acc[l + w];
+            }
+        }
+        s + acc[0]
+    }
+}
 
 /// A bounded max-heap of (distance, index): keeps the k smallest distinct indices offered.
 struct Heap<'a, T> {
@@ -184,7 +213,7 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
                     let l = tr.leaf_of[i] as usize;
                     for &j in &tr.perm[tr.bounds[l] as usize..tr.bounds[l + 1] as usize] {
                         if j as usize != i {
-                            let dist = sq_dist(row(i), row(j as usize));
+                            let dist = dist2(row(i), row(j as usize));
                             h.push(dist, j);
                         }
                     }
@@ -275,7 +304,7 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
                         }
                         // Distance before the O(k) membership scan: most candidates are
                         // farther than the current k-th and are rejected without it.
-                        let dist = sq_dist(row(i), row(c as usize));
+                        let dist = dist2(row(i), row(c as usize));
                         if h.push(dist, c) {
                             count += 1;
                         }
@@ -297,7 +326,7 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
             let mut h = Heap { d: dr, i: ir, new: &mut nr };
             for j in 0..n {
                 if j != i {
-                    h.push(sq_dist(row(i), row(j)), j as u32);
+                    h.push(dist2(row(i), row(j)), j as u32);
                 }
             }
         }

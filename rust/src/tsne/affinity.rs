@@ -396,4 +396,21 @@ mod tests {
             }
         }
     }
+    #[test]
+    fn sparse_selection_keeps_nearest_and_rejects_bad_rows() {
+        // Row 0 lists itself, 2 (0.5), 1 (0.25), 3 (0.5); keep 2 → [1, 2] (tie 2 vs 3 to the lower column).
+        let (ip, c, d) = (vec![0usize, 4, 5, 6, 7], vec![0u32, 2, 1, 3, 0, 0, 0], vec![0.0, 0.5, 0.25, 0.5, 1.0, 1.0, 1.0]);
+        let (op, oc, od) = select_sparse_neighbours(4, &ip, &c, &d, 2, 1).unwrap();
+        assert_eq!(op, vec![0, 2, 3, 4, 5]);
+        assert_eq!(&oc[..2], &[1, 2]);
+        assert_eq!(&od[..2], &[0.25, 0.5]);
+        assert!(matches!(select_sparse_neighbours(4, &ip, &c, &d, 2, 2), Err(Error::InvalidParameter(_))));
+        let mut neg = d.clone();
+        neg[5] = -1.0;
+        assert!(matches!(select_sparse_neighbours(4, &ip, &c, &neg, 2, 1), Err(Error::InvalidInput(_))));
+        let mut nan = d.clone();
+        nan[1] = f64::NAN;
+        assert!(matches!(select_sparse_neighbours(4, &ip, &c, &nan, 2, 1), Err(Error::NonFinite(_))));
+        assert!(select_sparse_neighbours(4, &ip[..3], &c, &d, 2, 1).is_err());
+    }
 }
