@@ -608,3 +608,47 @@ def neighbour_ranks(
     metric: str, n_threads: int,
 ) -> npt.NDArray[np.int64]:
     """1-based ranks (m, k) of the given neighbours among the other rows of x (ties to the lower index)."""
+
+# --- neighbour search shared by t-SNE and Laplacian eigenmaps (rust/py/src/knn.rs) ---
+def knn_search(
+    x: npt.NDArray[np.floating], k: int, metric: str, neighbors: str, seed: int, n_threads: int
+) -> Tuple[npt.NDArray[np.int32], npt.NDArray[np.floating]]: ...
+def tsne_p(
+    x: npt.NDArray[np.floating],
+    perplexity: float,
+    k: int,
+    metric: str,
+    neighbors: str,
+    seed: int,
+    n_threads: int,
+    want_cond: bool,
+) -> Tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.float64],
+    Optional[Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float64]]],
+    float,
+    float,
+]: ...
+def tsne_p_sparse(
+    indptr: npt.NDArray[np.int64],
+    indices: npt.NDArray[np.int32],
+    distances: npt.NDArray[np.float64],
+    n: int,
+    perplexity: float,
+    k_max: int,
+    min_neighbors: int,
+    square: bool,
+    n_threads: int,
+    want_cond: bool,
+) -> Tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.float64],
+    Optional[Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float64]]],
+    float,
+    float,
+]: ...
+def knn_graph_affinity(
+    x: npt.NDArray[np.floating], n_neighbors: int, weights: str, t: Optional[float], neighbors: str, seed: int, n_threads: int
+) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float64], float]: ...

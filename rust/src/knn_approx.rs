@@ -11,12 +11,41 @@
 use crate::distances::{unit_rows, Metric};
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::knn::{knn_exact, Knn};
-use crate::linalg::{dot, sq_dist};
+use crate::linalg::dot;
 use crate::tsne::SplitMix;
 use crate::Real;
 use rayon::prelude::*;
 
 const ROWS_TILE: usize = 64;
+
+crate::simd::multiversion! {
+    /// Σ (a_k − b_k)², AVX2 where available, with 32 independent accumulators: the
+    /// search is bound by this call, and one 8-lane accumulator would serialise on
+    /// the add latency. The summation order is fixed (independent of threads).
+    fn dist2<T>(a: &[T], b: &[T]) -> T {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [T::zero(); 32];
+        let chunks = n / 32;
+        for c in 0..chunks {
+            for l in 0..32 {
+                let t = a[c * 32 + l] - b[c * 32 + l];
+                acc[l] += t * t;
+            }
+        }
+        let mut s = T::zero();
+        for i in chunks * 32..n {
+            let t = a[i] - b[i];
+            s += t * t;
+        }
+        for w in [16, 8, 4, 2, 1] {
+            for l in 0..w {
+                acc[l] += acc[l + w];
+            }
+        }
+        s + acc[0]
+    }
+}
 
 /// A bounded max-heap of (distance, index): keeps the k smallest distinct indices offered.
 struct Heap<'a, T> {
@@ -183,8 +212,8 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
                 for tr in &trees {
                     let l = tr.leaf_of[i] as usize;
                     for &j in &tr.perm[tr.bounds[l] as usize..tr.bounds[l + 1] as usize] {
-                        if j as usize != i && !h.contains(j) {
-                            let dist = sq_dist(row(i), row(j as usize));
+                        if j as usize != i {
+                            let dist = dist2(row(i), row(j as usize));
                             h.push(dist, j);
                         }
                     }
@@ -195,10 +224,10 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
     // Neighbour-of-neighbour refinement.
     let s1 = k.min(40);
     let s2 = k.min(20);
+    let mut snap_i = vec![0u32; n * k];
+    let mut snap_new = vec![false; n * k];
     for _round in 0..8 {
         // Snapshot: each row sorted ascending, with its "new" flags; then clear flags.
-        let mut snap_i = vec![0u32; n * k];
-        let mut snap_new = vec![false; n * k];
         snap_i.par_chunks_mut(k).zip(snap_new.par_chunks_mut(k)).enumerate().for_each(|(i, (si, sn))| {
             let mut v: Vec<(T, u32, bool)> = (0..k).map(|t| (hd[i * k + t], hi[i * k + t], hn[i * k + t])).collect();
             v.sort_unstable_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
@@ -270,10 +299,12 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
                     cand.dedup();
                     let mut h = Heap { d: dr, i: ir, new: nr };
                     for &c in &cand {
-                        if c as usize == i || h.contains(c) {
+                        if c as usize == i {
                             continue;
                         }
-                        let dist = sq_dist(row(i), row(c as usize));
+                        // Distance before the O(k) membership scan: most candidates are
+                        // farther than the current k-th and are rejected without it.
+                        let dist = dist2(row(i), row(c as usize));
                         if h.push(dist, c) {
                             count += 1;
                         }
@@ -286,11 +317,23 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
             break;
         }
     }
-    // Sort rows, convert distances.
-    let mut indices = vec![0u32; n * k];
-    let mut distances = vec![T::zero(); n * k];
-    indices.par_chunks_mut(k).zip(distances.par_chunks_mut(k)).enumerate().for_each(|(i, (io, dout))| {
-        let mut v: Vec<(T, u32)> = (0..k).map(|t| (hd[i * k + t], hi[i * k + t])).collect();
+    drop((snap_i, snap_new, hn));
+    // A row the forest and the refinement left short (possible only for pathological
+    // inputs, e.g. tiny leaves of duplicates) is completed by a brute-force scan.
+    hd.par_chunks_mut(k).zip(hi.par_chunks_mut(k)).enumerate().for_each(|(i, (dr, ir))| {
+        if ir.contains(&u32::MAX) {
+            let mut nr = vec![false; k];
+            let mut h = Heap { d: dr, i: ir, new: &mut nr };
+            for j in 0..n {
+                if j != i {
+                    h.push(dist2(row(i), row(j)), j as u32);
+                }
+            }
+        }
+    });
+    // Sort rows in place and convert distances (the heaps become the output: no second n × k copy).
+    hi.par_chunks_mut(k).zip(hd.par_chunks_mut(k)).for_each(|(io, dout)| {
+        let mut v: Vec<(T, u32)> = dout.iter().cloned().zip(io.iter().cloned()).collect();
         v.sort_unstable_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
         for (t, e) in v.iter().enumerate() {
             io[t] = e.1;
@@ -301,7 +344,7 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
             };
         }
     });
-    Ok(Knn { n, k, indices, distances })
+    Ok(Knn { n, k, indices: hi, distances: hd })
 }
 
 #[cfg(test)]

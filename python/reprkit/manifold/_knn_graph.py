@@ -27,13 +27,16 @@ def _auto_bandwidth(sq: np.ndarray) -> float:
     return float(pos.mean()) if pos.size else 1.0
 
 
-def mean_symmetrized_knn(x: np.ndarray, k: int, weights: str, t: Optional[float], n_threads: int) -> Tuple[Any, float]:
-    """``(W csr float64, t_used)`` with W = (A + Aᵀ)/2 of the exact directed kNN graph of ``x``."""
+def mean_symmetrized_knn(
+    x: np.ndarray, k: int, weights: str, t: Optional[float], n_threads: int, neighbors: str = "exact", seed: int = 0
+) -> Tuple[Any, float]:
+    """``(W csr float64, t_used)`` with W = (A + Aᵀ)/2 of the directed kNN graph of ``x``
+    (``neighbors``: "exact" or "approx", the search t-SNE uses)."""
     import scipy.sparse as sp
 
     n = x.shape[0]
-    # The exact kNN (tiled GEMM, Rust) of the t-SNE affinity code; only its neighbour lists are used.
-    knn_idx = _core.tsne_affinities(x, 1.0, k, "euclidean", "exact", n_threads, 0)[3].astype(np.int64)
+    # Only the neighbour lists are used; distances are recomputed exactly below.
+    knn_idx = _core.knn_search(x, k, "euclidean", neighbors, seed, n_threads)[0].astype(np.int64)
     xd = x.astype(np.float64)
     sq = np.empty((n, k))
     for s in range(0, n, 4096):  # exact Σ(x_i − x_j)² in chunks: O(chunk·k·d) memory

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -209,7 +209,9 @@ class _SNEBase(Estimator):
     def _tag_values(self) -> dict:
         return {"pairwise": self.metric == "precomputed", "sparse": True}
 
-    def _prepare_X(self, X: Any) -> np.ndarray:
+    def _prepare_X(self, X: Any) -> Any:
+        if self.metric == "precomputed" and _is_sparse(X):
+            return _sparse_distances(X)  # a kNN distance matrix: stays sparse
         X, _ = estimator_input(X, "X", min_rows=2, estimator=type(self).__name__)
         if self.metric == "precomputed":
             if X.shape[0] != X.shape[1]:
@@ -219,16 +221,24 @@ class _SNEBase(Estimator):
         return X
 
     # --- fitting ---
-    def fit(self, X: Any, y: Any = None) -> "_SNEBase":
-        """Embed ``X`` (n_samples, n_features), or a distance matrix for metric='precomputed'."""
-        self._fit(X)
+    def fit(self, X: Any, y: Any = None, *, affinities: Any = None) -> "_SNEBase":
+        """Embed ``X`` (n_samples, n_features), or distances for metric='precomputed'
+        (a dense n × n matrix, or a scipy sparse kNN distance matrix: each row's stored
+        entries are its neighbours, the k = ⌊3·perplexity⌋ nearest of them are used).
+
+        ``affinities``: a ready symmetric P (scipy sparse or dense n × n: non-negative,
+        zero diagonal, summing to 1), e.g. ``affinities_`` of an earlier fit; the
+        neighbour search and calibration are skipped and ``perplexity``/``metric`` are
+        not used. ``X`` may then be None unless ``init="pca"`` needs it.
+        """
+        self._fit(X, affinities)
         return self
 
-    def fit_transform(self, X: Any, y: Any = None) -> Any:
-        """Fit and return the embedding (n_samples, n_components) as the input's type: numpy of the
-        input's float dtype, or a tensor on the input's device and dtype (``embedding_`` stays the
-        float64 numpy array of the optimiser)."""
-        self._fit(X)
+    def fit_transform(self, X: Any, y: Any = None, *, affinities: Any = None) -> Any:
+        """Fit (see :meth:`fit`) and return the embedding (n_samples, n_components) as the input's
+        type: numpy of the input's float dtype, or a tensor on the input's device and dtype
+        (``embedding_`` stays the float64 numpy array of the optimiser)."""
+        self._fit(X, affinities)
         return self._output(self.embedding_, X)
 
     @staticmethod
@@ -238,35 +248,84 @@ class _SNEBase(Estimator):
         dtype = np.float32 if getattr(X, "dtype", None) in (np.float16, np.float32) else np.float64
         return emb.astype(dtype)
 
-    def _fit(self, X: Any) -> None:
+    def _affinities(self, X: Any, n: int, k: int, nb: str, n_threads: int, seed: int) -> Tuple[Any, Any]:
+        """(P as scipy CSR, conditional rows (knn_idx, p_cond) for SNE or None), logging each stage."""
+        from scipy.sparse import csr_matrix
+
+        want_cond = self._kernel == "sne"
+        if _is_sparse(X):
+            ip, ix, dv = X
+            indptr, indices, data, cond, t_knn, t_cal = _core.tsne_p_sparse(
+                ip, ix, dv, n, float(self.perplexity), k, int(np.ceil(self.perplexity)),
+                self.metric == "precomputed", n_threads, want_cond,
+            )
+            self._log(f"neighbours: {k} per row from the sparse distance matrix")
+        else:
+            indptr, indices, data, cond, t_knn, t_cal = _core.tsne_p(
+                X, float(self.perplexity), k, self.metric, nb, seed, n_threads, want_cond
+            )
+            what = "from the distance matrix" if self.metric == "precomputed" else f"{nb} search"
+            self._log(f"kNN: {k} neighbours of {n} points ({what}): {t_knn:.2f} s")
+        self._log(f"calibration (perplexity {self.perplexity}) and symmetrisation: {t_cal:.2f} s, {len(data)} affinities")
+        P = csr_matrix((data, indices, indptr), shape=(n, n))
+        if cond is None:
+            return P, None
+        cptr, cidx, cval = cond
+        lens = np.diff(cptr)
+        if lens.size and (lens != lens[0]).any():
+            raise InvalidParameterError(
+                "SNE needs the same number of neighbours in every row of a sparse distance matrix"
+            )
+        kk = int(lens[0]) if lens.size else 0
+        return P, (cidx.reshape(n, kk), cval.reshape(n, kk))
+
+    def _fit(self, X: Any, affinities: Any = None) -> None:
         t_all = time.perf_counter()
-        X = self._prepare_X(X)
-        n = X.shape[0]
+        if affinities is not None:
+            P = check_affinities(affinities)
+            n = P.shape[0]
+            if X is not None:
+                X = self._prepare_X(X)
+                if X_rows(X) != n:
+                    raise ShapeError(f"X has {X_rows(X)} rows but affinities is {n} × {n}")
+        else:
+            if X is None:
+                raise InvalidParameterError("X is required unless affinities= is given")
+            X = self._prepare_X(X)
+            n = X_rows(X)
         check_sne_params(self, n)
         self._validate(n)
-        self.n_features_in_ = int(X.shape[1])
-        warn_duplicates(X, type(self).__name__)
-        # Affinities and init are scale invariant: fit on X / s (s a power of two, exact) so the
-        # squared distances of huge data (1e30 float32, 1e300 float64) cannot overflow.
-        self._scale = power_of_two_scale(X)
-        X = scaled(X, self._scale)
+        self.n_features_in_ = int(X.shape[1]) if isinstance(X, np.ndarray) else n
+        if isinstance(self.init, str) and self.init == "pca" and X is not None and self.metric == "precomputed":
+            # Fail before the (possibly long) neighbour search.
+            raise InvalidParameterError("init='pca' cannot be used with metric='precomputed'; use 'random'")
+        self._scale = 1.0
+        if isinstance(X, np.ndarray):
+            warn_duplicates(X, type(self).__name__)
+            # Affinities and init are scale invariant: fit on X / s (s a power of two, exact) so the
+            # squared distances of huge data (1e30 float32, 1e300 float64) cannot overflow.
+            self._scale = power_of_two_scale(X)
+            X = scaled(X, self._scale)
         n_threads = resolve_n_jobs(self.n_jobs)
         rng = _seed_of(self.random_state)
         seed = int(rng.integers(0, 2**63 - 1))
         method = self._resolved_method(n)
         self.method_ = method
         dim = int(self.n_components)
-        k = n - 1 if method == "exact" else min(n - 1, int(3 * self.perplexity))
+        k = n - 1 if method == "exact" and not _is_sparse(X) else min(n - 1, int(3 * self.perplexity))
         nb = self._neighbors(n)
 
-        t0 = time.perf_counter()
-        indptr, indices, data, knn_idx, p_cond = _core.tsne_affinities(
-            X, float(self.perplexity), k, self.metric, nb, n_threads, seed
-        )
-        self._log(f"affinities: {k} {nb} neighbours, perplexity {self.perplexity}: {time.perf_counter() - t0:.2f} s")
-        from scipy.sparse import csr_matrix
-
-        self.affinities_ = csr_matrix((data, indices, indptr), shape=(n, n))
+        if affinities is not None:
+            if self._kernel == "sne":
+                raise InvalidParameterError("SNE needs conditional affinities and does not accept affinities=")
+            self.affinities_ = P
+            knn_cond = None
+            self._log(f"affinities given: {P.nnz} entries, neighbour search skipped")
+        else:
+            self.affinities_, knn_cond = self._affinities(X, n, k, nb, n_threads, seed)
+        indptr = np.ascontiguousarray(self.affinities_.indptr, dtype=np.int64)
+        indices = np.ascontiguousarray(self.affinities_.indices, dtype=np.int32)
+        data = np.ascontiguousarray(self.affinities_.data, dtype=np.float64)
 
         Y0 = self._init_embedding(X, rng, dim)
         if dim == 1 and method == "barnes_hut":
@@ -276,7 +335,7 @@ class _SNEBase(Estimator):
         auto = self.learning_rate == "auto"
         lr = max(n / float(self.early_exaggeration), 50.0) if auto else float(self.learning_rate)
         self.learning_rate_ = lr
-        cond = (knn_idx, p_cond) if self._kernel == "sne" else None
+        cond = knn_cond
         opt = _core.TsneOptimizer(
             indptr, indices, data, Y0, self._kernel, self._dof(), method, float(getattr(self, "angle", 0.5)), cond
         )
@@ -318,14 +377,16 @@ class _SNEBase(Estimator):
         self._X_fit = X
         self._log(f"done: {it} iterations, KL {kl:.4f}, total {time.perf_counter() - t_all:.2f} s")
 
-    def _init_embedding(self, X: np.ndarray, rng: np.random.Generator, dim: int) -> np.ndarray:
-        n = X.shape[0]
+    def _init_embedding(self, X: Any, rng: np.random.Generator, dim: int) -> np.ndarray:
+        n = self.affinities_.shape[0]
         init = self.init
         if isinstance(init, str):
             check_choice("init", init, ("pca", "random", "spectral"))
             if init == "pca":
                 if self.metric == "precomputed":
                     raise InvalidParameterError("init='pca' cannot be used with metric='precomputed'; use 'random'")
+                if X is None:
+                    raise InvalidParameterError("init='pca' needs X; with affinities= alone use init='random' or 'spectral'")
                 return pca_init(X, dim)
             if init == "random":
                 return np.ascontiguousarray(rng.normal(0.0, 1e-4, size=(n, dim)))
@@ -354,9 +415,14 @@ class _SNEBase(Estimator):
         if not hasattr(self, "embedding_"):
             raise InvalidParameterError(f"this {type(self).__name__} is not fitted yet; call fit first")
         Xin = X
+        ref = self._X_fit
+        if ref is None or isinstance(ref, tuple):
+            raise InvalidParameterError(
+                "transform needs the dense training data: fits from a sparse distance matrix or affinities= alone "
+                "cannot place new points"
+            )
         Xn, _ = estimator_input(X, "X")
         Xn = scaled(Xn, self._scale)  # the fit's scale (exact power of two)
-        ref = self._X_fit
         n = ref.shape[0]
         check_n_features(self, Xn, self.n_features_in_)
         if self._kernel != "t" or self.n_components not in (1, 2, 3):
@@ -388,6 +454,80 @@ class _SNEBase(Estimator):
         return self._output(np.ascontiguousarray(Y[:, : self.embedding_.shape[1]]), Xin)
 
 
+def _is_sparse(X: Any) -> bool:
+    if isinstance(X, tuple):  # the (indptr, indices, distances) triple of _sparse_distances
+        return True
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover - scipy is a runtime dependency
+        return False
+    return sp.issparse(X)
+
+
+def X_rows(X: Any) -> int:
+    return len(X[0]) - 1 if isinstance(X, tuple) else X.shape[0]
+
+
+def _sparse_distances(D: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A scipy sparse kNN distance matrix as a validated CSR triple (indptr, indices, distances).
+
+    Stored entries are the neighbours (explicit zeros are neighbours at distance 0,
+    duplicates); diagonal entries are ignored. Square, finite, non-negative.
+    """
+    import scipy.sparse as sp
+
+    if D.ndim != 2 or D.shape[0] != D.shape[1]:
+        raise ShapeError(f"metric='precomputed' needs a square distance matrix, got shape {D.shape}")
+    if D.dtype.kind not in "fiu":
+        raise InvalidParameterError(f"the precomputed distance matrix has unsupported dtype {D.dtype}")
+    C = sp.csr_matrix(D, dtype=np.float64, copy=True)
+    C.sum_duplicates()
+    if not np.isfinite(C.data).all():
+        raise NonFiniteError("the precomputed distance matrix contains NaN or infinity")
+    if (C.data < 0).any():
+        raise InvalidParameterError("a precomputed distance matrix must not contain negative values")
+    return (
+        np.ascontiguousarray(C.indptr, dtype=np.int64),
+        np.ascontiguousarray(C.indices, dtype=np.int32),
+        np.ascontiguousarray(C.data, dtype=np.float64),
+    )
+
+
+def check_affinities(P: Any, tol: float = 1e-6) -> Any:
+    """Validates a ready t-SNE affinity matrix and returns it as float64 CSR (sorted indices).
+
+    Accepted: scipy sparse or dense, square, finite, non-negative, symmetric (|P − Pᵀ| ≤
+    1e-9·max P), zero diagonal and Σ_ij p_ij = 1 within ``tol``. No silent
+    renormalisation: pass ``P / P.sum()`` if yours is not normalised.
+    """
+    import scipy.sparse as sp
+
+    if sp.issparse(P):
+        A = sp.csr_matrix(P, dtype=np.float64, copy=True)
+    else:
+        arr = check_array(_to_numpy(P, "affinities"), "affinities", dtype=np.float64)
+        A = sp.csr_matrix(arr)
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ShapeError(f"affinities must be a square matrix, got shape {A.shape}")
+    A.sum_duplicates()
+    A.eliminate_zeros()
+    A.sort_indices()
+    if not np.isfinite(A.data).all():
+        raise NonFiniteError("affinities contain NaN or infinity")
+    if (A.data < 0).any():
+        raise InvalidParameterError("affinities must be non-negative")
+    if A.diagonal().any():
+        raise InvalidParameterError("affinities must have a zero diagonal (p_ii = 0)")
+    total = float(A.data.sum())
+    if not abs(total - 1.0) <= tol:
+        raise InvalidParameterError(f"affinities must sum to 1 (got {total:.6g}); pass P / P.sum()")
+    scale = float(A.data.max()) if A.nnz else 0.0
+    diff = abs(A - A.T)
+    if diff.nnz and float(diff.max()) > 1e-9 * scale:
+        raise InvalidParameterError("affinities must be symmetric (P = Pᵀ); pass (P + P.T) / 2")
+    return A
+
+
 class TSNE(_SNEBase):
     """t-Distributed Stochastic Neighbour Embedding (see the module docstring for the formulas).
 
@@ -413,6 +553,18 @@ class TSNE(_SNEBase):
     kl, embedding)`` run every ``callbacks_every`` iterations; returning True
     stops. Ctrl-C stops a fit with KeyboardInterrupt. The same ``random_state``
     gives the same embedding for any ``n_jobs``.
+
+    ``metric="precomputed"``: X is a dense n × n distance matrix or a scipy
+    sparse kNN distance matrix (each row's stored entries are its neighbours,
+    explicit zeros included, the diagonal ignored; the ⌊3·perplexity⌋ nearest
+    per row are used and every row needs at least ⌈perplexity⌉). On the same
+    neighbours the sparse and the dense paths give identical P.
+    ``fit(X, affinities=P)`` skips the neighbour search and calibration and
+    uses a ready symmetric P (non-negative, zero diagonal, Σ p_ij = 1; errors
+    otherwise) — e.g. the ``affinities_`` of an earlier fit, for another run
+    with a different init, ``dof`` or exaggeration. ``verbose=True`` prints
+    each stage to stderr: the kNN search with its time, the calibration, and
+    every 50 iterations the KL and the elapsed time.
 
     Attributes: ``embedding_``, ``kl_divergence_``, ``n_iter_``, ``method_``,
     ``learning_rate_``, ``affinities_`` (the symmetric P, scipy.sparse CSR).

@@ -12,6 +12,7 @@ mod arrays;
 mod distances;
 mod distillation;
 mod held;
+mod knn;
 mod losses;
 mod margin;
 mod metrics;
@@ -32,6 +33,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     distances::register(m)?;
     distillation::register(m)?;
     losses::register(m)?;
+    knn::register(m)?;
     margin::register(m)?;
     metrics::register(m)?;
     pairs::register(m)?;
