@@ -16,6 +16,9 @@ METRICS = ("euclidean", "sqeuclidean", "cosine")
 
 
 def _check_tensor(t: Any, name: str) -> None:
+    from ..losses._inputs import check_layout
+
+    check_layout(t, name)
     if not (t.is_floating_point()):
         raise DTypeError(f"{name} has dtype {t.dtype}; reprkit computes in floating point (float16/bfloat16/float32/float64)")
     if t.dim() != 2:

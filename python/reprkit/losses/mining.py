@@ -80,6 +80,7 @@ def _prep(embeddings: Any, labels: Any, ref_embeddings: Any, ref_labels: Any, di
 
 
 def _metric(distance: Optional[str], squared: Optional[bool]) -> str:
+    squared = V.check_bool("squared", squared, optional=True)
     if distance is None:
         return "sqeuclidean" if squared else "euclidean"
     return check_choice("distance", distance, DISTANCES)

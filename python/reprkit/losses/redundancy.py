@@ -280,6 +280,8 @@ def vicreg_loss(
     v(z) = mean_k relu(1 − √(Var_k z + eps)), c(z) = Σ_{k≠l} Cov(z)_kl² / d (1/(N−1) in Var and Cov).
     """
     a, b = _two_views(z_a, z_b)
+    V.check_distance_range(a, "z_a", "vicreg")  # variances and covariances square the values
+    V.check_distance_range(b, "z_b", "vicreg")
     _need_two_rows(a.shape[0], "vicreg_loss")
     sim, var, cov, eps = _check_vicreg(sim, var, cov, eps)
     off = _backend(a, n_jobs, path)
