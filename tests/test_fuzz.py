@@ -204,6 +204,30 @@ def test_pairwise_distances_of_huge_rows_match_float64_and_sqeuclidean_beyond_ra
         sq = reprkit.pairwise_distances(xs, metric="sqeuclidean")
         off = ~np.eye(70, dtype=bool)
         assert np.isinf(sq[off]).all() and (np.diag(sq) == 0).all()
+        # The torch reference (the path of non-CPU devices) scales the same way.
+        from reprkit import reference as R
+
+        ref = R.pairwise_distances(torch.from_numpy(xs)).numpy()
+        np.testing.assert_allclose(ref, want, rtol=1e-5 if dt == np.float32 else 1e-12, atol=0)
+        assert np.isinf(R.pairwise_distances(torch.from_numpy(xs), metric="sqeuclidean").numpy()[off]).all()
+
+
+def test_duplicate_rows_are_exact_zeros_and_near_duplicates_keep_precision():
+    """Half the rows one repeated point, plus near-duplicates 1e-4 apart: exact 0 between the copies
+    (x vs x and x vs y), float64-accurate distances elsewhere."""
+    r = np.random.default_rng(1)
+    x = r.standard_normal((300, 16)).astype(np.float32) + 50.0
+    x[:150] = x[0]
+    x[150:160] = x[160:170] + (1e-4 * r.standard_normal((10, 16))).astype(np.float32)
+    y = np.concatenate([x[:5], r.standard_normal((40, 16)).astype(np.float32) + 50.0])
+    for a, b in ((x, None), (x, y)):
+        got = reprkit.pairwise_distances(a, b)
+        bb = a if b is None else b
+        truth = np.sqrt(((a[:, None].astype(np.float64) - bb[None].astype(np.float64)) ** 2).sum(-1))
+        assert (got[:150, :5] == 0).all()
+        nz = truth > 0
+        assert np.max(np.abs(got[nz] - truth[nz]) / truth[nz]) < 1e-5
+        assert (got[~nz] == 0).all()
 
 
 # Each public function's numeric and boolean parameters: bad values that must be refused, naming it.
