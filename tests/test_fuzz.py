@@ -339,3 +339,59 @@ def test_double_backward_is_right_or_refused(name):
     # Supported: must agree with finite differences of the first derivative.
     assert torch.autograd.gradgradcheck(f, (x,), atol=1e-5, rtol=1e-4)
     assert bool(torch.isfinite(gg).all())
+
+
+def _modules():
+    import reprkit.losses as L
+
+    lab = lambda m: (lambda x, x2, y: m(x, y))  # noqa: E731
+    two = lambda m: (lambda x, x2, y: m(x, x2))  # noqa: E731
+    return {
+        "ContrastiveLoss": lab(L.ContrastiveLoss()),
+        "TripletMarginLoss": lab(L.TripletMarginLoss()),
+        "LiftedStructureLoss": lab(L.LiftedStructureLoss()),
+        "MultiSimilarityLoss": lab(L.MultiSimilarityLoss()),
+        "CircleLoss": lab(L.CircleLoss()),
+        "NPairLoss": two(L.NPairLoss()),
+        "NTXentLoss": two(L.NTXentLoss()),
+        "InfoNCELoss": two(L.InfoNCELoss()),
+        "SupConLoss": lab(L.SupConLoss()),
+        "HypersphereLoss": two(L.HypersphereLoss()),
+        "NormalizedSoftmaxLoss": lab(L.NormalizedSoftmaxLoss(C, D).double()),
+        "CosFaceLoss": lab(L.CosFaceLoss(C, D).double()),
+        "ArcFaceLoss": lab(L.ArcFaceLoss(C, D).double()),
+        "SubCenterArcFaceLoss": lab(L.SubCenterArcFaceLoss(C, D).double()),
+        "CenterLoss": lab(L.CenterLoss(C, D).double()),
+        "ProxyAnchorLoss": lab(L.ProxyAnchorLoss(C, D, dtype=torch.float64)),
+        "ProxyNCALoss": lab(L.ProxyNCALoss(C, D, dtype=torch.float64)),
+        "NegativeCosineLoss": two(L.NegativeCosineLoss()),
+        "DINOLoss": lambda x, x2, y, m=L.DINOLoss(D).double(): m([x2, x2.flip(0)], [x, x.flip(1)]),
+        "BarlowTwinsLoss": two(L.BarlowTwinsLoss()),
+        "VICRegLoss": two(L.VICRegLoss()),
+        "CLIPLoss": two(L.CLIPLoss().double()),
+        "SigLIPLoss": two(L.SigLIPLoss().double()),
+    }
+
+
+def test_every_public_loss_module_is_listed():
+    import reprkit.losses as L
+
+    mods = {n for n in L.__all__ if isinstance(getattr(L, n), type) and issubclass(getattr(L, n), torch.nn.Module)}
+    # MemoryBank stores embeddings (no loss); VICRegGraphLoss takes a graph (its function shares VICReg's kernels).
+    assert mods - {"MemoryBank", "VICRegGraphLoss"} == set(_modules())
+
+
+@pytest.mark.parametrize("name", sorted(_modules()))
+def test_double_backward_of_every_module_is_right_or_refused(name):
+    fn = _modules()[name]
+    x0, x2, y, *_ = _data(torch.float64, seed=5)
+    x = x0.detach().requires_grad_()
+    out = fn(x, x2, y)
+    (g,) = torch.autograd.grad(out, x, create_graph=True)
+    assert g.requires_grad, f"{name}: a non-differentiable gradient without DoubleBackwardError"
+    try:
+        torch.autograd.grad(g.square().sum(), x)
+    except DoubleBackwardError as e:
+        assert "double backward" in str(e)
+        return
+    assert torch.autograd.gradgradcheck(lambda t: fn(t, x2, y), (x,), atol=1e-5, rtol=1e-4)
