@@ -145,7 +145,8 @@ pub struct SqEuclid<'a, T> {
     y: Data<'a, T>,
     /// Group id of every row (x's rows, then y's unless y is x) when some rows are exact
     /// duplicates: a cancelled entry between two rows of one group is exactly 0, no recompute.
-    dup: Option<Vec<u32>>,
+    /// With it, whether the row has a duplicate at all (rows without one skip the marking pass).
+    dup: Option<(Vec<u32>, Vec<bool>)>,
     /// 1/s when the rows were scaled by a power of two s to keep squares inside the range.
     unscale: Option<T>,
     xc: Vec<T>,
@@ -254,26 +255,29 @@ impl<'a, T: Real> SqEuclid<'a, T> {
             if let Some(jj) = diag {
                 row[jj] = T::infinity();
             }
+            // Exact duplicates of row i (collapsed embeddings) are cancelled entries whose value is
+            // exactly 0: like the diagonal, +∞ keeps them out of the scalar recompute, so a batch of
+            // equal rows costs about what distinct rows cost. Branch-free select passes.
+            let group = match &self.dup {
+                Some((g, has)) if has[i] => Some((g[i], &g[if self.same { c0 } else { self.n + c0 }..][..bn])),
+                _ => None,
+            };
+            if let Some((gi, gy)) = group {
+                row.iter_mut().zip(gy).for_each(|(v, &gj)| *v = if gj == gi { T::infinity() } else { *v });
+            }
             // Vectorised pass; the rare cancelled entries are fixed up afterwards.
             if simd::add_norms(row, self.nx[i], ny, T::CANCEL_TOL) {
                 let xi = &self.x[i * d..(i + 1) * d];
                 let scale_i = self.nx[i];
-                // Exact duplicates (collapsed embeddings) are all cancelled entries: their 0 needs no
-                // recompute, which keeps a batch of equal rows as fast as a batch of distinct ones.
-                let (gi, gy) = match &self.dup {
-                    Some(g) => (g[i], &g[if self.same { c0 } else { self.n + c0 }..]),
-                    None => (u32::MAX, &[][..]),
-                };
                 for (jj, v) in row.iter_mut().enumerate() {
                     if *v <= T::CANCEL_TOL * (scale_i + ny[jj]) {
-                        if !gy.is_empty() && gy[jj] == gi {
-                            *v = T::zero();
-                            continue;
-                        }
                         let j = c0 + jj;
                         *v = sq_dist(xi, &self.yrows()[j * d..(j + 1) * d]);
                     }
                 }
+            }
+            if let Some((gi, gy)) = group {
+                row.iter_mut().zip(gy).for_each(|(v, &gj)| *v = if gj == gi { T::zero() } else { *v });
             }
             if let Some(jj) = diag {
                 row[jj] = T::zero();
@@ -416,8 +420,9 @@ fn unscale_row<T: Real>(row: &mut [T], inv: T, finish: Finish) {
 }
 
 /// Group ids of exactly equal rows over x (n rows) and y (m rows, if given), or None when all
-/// rows are distinct. A row's id is the index of the first row equal to it (−0 equals +0).
-fn duplicate_ids<T: Real>(x: &[T], n: usize, y: Option<(&[T], usize)>, d: usize) -> Option<Vec<u32>> {
+/// rows are distinct (a row's id is the index of the first row equal to it; −0 equals +0), with
+/// whether each row has a duplicate.
+fn duplicate_ids<T: Real>(x: &[T], n: usize, y: Option<(&[T], usize)>, d: usize) -> Option<(Vec<u32>, Vec<bool>)> {
     let m = y.map_or(0, |r| r.1);
     if n + m < 2 || n + m > u32::MAX as usize {
         return None;
@@ -453,7 +458,13 @@ fn duplicate_ids<T: Real>(x: &[T], n: usize, y: Option<(&[T], usize)>, d: usize)
             None => reps.push(k as u32),
         }
     }
-    any.then_some(ids)
+    if !any {
+        return None;
+    }
+    let mut size = vec![0u32; n + m];
+    ids.iter().for_each(|&g| size[g as usize] += 1);
+    let has = ids.iter().map(|&g| size[g as usize] > 1).collect();
+    Some((ids, has))
 }
 
 /// Pairwise distances between the rows of `x` and of `y` (or of `x` with
