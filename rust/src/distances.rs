@@ -25,6 +25,7 @@ use crate::linalg::{col_means, gemm, row_sq_norms, sq_dist, transpose, MatRef, R
 use crate::simd::{self, Finish};
 use crate::Real;
 use rayon::prelude::*;
+use std::collections::HashMap;
 
 /// Columns per GEMM block: a ROW_TILE × COL_BLOCK block of f32 is 128 KiB, so the
 /// fused finishing pass reads it back from L2.
@@ -120,12 +121,34 @@ fn centred<T: Real>(x: &[T], n: usize, d: usize, mean: &[f64]) -> Vec<T> {
 }
 
 
+/// Rows borrowed from the caller, or an owned (scaled) copy.
+enum Data<'a, T> {
+    Borrowed(&'a [T]),
+    Owned(Vec<T>),
+}
+
+impl<T> std::ops::Deref for Data<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match self {
+            Data::Borrowed(v) => v,
+            Data::Owned(v) => v,
+        }
+    }
+}
+
 /// Squared Euclidean distances prepared for blocked evaluation: both sets
 /// centred on their joint mean, with squared norms, plus the original rows for
 /// the direct recomputation of cancelled entries.
 pub struct SqEuclid<'a, T> {
-    x: &'a [T],
-    y: &'a [T],
+    x: Data<'a, T>,
+    y: Data<'a, T>,
+    /// Group id of every row (x's rows, then y's unless y is x) when some rows are exact
+    /// duplicates: a cancelled entry between two rows of one group is exactly 0, no recompute.
+    /// With it, whether the row has a duplicate at all (rows without one skip the marking pass).
+    dup: Option<(Vec<u32>, Vec<bool>)>,
+    /// 1/s when the rows were scaled by a power of two s to keep squares inside the range.
+    unscale: Option<T>,
     xc: Vec<T>,
     yc: Option<Vec<T>>,
     /// The centred rows transposed (d × n, d × m): GEMM packs contiguous runs from these.
@@ -142,7 +165,20 @@ pub struct SqEuclid<'a, T> {
 impl<'a, T: Real> SqEuclid<'a, T> {
     /// `y = None` means the rows of `x` against themselves.
     pub fn new(x: &'a [T], n: usize, y: Option<(&'a [T], usize)>, d: usize) -> Self {
-        let mut s = Self::centred_only(x, n, y, d);
+        let ys = y.map(|(v, _)| v);
+        let mut s = match range_scale(x, ys, d) {
+            None => Self::centred_only(x, n, y, d),
+            Some(sc) => {
+                // Squares of rows this large (or small) would overflow (underflow): compute on rows
+                // scaled by a power of two (exact) and scale the results back (see `unscale_row`).
+                let xs = scaled_rows(x, sc);
+                let yv = ys.map(|v| scaled_rows(v, sc));
+                let mut p = Self::centred_owned(Data::Owned(xs), n, yv.map(|v| (Data::Owned(v), y.map_or(0, |r| r.1))), d);
+                p.unscale = Some(T::c(1.0 / sc));
+                p
+            }
+        };
+        s.dup = duplicate_ids(&s.x, n, if s.same { None } else { Some((s.yrows(), s.m)) }, d);
         s.xct = transpose(&s.xc, n, d);
         s.yct = s.yc.as_ref().map(|v| transpose(v, s.m, d));
         s
@@ -151,26 +187,40 @@ impl<'a, T: Real> SqEuclid<'a, T> {
     /// Centred rows and norms without the transposed copies that only the
     /// forward GEMM reads (the backward uses the rows as they are).
     fn centred_only(x: &'a [T], n: usize, y: Option<(&'a [T], usize)>, d: usize) -> Self {
+        Self::centred_owned(Data::Borrowed(x), n, y.map(|(v, m)| (Data::Borrowed(v), m)), d)
+    }
+
+    fn centred_owned(x: Data<'a, T>, n: usize, y: Option<(Data<'a, T>, usize)>, d: usize) -> Self {
         let same = y.is_none();
-        let (y, m) = y.unwrap_or((x, n));
-        let mut mean = col_means(x, n, d);
+        // y stays empty when it is x (`yrows` reads x then).
+        let (y, m) = y.unwrap_or((Data::Borrowed(&[]), n));
+        let (x_, y_): (&[T], &[T]) = (&x, if same { &x } else { &y });
+        let mut mean = col_means(x_, n, d);
         if !same {
-            let my = col_means(y, m, d);
+            let my = col_means(y_, m, d);
             let w = n as f64 / (n + m) as f64;
             for (a, b) in mean.iter_mut().zip(&my) {
                 *a = w * *a + (1.0 - w) * b;
             }
         }
-        let xc = centred(x, n, d, &mean);
+        let xc = centred(x_, n, d, &mean);
         let nx = row_sq_norms(&xc, n, d);
         let (yc, ny) = if same {
             (None, None)
         } else {
-            let yc = centred(y, m, d, &mean);
+            let yc = centred(y_, m, d, &mean);
             let ny = row_sq_norms(&yc, m, d);
             (Some(yc), Some(ny))
         };
-        SqEuclid { x, y, xc, yc, xct: Vec::new(), yct: None, nx, ny, n, m, d, same }
+        SqEuclid { x, y, dup: None, unscale: None, xc, yc, xct: Vec::new(), yct: None, nx, ny, n, m, d, same }
+    }
+
+    fn yrows(&self) -> &[T] {
+        if self.same {
+            &self.x
+        } else {
+            &self.y
+        }
     }
 
     /// Squared distances of rows `r0..r1` of x to rows `c0..c1` of y, written
@@ -205,6 +255,16 @@ impl<'a, T: Real> SqEuclid<'a, T> {
             if let Some(jj) = diag {
                 row[jj] = T::infinity();
             }
+            // Exact duplicates of row i (collapsed embeddings) are cancelled entries whose value is
+            // exactly 0: like the diagonal, +∞ keeps them out of the scalar recompute, so a batch of
+            // equal rows costs about what distinct rows cost. Branch-free select passes.
+            let group = match &self.dup {
+                Some((g, has)) if has[i] => Some((g[i], &g[if self.same { c0 } else { self.n + c0 }..][..bn])),
+                _ => None,
+            };
+            if let Some((gi, gy)) = group {
+                row.iter_mut().zip(gy).for_each(|(v, &gj)| *v = if gj == gi { T::infinity() } else { *v });
+            }
             // Vectorised pass; the rare cancelled entries are fixed up afterwards.
             if simd::add_norms(row, self.nx[i], ny, T::CANCEL_TOL) {
                 let xi = &self.x[i * d..(i + 1) * d];
@@ -212,14 +272,20 @@ impl<'a, T: Real> SqEuclid<'a, T> {
                 for (jj, v) in row.iter_mut().enumerate() {
                     if *v <= T::CANCEL_TOL * (scale_i + ny[jj]) {
                         let j = c0 + jj;
-                        *v = sq_dist(xi, &self.y[j * d..(j + 1) * d]);
+                        *v = sq_dist(xi, &self.yrows()[j * d..(j + 1) * d]);
                     }
                 }
+            }
+            if let Some((gi, gy)) = group {
+                row.iter_mut().zip(gy).for_each(|(v, &gj)| *v = if gj == gi { T::zero() } else { *v });
             }
             if let Some(jj) = diag {
                 row[jj] = T::zero();
             }
             simd::finish(row, finish);
+            if let Some(inv) = self.unscale {
+                unscale_row(row, inv, finish);
+            }
         }
     }
 
@@ -316,6 +382,89 @@ impl<'a, T: Real> SqEuclid<'a, T> {
             }
         });
     }
+}
+
+/// The power of two s to scale rows by so that their squared distances neither overflow nor
+/// underflow, or None when the rows are already in the safe range. Safe: the largest |value| M
+/// has 4·d·M² ≤ max/64 (no overflow in the norms or the GEMM) and M² ≥ min_positive/ε (squares of
+/// differences of size M keep full relative precision).
+fn range_scale<T: Real>(x: &[T], y: Option<&[T]>, d: usize) -> Option<f64> {
+    let mx = |v: &[T]| v.iter().fold(T::zero(), |a, &b| a.max(b.abs())).to_f64_();
+    let m = mx(x).max(y.map_or(0.0, mx));
+    if m == 0.0 {
+        return None;
+    }
+    let (big, tiny, eps) = (T::max_value().to_f64_(), T::min_positive_value().to_f64_(), T::EPS.to_f64_());
+    if 4.0 * d as f64 * m * m <= big / 64.0 && m * m >= tiny / eps {
+        return None;
+    }
+    // s·M in [1, 2): the exponent is clamped so that both s and 1/s are normal numbers of T.
+    let emax = big.log2().floor() as i32 - 1;
+    let e = (-(m.log2().floor() as i32)).clamp(-emax, emax);
+    Some(2f64.powi(e))
+}
+
+fn scaled_rows<T: Real>(v: &[T], s: f64) -> Vec<T> {
+    let st = T::c(s);
+    v.par_iter().map(|&a| a * st).collect()
+}
+
+/// Finished distances of scaled rows back to the data's scale: √ scales by 1/s, squares by
+/// 1/s² (two exact steps, so the result is inf only when the true value exceeds the range).
+fn unscale_row<T: Real>(row: &mut [T], inv: T, finish: Finish) {
+    match finish {
+        Finish::Sqrt => row.iter_mut().for_each(|v| *v *= inv),
+        Finish::Squared => row.iter_mut().for_each(|v| *v = *v * inv * inv),
+        Finish::HalfCapped => {}
+    }
+}
+
+/// Group ids of exactly equal rows over x (n rows) and y (m rows, if given), or None when all
+/// rows are distinct (a row's id is the index of the first row equal to it; −0 equals +0), with
+/// whether each row has a duplicate.
+fn duplicate_ids<T: Real>(x: &[T], n: usize, y: Option<(&[T], usize)>, d: usize) -> Option<(Vec<u32>, Vec<bool>)> {
+    let m = y.map_or(0, |r| r.1);
+    if n + m < 2 || n + m > u32::MAX as usize {
+        return None;
+    }
+    let row = |k: usize| -> &[T] {
+        if k < n {
+            &x[k * d..(k + 1) * d]
+        } else {
+            let yv = y.map_or(&[][..], |r| r.0);
+            &yv[(k - n) * d..(k - n + 1) * d]
+        }
+    };
+    let hashes: Vec<u64> = (0..n + m)
+        .into_par_iter()
+        .map(|k| {
+            row(k).iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &v| {
+                let f = v.to_f64_();
+                let bits = if f == 0.0 { 0 } else { f.to_bits() };
+                (h.rotate_left(5) ^ bits).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
+            })
+        })
+        .collect();
+    let mut first: HashMap<u64, Vec<u32>> = HashMap::with_capacity(n + m);
+    let mut ids: Vec<u32> = (0..(n + m) as u32).collect();
+    let mut any = false;
+    for (k, &h) in hashes.iter().enumerate() {
+        let reps = first.entry(h).or_default();
+        match reps.iter().find(|&&r| row(r as usize) == row(k)) {
+            Some(&r) => {
+                ids[k] = r;
+                any = true;
+            }
+            None => reps.push(k as u32),
+        }
+    }
+    if !any {
+        return None;
+    }
+    let mut size = vec![0u32; n + m];
+    ids.iter().for_each(|&g| size[g as usize] += 1);
+    let has = ids.iter().map(|&g| size[g as usize] > 1).collect();
+    Some((ids, has))
 }
 
 /// Pairwise distances between the rows of `x` and of `y` (or of `x` with
@@ -823,6 +972,91 @@ mod tests {
             .sum::<f64>()
             .sqrt();
         assert!(((out[1] as f64) - truth).abs() / truth < 1e-2, "{} vs {truth}", out[1]);
+    }
+
+    #[test]
+    fn duplicate_rows_are_exact_zeros_and_the_rest_matches_naive() {
+        // Rows 0, 2, 5 of x and rows 1, 3 of y are one point; x's rows 4 and 6 are another.
+        let d = 9;
+        let (n, m) = (7, 5);
+        let mut x = lcg(21, n * d);
+        let mut y = lcg(22, m * d);
+        let p: Vec<f64> = (0..d).map(|k| 3.0 + k as f64).collect();
+        for &i in &[0usize, 2, 5] {
+            x[i * d..(i + 1) * d].copy_from_slice(&p);
+        }
+        for &j in &[1usize, 3] {
+            y[j * d..(j + 1) * d].copy_from_slice(&p);
+        }
+        x[4 * d] = 0.0;
+        let q: Vec<f64> = x[4 * d..5 * d].to_vec();
+        x[6 * d..7 * d].copy_from_slice(&q);
+        x[6 * d] = -0.0; // −0 and +0 are the same coordinate
+        for &metric in &[Metric::Euclidean, Metric::SqEuclidean, Metric::Cosine] {
+            let mut out = vec![1.0; n * m];
+            pairwise(Rows { data: &x, n }, Some(Rows { data: &y, n: m }), d, metric, &mut out).unwrap();
+            let want = naive(&x, n, &y, m, d, metric);
+            for &i in &[0usize, 2, 5] {
+                for &j in &[1usize, 3] {
+                    assert_eq!(out[i * m + j], 0.0, "{metric:?} ({i}, {j})");
+                }
+            }
+            for (a, b) in out.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{metric:?}: {a} vs {b}");
+            }
+            let mut own = vec![1.0; n * n];
+            pairwise(Rows { data: &x, n }, None, d, metric, &mut own).unwrap();
+            for &(i, j) in &[(0usize, 2usize), (2, 5), (0, 5), (4, 6)] {
+                assert_eq!(own[i * n + j], 0.0, "{metric:?} self ({i}, {j})");
+                assert_eq!(own[j * n + i], 0.0, "{metric:?} self ({j}, {i})");
+            }
+            let want = naive(&x, n, &x, n, d, metric);
+            for (a, b) in own.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{metric:?} self: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn huge_and_tiny_rows_neither_overflow_nor_underflow() {
+        let (n, m, d) = (6, 4, 5);
+        let x = lcg(31, n * d);
+        let y = lcg(32, m * d);
+        for &scale in &[1e30f64, 1e-30] {
+            let xs: Vec<f32> = x.iter().map(|&v| (v * scale) as f32).collect();
+            let ys: Vec<f32> = y.iter().map(|&v| (v * scale) as f32).collect();
+            let (x64, y64): (Vec<f64>, Vec<f64>) = (xs.iter().map(|&v| v as f64).collect(), ys.iter().map(|&v| v as f64).collect());
+            let want = naive(&x64, n, &y64, m, d, Metric::Euclidean);
+            let mut out = vec![0.0f32; n * m];
+            pairwise(Rows { data: &xs, n }, Some(Rows { data: &ys, n: m }), d, Metric::Euclidean, &mut out).unwrap();
+            for (a, b) in out.iter().zip(&want) {
+                assert!(((*a as f64) - b).abs() <= 1e-5 * b, "scale {scale}: {a} vs {b}");
+            }
+            // Squared distances of 1e30-sized rows exceed f32: +inf, never NaN; of 1e-30 rows underflow to 0.
+            pairwise(Rows { data: &xs, n }, Some(Rows { data: &ys, n: m }), d, Metric::SqEuclidean, &mut out).unwrap();
+            for (a, b) in out.iter().zip(&want) {
+                let t = b * b;
+                if t > f32::MAX as f64 {
+                    assert_eq!(*a, f32::INFINITY);
+                } else {
+                    assert!(((*a as f64) - t).abs() <= 1e-5 * t + 1e-44, "scale {scale}: {a} vs {t}");
+                }
+            }
+            let mut own = vec![1.0f32; n * n];
+            pairwise(Rows { data: &xs, n }, None, d, Metric::Euclidean, &mut own).unwrap();
+            let want = naive(&x64, n, &x64, n, d, Metric::Euclidean);
+            for (a, b) in own.iter().zip(&want) {
+                assert!(((*a as f64) - b).abs() <= 1e-5 * b, "self, scale {scale}: {a} vs {b}");
+            }
+        }
+        // f64 at 1e300.
+        let xs: Vec<f64> = x.iter().map(|&v| v * 1e300).collect();
+        let mut out = vec![0.0; n * n];
+        pairwise(Rows { data: &xs, n }, None, d, Metric::Euclidean, &mut out).unwrap();
+        let want = naive(&x, n, &x, n, d, Metric::Euclidean);
+        for (a, b) in out.iter().zip(&want) {
+            assert!((a - b * 1e300).abs() <= 1e-12 * b * 1e300, "{a} vs {}", b * 1e300);
+        }
     }
 
     fn loss_and_grad(x: &[f64], n: usize, y: &[f64], m: usize, d: usize, metric: Metric, gw: &[f64]) -> f64 {

@@ -16,6 +16,9 @@ METRICS = ("euclidean", "sqeuclidean", "cosine")
 
 
 def _check_tensor(t: Any, name: str) -> None:
+    from ..losses._inputs import check_layout
+
+    check_layout(t, name)
     if not (t.is_floating_point()):
         raise DTypeError(f"{name} has dtype {t.dtype}; reprkit computes in floating point (float16/bfloat16/float32/float64)")
     if t.dim() != 2:
@@ -44,7 +47,14 @@ def pairwise_distances(x: Any, y: Optional[Any] = None, metric: str = "euclidean
 
     Unlike the plain product form ‖x‖²+‖y‖²−2x·y (``torch.cdist``), entries where
     that form cancels are recomputed directly, so near-duplicate rows keep their
-    relative precision. The gradient of the Euclidean distance at 0 is 0.
+    relative precision; exact duplicate rows get an exact 0 without that recompute, so a
+    collapsed batch (all rows equal) costs about what distinct rows cost. The gradient of
+    the Euclidean distance at 0 is 0.
+
+    Rows whose squares would overflow (float32 rows of 1e30, float64 of 1e300) or underflow
+    are scaled by a power of two (exact) and the distances scaled back, so every distance
+    whose true value is representable is finite; a ``"sqeuclidean"`` value beyond the
+    dtype's range is ``+inf``, never NaN.
     """
     check_choice("metric", metric, METRICS)
     if is_tensor(x) or is_tensor(y):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Optional, Tuple
 
 import numpy as np
 
 from .._torch import is_tensor, require_torch
-from ..errors import DTypeError, InvalidParameterError, NonFiniteError, ShapeError
+from ..errors import DTypeError, InvalidInputError, InvalidParameterError, NonFiniteError, ShapeError
 
 
 def check_embeddings(t: Any, name: str) -> Any:
@@ -16,6 +17,7 @@ def check_embeddings(t: Any, name: str) -> Any:
     torch = require_torch()
     if not is_tensor(t):
         raise DTypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    check_layout(t, name)
     if not t.is_floating_point():
         raise DTypeError(f"{name} has dtype {t.dtype}; losses take floating-point embeddings (float16/bfloat16/float32/float64)")
     if t.dim() != 2:
@@ -31,6 +33,33 @@ def check_embeddings(t: Any, name: str) -> Any:
         if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
             raise NonFiniteError(f"{name} contains NaN or infinity")
     return t
+
+
+def check_layout(t: Any, name: str) -> None:
+    """Refuses what no kernel or reference computes on: sparse layouts and data-less meta tensors."""
+    torch = require_torch()
+    if t.layout != torch.strided:
+        raise DTypeError(f"{name} is a sparse tensor ({t.layout}); pass a dense tensor ({name}.to_dense())")
+    if t.is_meta:
+        raise DTypeError(f"{name} is on the meta device (no data); pass a tensor on a CPU or GPU device")
+
+
+def check_distance_range(t: Any, name: str, metric: str) -> None:
+    """Euclidean-type losses square their distances: refuse embeddings so large that 4·d·max|x|²
+    overflows the compute dtype (the loss would be inf − inf = NaN), naming the bound."""
+    torch = require_torch()
+    if metric == "cosine" or torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(t):
+        return
+    big = float(torch.finfo(t.dtype if t.dtype == torch.float64 else torch.float32).max)
+    bound = math.sqrt(big / (4.0 * t.shape[1]))
+    with torch.no_grad():
+        m = float(t.detach().abs().max())
+    if m > bound:
+        raise InvalidInputError(
+            f"{name} has values up to {m:.3g}: its squares (the squared distances of a {metric} loss) overflow "
+            f"{'float64' if big > 1e300 else 'float32'} (max |value| for d={t.shape[1]} is {bound:.3g}); "
+            f"rescale or normalise the embeddings"
+        )
 
 
 def check_labels(labels: Any, n: int, device: Any, name: str = "labels") -> Any:
@@ -71,16 +100,44 @@ def check_same_shape(a: Any, b: Any, na: str, nb: str) -> None:
         raise ShapeError(f"{na} is on {a.device}, {nb} on {b.device}")
 
 
+# Parameters are checked in float32, the narrowest dtype a kernel computes in (half precision is
+# computed in float32): a margin finite in float64 can be inf in float32, and a temperature
+# τ < 2**-126 has a 1/τ that overflows it.
+F32_MAX = float(np.finfo(np.float32).max)
+F32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
 def check_positive(name: str, v: float) -> float:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
-        raise InvalidParameterError(f"{name} must be a finite number > 0, got {v!r}")
+    """A number τ with 2**-126 ≤ τ ≤ float32's max: τ and 1/τ are finite in float32."""
+    if not _real(v) or not math.isfinite(float(v)) or not (F32_TINY <= float(v) <= F32_MAX):
+        raise InvalidParameterError(
+            f"{name} must be a number in [{F32_TINY:.3g}, {F32_MAX:.3g}] (> 0, and it and its reciprocal finite in "
+            f"float32), got {v!r}"
+        )
     return float(v)
 
 
 def check_finite_number(name: str, v: float, *, nonneg: bool = False) -> float:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or (nonneg and v < 0):
-        raise InvalidParameterError(f"{name} must be a finite number{' >= 0' if nonneg else ''}, got {v!r}")
+    """A number finite in float32 (|v| ≤ 3.4e38), and ≥ 0 with ``nonneg``."""
+    ok = _real(v) and math.isfinite(float(v)) and abs(float(v)) <= F32_MAX and not (nonneg and float(v) < 0)
+    if not ok:
+        lo = "0" if nonneg else f"{-F32_MAX:.3g}"
+        raise InvalidParameterError(f"{name} must be a number in [{lo}, {F32_MAX:.3g}] (finite in float32), got {v!r}")
     return float(v)
+
+
+def check_bool(name: str, v: Any, *, optional: bool = False) -> Any:
+    """``True`` / ``False`` (numpy booleans too; ``None`` with ``optional``): a string such as "no" is
+    truthy, so anything else is refused rather than read as True."""
+    if optional and v is None:
+        return None
+    if not isinstance(v, (bool, np.bool_)):
+        raise InvalidParameterError(f"{name} must be True or False{' or None' if optional else ''}, got {v!r}")
+    return bool(v)
 
 
 def compute(t: Optional[Any]) -> Optional[Any]:

@@ -74,13 +74,15 @@ def negative_cosine_loss(p: Any, z: Any, *, eps: float = 1e-8, stop_gradient: bo
     a, b = V.common_dtype(a, b)
     from ..reference import distillation as ref
 
-    return ref.negative_cosine_loss(a, b, eps, stop_gradient)
+    return ref.negative_cosine_loss(a, b, eps, V.check_bool("stop_gradient", stop_gradient))
 
 
 def symmetric_negative_cosine_loss(
     p1: Any, p2: Any, z1: Any, z2: Any, *, eps: float = 1e-8, stop_gradient: bool = True
 ) -> Any:
     """SimSiam's symmetrised loss ½ D(p1, z2) + ½ D(p2, z1), D = :func:`negative_cosine_loss`."""
+    for t, nm in ((p1, "p1"), (p2, "p2"), (z1, "z1"), (z2, "z2")):
+        V.check_embeddings(t, nm)  # errors name the caller's argument, not D's p / z
     return 0.5 * negative_cosine_loss(p1, z2, eps=eps, stop_gradient=stop_gradient) + 0.5 * negative_cosine_loss(
         p2, z1, eps=eps, stop_gradient=stop_gradient
     )
@@ -93,7 +95,7 @@ class NegativeCosineLoss(torch.nn.Module):
 
     def __init__(self, eps: float = 1e-8, stop_gradient: bool = True) -> None:
         super().__init__()
-        self.eps, self.stop_gradient = V.check_positive("eps", eps), bool(stop_gradient)
+        self.eps, self.stop_gradient = V.check_positive("eps", eps), V.check_bool("stop_gradient", stop_gradient)
 
     def forward(self, *views: Any) -> Any:
         kw = dict(eps=self.eps, stop_gradient=self.stop_gradient)
@@ -283,7 +285,7 @@ def dino_loss(
             raise ShapeError(f"center must be a tensor of {k} values (out_dim), got {getattr(center, 'shape', center)!r}")
         # a copy: the backward must see this call's centre even after DINOLoss moves its buffer in place
         c = center.detach().reshape(k).to(dev).clone()
-    tt = V.check_positive("teacher_temp", float(teacher_temp))
+    tt = V.check_positive("teacher_temp", teacher_temp.item() if isinstance(teacher_temp, torch.Tensor) else teacher_temp)
     ts = V.check_positive("student_temp", student_temp)
     nt = len(tv)
     cast = V.common_dtype(c, *tv, *sv)

@@ -76,6 +76,7 @@ class _Uniformity(torch.autograd.Function):
 
 
 def _maybe_normalize(x: Any, normalize: bool) -> Any:
+    normalize = V.check_bool("normalize", normalize)
     return F.normalize(x, dim=1) if normalize else x
 
 

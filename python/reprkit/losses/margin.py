@@ -173,6 +173,8 @@ def _check_label_range(labels: Any, classes: int) -> None:
 
 def _margins(margin: Any, classes: int, device: Any) -> Any:
     """A float64 tensor of one margin or one per class."""
+    if margin is None or isinstance(margin, (str, bytes, bool, np.bool_)):
+        raise InvalidParameterError(f"margin must be a finite number or one per class ({classes}), got {margin!r}")
     if isinstance(margin, torch.Tensor):
         m = margin.detach().to(device="cpu", dtype=torch.float64).reshape(-1)
     elif isinstance(margin, (int, float)) and not isinstance(margin, bool):
@@ -182,8 +184,8 @@ def _margins(margin: Any, classes: int, device: Any) -> Any:
         m = torch.from_numpy(arr)
     if m.numel() not in (1, classes):
         raise ShapeError(f"margin must be one number or one per class ({classes}), got {m.numel()} values")
-    if not torch.compiler.is_compiling() and not bool(torch.isfinite(m).all()):
-        raise InvalidParameterError("margin must be finite")
+    if not torch.compiler.is_compiling() and not bool((m.abs() <= V.F32_MAX).all()):  # NaN fails too
+        raise InvalidParameterError(f"margin must be finite in float32 (|margin| <= {V.F32_MAX:.3g}), got {margin!r}")
     return m.to(device)
 
 
@@ -212,11 +214,11 @@ def _margin_softmax(
     from ._chunked import use_rust
 
     if use_rust(backend, z) and _on_cpu(z):  # (_on_cpu: the tests' hook to force the torch path)
-        return _MarginSoftmax.apply(z, w, y, m, s, kind, bool(easy_margin), sub_centers, op_threads(n_jobs))[0]
+        return _MarginSoftmax.apply(z, w, y, m, s, kind, V.check_bool("easy_margin", easy_margin), sub_centers, op_threads(n_jobs))[0]
     from ..reference import margin as ref
 
     mm = m.to(z.dtype) if m.numel() > 1 else float(m[0])
-    return ref.margin_softmax_loss(z, y, w, kind, mm, s, bool(easy_margin), sub_centers, chunk_size=CHUNK)
+    return ref.margin_softmax_loss(z, y, w, kind, mm, s, V.check_bool("easy_margin", easy_margin), sub_centers, chunk_size=CHUNK)
 
 
 # --- functions ------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ def _gathered(embeddings: Any, labels: Any, gather: bool) -> Tuple[Any, Any]:
 
 
 def _metric(distance: Optional[str], squared: Optional[bool]) -> str:
+    squared = V.check_bool("squared", squared, optional=True)
     if distance is None:
         return "sqeuclidean" if squared else "euclidean"
     return check_choice("distance", distance, DISTANCES)

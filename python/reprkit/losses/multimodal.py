@@ -298,7 +298,7 @@ class CLIPLoss(torch.nn.Module):
         check_choice("backend", backend, BACKENDS)
         self.backend, self.gather_distributed = backend, bool(gather_distributed)
         t = torch.tensor(V.check_finite_number("logit_scale_init", logit_scale_init), dtype=torch.float32)
-        self.learnable, self.max_scale, self.n_jobs = bool(learnable), _max_scale(max_scale), n_jobs
+        self.learnable, self.max_scale, self.n_jobs = V.check_bool("learnable", learnable), _max_scale(max_scale), n_jobs
         if self.learnable:
             self.logit_scale = torch.nn.Parameter(t)
         else:
@@ -351,7 +351,7 @@ class SigLIPLoss(torch.nn.Module):
         self.backend, self.gather_distributed = backend, bool(gather_distributed)
         t = torch.tensor(math.log(V.check_positive("scale_init", scale_init)), dtype=torch.float32)
         b = torch.tensor(V.check_finite_number("bias_init", bias_init), dtype=torch.float32)
-        self.learnable, self.max_scale, self.n_jobs = bool(learnable), _max_scale(max_scale), n_jobs
+        self.learnable, self.max_scale, self.n_jobs = V.check_bool("learnable", learnable), _max_scale(max_scale), n_jobs
         if self.learnable:
             self.logit_scale = torch.nn.Parameter(t)
             self.logit_bias = torch.nn.Parameter(b)

@@ -74,12 +74,13 @@ def _on_cpu(t: Any) -> bool:
 
 
 def _distance(distance: Optional[str], squared: Optional[bool] = None, default: str = "euclidean") -> str:
+    squared = V.check_bool("squared", squared, optional=True)
     if distance is None:
         return default if squared is None else ("sqeuclidean" if squared else "euclidean")
     return check_choice("distance", distance, DISTANCES)
 
 
-def _inputs(embeddings: Any, labels: Any, ref_embeddings: Any, ref_labels: Any, need_labels: bool = True):
+def _inputs(embeddings: Any, labels: Any, ref_embeddings: Any, ref_labels: Any, need_labels: bool = True, distance: str = "cosine"):
     x = V.check_embeddings(embeddings, "embeddings")
     y = None
     if labels is not None or need_labels:
@@ -92,6 +93,9 @@ def _inputs(embeddings: Any, labels: Any, ref_embeddings: Any, ref_labels: Any, 
     else:
         r, ry = V.check_refs(x, y if y is not None else torch.zeros(x.shape[0], dtype=torch.long, device=x.device), ref_embeddings, ref_labels)
     x, r = V.common_dtype(x, r)
+    V.check_distance_range(x, "embeddings", distance)
+    if r is not None:
+        V.check_distance_range(r, "ref_embeddings", distance)
     return x, y, r, ry
 
 
@@ -223,7 +227,7 @@ def contrastive_loss(
     check_choice("reduction", reduction, REDUCTIONS)
     distance = _distance(distance)
     margin = V.check_finite_number("margin", margin, nonneg=True)
-    x, y, r, ry = _inputs(embeddings, labels, ref_embeddings, ref_labels, need_labels=indices_tuple is None)
+    x, y, r, ry = _inputs(embeddings, labels, ref_embeddings, ref_labels, need_labels=indices_tuple is None, distance=distance)
     w = _weights(weights, x.shape[0], x)
     xx, rr = _prepare(x, r, distance)
     if indices_tuple is not None:
@@ -294,8 +298,8 @@ def triplet_margin_loss(
     check_choice("reduction", reduction, REDUCTIONS)
     distance = _distance(distance, squared, default="sqeuclidean")
     margin = V.check_finite_number("margin", margin)
-    soft = bool(soft)
-    x, y, r, ry = _inputs(embeddings, labels, ref_embeddings, ref_labels, need_labels=indices_tuple is None)
+    soft = V.check_bool("soft", soft)
+    x, y, r, ry = _inputs(embeddings, labels, ref_embeddings, ref_labels, need_labels=indices_tuple is None, distance=distance)
     w = _weights(weights, x.shape[0], x)
     xx, rr = _prepare(x, r, distance)
     if indices_tuple is not None:
@@ -350,17 +354,17 @@ def lifted_structure_loss(
     check_choice("reduction", reduction, REDUCTIONS)
     distance = _distance(distance)
     margin = V.check_finite_number("margin", margin)
-    x, y, _, _ = _inputs(embeddings, labels, None, None)
+    x, y, _, _ = _inputs(embeddings, labels, None, None, distance=distance)
     w = _weights(weights, x.shape[0], x)
     xx, _ = _prepare(x, None, distance)
     if _on_cpu(x):
         from ._pair_ops import Lifted
 
-        per, cnt, *_ = Lifted.apply(xx, y, margin, bool(hard), distance, op_threads(n_jobs))
+        per, cnt, *_ = Lifted.apply(xx, y, margin, V.check_bool("hard", hard), distance, op_threads(n_jobs))
     else:
         from ..reference.pairs import lifted_terms
 
-        per, cnt = lifted_terms(xx, y, margin, bool(hard), distance)
+        per, cnt = lifted_terms(xx, y, margin, V.check_bool("hard", hard), distance)
     return _reduce(per, cnt, reduction, w)
 
 

@@ -299,6 +299,8 @@ def vicreg_loss(
     global-batch form of :mod:`reprkit.distributed` (memory per rank O(N·d + d²)).
     """
     a, b = _gathered(*_two_views(z_a, z_b), gather_distributed)
+    V.check_distance_range(a, "z_a", "vicreg")  # variances and covariances square the values
+    V.check_distance_range(b, "z_b", "vicreg")
     _need_two_rows(a.shape[0], "vicreg_loss")
     sim, var, cov, eps = _check_vicreg(sim, var, cov, eps)
     off = _backend(a, n_jobs, path)

@@ -31,6 +31,17 @@ def _sq_euclidean(x: Any, y: Any, same: bool) -> Any:
     return d2
 
 
+def _range_scale(x: Any, y: Any) -> Any:
+    """A power of two s with s·max|x, y| in [1, 2) (1 for all-zero input), clamped so that s and
+    1/s are normal numbers: distances of the scaled rows neither overflow (rows of 1e30 in float32)
+    nor underflow, and scaling by s is exact. Tensor ops only (no host sync, traceable)."""
+    torch = require_torch()
+    m = torch.maximum(x.detach().abs().amax(), y.detach().abs().amax())
+    lim = 126 if x.dtype != torch.float64 else 1022
+    e = torch.where(m > 0, -torch.floor(torch.log2(torch.where(m > 0, m, torch.ones_like(m)))), torch.zeros_like(m))
+    return torch.exp2(e.clamp(-lim, lim))
+
+
 def pairwise_distances(x: Any, y: Optional[Any] = None, metric: str = "euclidean") -> Any:
     """Distances between the rows of ``x`` (n, d) and ``y`` (m, d) as an (n, m) tensor.
 
@@ -44,13 +55,16 @@ def pairwise_distances(x: Any, y: Optional[Any] = None, metric: str = "euclidean
     same = y is None
     if same:
         y = x
+    s = _range_scale(x, y)
+    x, y = x * s, y * s  # distances scale back below (cosine is scale invariant)
     if metric in ("euclidean", "sqeuclidean"):
         d2 = _sq_euclidean(x, y, same)
+        inv = 1.0 / s
         if metric == "sqeuclidean":
-            return d2
+            return d2 * inv * inv  # inf only when the true value exceeds the range
         pos = d2 > 0
         # Double-where keeps the gradient of sqrt at 0 finite (it is 0 there).
-        return torch.where(pos, torch.where(pos, d2, torch.ones_like(d2)).sqrt(), torch.zeros_like(d2))
+        return torch.where(pos, torch.where(pos, d2, torch.ones_like(d2)).sqrt(), torch.zeros_like(d2)) * inv
     if metric == "cosine":
         nx = x.norm(dim=1, keepdim=True)
         ny = y.norm(dim=1, keepdim=True)
