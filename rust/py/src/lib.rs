@@ -15,6 +15,7 @@ mod held;
 mod losses;
 mod margin;
 mod multimodal;
+mod neighbor_embedding;
 mod pairs;
 mod proxies;
 mod redundancy;
@@ -39,6 +40,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     spectral::register(m)?;
     supcon::register(m)?;
     tsne::register(m)?;
+    neighbor_embedding::register(m)?;
     xent_rows::register(m)?;
     Ok(())
 }
