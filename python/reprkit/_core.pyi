@@ -591,3 +591,19 @@ def circle_loss_fused(
     m: float, gamma: float, n_threads: int,
 ) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]:
     """(per, cnt, ∂Σper/∂x, ∂Σper/∂refs | None) in one pass (α weights held constant)."""
+
+# --- SNE-family minibatch loss (rust/py/src/neighbor_embedding.rs): KL(P‖Q) for a CSR P over the batch
+def neighbor_embedding_loss(
+    y: npt.NDArray[np.floating],
+    indptr: npt.NDArray[np.int64],
+    indices: npt.NDArray[np.int64],
+    data: npt.NDArray[np.float64],
+    kernel: str,
+    dof: float,
+    normalization: str,
+    exaggeration: float,
+    need_grad: bool,
+    n_threads: int,
+) -> Tuple[float, Optional[npt.NDArray[np.floating]]]:
+    """kernel "student" | "gaussian"; normalization "joint" | "conditional"; grad (unit upstream) with need_grad."""
+    ...
