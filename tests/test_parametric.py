@@ -232,6 +232,29 @@ def test_contrastive_as_sne_equals_ntxent(tau):
     assert abs(float(other) - float(nt)) > 1e-3
 
 
+@pytest.mark.parametrize("norm", NORMS)
+def test_torch_path_of_other_devices_matches_rust(monkeypatch, norm):
+    """The dispatch of non-CPU tensors (chunked torch P and loss), forced on CPU tensors."""
+    from reprkit.losses import neighbor_embedding as ne
+
+    x = torch.randn(70, 5, dtype=torch.float64)
+    y = torch.randn(70, 2, dtype=torch.float64, requires_grad=True)
+    a = tsne_loss(x, y, perplexity=6, normalization=norm)
+    (ga,) = torch.autograd.grad(a, y)
+    monkeypatch.setattr(ne, "_use_rust", lambda t: False)
+    b = tsne_loss(x, y, perplexity=6, normalization=norm)
+    (gb,) = torch.autograd.grad(b, y)
+    # Rust's P bisection stops at |ΔH| < 1e-5 (P to ~1e-4 relative), torch's runs to full precision.
+    assert float(a) == pytest.approx(float(b), rel=1e-5)
+    torch.testing.assert_close(ga, gb, rtol=1e-3, atol=1e-3 * float(ga.abs().max()))
+
+
+def test_vmap_refused_with_the_loss_name():
+    p = random_p(6, "joint", 0).to_sparse()
+    with pytest.raises(RuntimeError, match="TSNELoss"):
+        torch.vmap(lambda yy: tsne_loss(p, yy))(torch.randn(3, 6, 2, dtype=torch.float64))
+
+
 def test_double_backward_refused_and_vmap_named():
     p = random_p(10, "joint", 0).to_sparse()
     y = torch.randn(10, 2, dtype=torch.float64)

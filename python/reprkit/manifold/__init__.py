@@ -13,3 +13,4 @@ from .spectral import LaplacianEigenmaps, spectral_init
 from .sne import SNE, TSNE, SymmetricSNE, tsne
 
 __all__ = ["TSNE", "SNE", "SymmetricSNE", "tsne", "LaplacianEigenmaps", "spectral_init", "ClassicalMDS", "PCA"]
+from .parametric import ParametricTSNE  # noqa: E402,F401  (torch is imported inside its methods only)

@@ -167,7 +167,7 @@ def batch_affinities(x: Any, perplexity: float, n_neighbors: int, normalization:
     cols, vals = ik.reshape(-1), pk.reshape(-1)
     if normalization == "conditional":
         return rows, cols, vals
-    sp = torch.sparse_coo_tensor(torch.stack([torch.cat([rows, cols]), torch.cat([cols, rows])]), torch.cat([vals, vals]), (n, n)).coalesce()
+    sp = torch.sparse_coo_tensor(torch.stack([torch.cat([rows, cols]), torch.cat([cols, rows])]), torch.cat([vals, vals]), (n, n), check_invariants=False).coalesce()
     r, c = sp.indices()
     v = sp.values()
     return r, c, v / v.sum()
