@@ -71,7 +71,7 @@ class ParametricTSNE(Estimator):
 
     def __init__(
         self, n_components: int = 2, encoder: Any = None, perplexity: float = 30.0, batch_size: int = 1000,
-        n_epochs: int = 50, optimizer: Union[str, Callable] = "adam", lr: float = 1e-3, dof: float = 1.0,
+        n_epochs: int = 50, optimizer: Union[str, Callable] = "adam", lr: float = 1e-2, dof: float = 1.0,
         device: Any = None, random_state: Any = None, verbose: bool = False, n_jobs: Optional[int] = None,
     ) -> None:
         self.n_components = n_components
