@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import reprkit
 from reprkit import errors
 from reprkit.losses import TSNELoss
-from reprkit.losses.neighbor_embedding import batch_affinities, contrastive_affinities, prepare_affinities, tsne_loss
+from reprkit.losses.neighbor_embedding import batch_affinities, contrastive_affinities, tsne_loss
 from reprkit.reference import neighbor_embedding as ref
 from reprkit.testing import assert_double_backward, assert_gradients_match
 from reprkit.testing.strategies import embeddings

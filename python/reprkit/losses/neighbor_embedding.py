@@ -36,7 +36,6 @@ matrix anywhere). Other devices run :func:`reprkit.reference.neighbor_embedding.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional, Tuple
 
 import numpy as np
