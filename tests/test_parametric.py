@@ -255,11 +255,10 @@ def test_vmap_refused_with_the_loss_name():
         torch.vmap(lambda yy: tsne_loss(p, yy))(torch.randn(3, 6, 2, dtype=torch.float64))
 
 
-def test_double_backward_refused_and_vmap_named():
+def test_double_backward_refused():
     p = random_p(10, "joint", 0).to_sparse()
     y = torch.randn(10, 2, dtype=torch.float64)
-    msg = assert_double_backward(lambda yy: tsne_loss(p, yy), y)
-    assert "TSNELoss" in msg or msg
+    assert_double_backward(lambda yy: tsne_loss(p, yy), y)  # raises unless refused (or right)
     with pytest.raises(Exception, match="TSNELoss"):
         yy = y.clone().requires_grad_()
         (gy,) = torch.autograd.grad(tsne_loss(p, yy), yy, create_graph=True)
