@@ -69,6 +69,7 @@ _LAZY = {
     "memory": "losses.memory",
 }
 _LAZY_ATTRS = {"MemoryBank": "losses.memory", "ema_update": "losses.distillation"}
+_LAZY_ATTRS["ParametricTSNE"] = "manifold.parametric"  # torch-backed
 
 
 def __getattr__(name: str):  # PEP 562: torch-backed submodules load on first use

@@ -652,3 +652,19 @@ def tsne_p_sparse(
 def knn_graph_affinity(
     x: npt.NDArray[np.floating], n_neighbors: int, weights: str, t: Optional[float], neighbors: str, seed: int, n_threads: int
 ) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float64], float]: ...
+
+# --- SNE-family minibatch loss (rust/py/src/neighbor_embedding.rs): KL(P‖Q) for a CSR P over the batch
+def neighbor_embedding_loss(
+    y: npt.NDArray[np.floating],
+    indptr: npt.NDArray[np.int64],
+    indices: npt.NDArray[np.int64],
+    data: npt.NDArray[np.float64],
+    kernel: str,
+    dof: float,
+    normalization: str,
+    exaggeration: float,
+    need_grad: bool,
+    n_threads: int,
+) -> Tuple[float, Optional[npt.NDArray[np.floating]]]:
+    """kernel "student" | "gaussian"; normalization "joint" | "conditional"; grad (unit upstream) with need_grad."""
+    ...

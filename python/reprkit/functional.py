@@ -61,3 +61,7 @@ __all__ = [
     "clip_loss",
     "siglip_loss",
 ]
+
+from .losses.neighbor_embedding import tsne_loss  # noqa: E402
+
+__all__ += ["tsne_loss"]

@@ -60,3 +60,7 @@ __all__ = [
     "CLIPLoss",
     "SigLIPLoss",
 ]
+
+from .neighbor_embedding import TSNELoss  # noqa: E402
+
+__all__ += ["TSNELoss"]

@@ -17,5 +17,7 @@ from .pca import PCA
 from .spectral import LaplacianEigenmaps, spectral_init
 from .sne import SNE, TSNE, SymmetricSNE, tsne
 
+from .parametric import ParametricTSNE  # torch is imported inside its methods only
+
 __all__ = ["TSNE", "SNE", "SymmetricSNE", "tsne", "LaplacianEigenmaps", "spectral_init", "ClassicalMDS", "PCA",
-           "DuplicateRowsWarning", "ReprkitWarning", "ComplexInputError"]
+           "ParametricTSNE", "DuplicateRowsWarning", "ReprkitWarning", "ComplexInputError"]

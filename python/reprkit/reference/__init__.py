@@ -66,3 +66,7 @@ __all__ = [
     "subcenter_arcface_loss",
     "center_loss",
 ]
+
+from .neighbor_embedding import neighbor_embedding_loss, neighbor_embedding_loss_chunked  # noqa: E402
+
+__all__ += ["neighbor_embedding_loss", "neighbor_embedding_loss_chunked"]

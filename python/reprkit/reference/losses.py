@@ -30,3 +30,4 @@ from .redundancy import barlow_twins_loss, vicreg_graph_loss, vicreg_loss  # noq
 from .softmax import infonce_loss, npair_loss, ntxent_loss  # noqa: F401
 from .hypersphere import alignment_loss, hypersphere_loss, uniformity_loss  # noqa: F401
 from .softmax import infonce_loss, npair_loss, ntxent_loss, supcon_loss  # noqa: F401
+from .neighbor_embedding import neighbor_embedding_loss, neighbor_embedding_loss_chunked  # noqa: F401

@@ -17,6 +17,7 @@ mod losses;
 mod margin;
 mod metrics;
 mod multimodal;
+mod neighbor_embedding;
 mod pairs;
 mod proxies;
 mod redundancy;
@@ -43,6 +44,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     spectral::register(m)?;
     supcon::register(m)?;
     tsne::register(m)?;
+    neighbor_embedding::register(m)?;
     xent_rows::register(m)?;
     Ok(())
 }

@@ -22,6 +22,7 @@ pub mod proxies;
 mod rowops;
 pub mod supcon;
 pub mod triplet;
+pub mod neighbor_embedding;
 pub mod uniformity;
 pub mod xent;
 mod xent_sym;
@@ -53,3 +54,4 @@ pub use uniformity::{uniformity_forward, uniformity_forward_backward, Uniformity
 pub use xent::{xent_backward, xent_backward_rows, xent_forward, xent_forward_backward, xent_forward_rows, Mask, Xent};
 pub mod redundancy;
 pub use redundancy::{offdiag_sq, Path as RedundancyPath};
+pub use neighbor_embedding::{neighbor_embedding_loss, NeKernel, NeNorm, NeighborEmbedding};
