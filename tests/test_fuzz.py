@@ -370,6 +370,7 @@ def _modules():
         "VICRegLoss": two(L.VICRegLoss()),
         "CLIPLoss": two(L.CLIPLoss().double()),
         "SigLIPLoss": two(L.SigLIPLoss().double()),
+        "TSNELoss": lambda x, x2, y, m=L.TSNELoss(perplexity=2.0): m(x2, x),  # P from x2, Q on x
     }
 
 

@@ -414,7 +414,7 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys):
     np.save(tmp_path / "ok.npy", np.ones((10, 3), np.float32))
     np.save(tmp_path / "lab.npy", np.arange(7))
     rc, _, err = _main(capsys, str(tmp_path / "ok.npy"), "--labels", str(tmp_path / "lab.npy"))
-    assert rc == 2 and "7 labels" in err
+    assert rc == 2 and "7 entries" in err
     rc, _, err = _main(capsys)
     assert rc == 2 and "--demo" in err
     rc, _, err = _main(capsys, str(tmp_path / "ok.npy"), "--test-labels", str(tmp_path / "lab.npy"))

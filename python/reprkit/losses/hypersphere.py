@@ -104,6 +104,7 @@ def uniformity_loss(
     the global-batch form of :mod:`reprkit.distributed` (the rows of every rank, B the global
     batch; memory per rank O(B·d)). ``backend``: ``"auto"`` (Rust on CPU, else the row-chunked
     torch path), ``"rust"`` or ``"torch"``."""
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     if gather_distributed:
         from ..distributed import all_gather
 
@@ -133,6 +134,7 @@ def hypersphere_loss(
 
     ``gather_distributed=True``: both views of every rank (one collective) and every term over
     the global batch, the global-batch form of :mod:`reprkit.distributed`."""
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     if gather_distributed:
         from ..distributed import all_gather, is_distributed
 

@@ -33,7 +33,7 @@ class MemoryBank:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InvalidParameterError(f"{name} must be a positive integer, got {v!r}")
         self.size, self.dim = size, dim
-        self.gather_distributed = bool(gather_distributed)
+        self.gather_distributed = V.check_bool("gather_distributed", gather_distributed)
         self._x = torch.zeros((size, dim), dtype=dtype or torch.float32, device=device)
         self._y = torch.zeros(size, dtype=torch.long, device=device)
         self._has_labels: Optional[bool] = None

@@ -125,6 +125,7 @@ def batch_hard(
 ) -> Triplets:
     """Per anchor that has a positive and a negative: the farthest positive
     (argmax d(a,p)) and the nearest negative (argmin d(a,n)) — Hermans et al. 2017."""
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     metric = _metric(distance, squared)
     x, y, r, ry = _prep(*_gathered(embeddings, labels, gather_distributed), ref_embeddings, ref_labels, metric)
     if x.device.type == "cpu":
@@ -137,6 +138,7 @@ def batch_all(
     ref_labels: Any = None, *, distance: Optional[str] = None, n_jobs: Optional[int] = None, gather_distributed: bool = False,
 ) -> Triplets:
     """Every valid triplet with a positive loss: d(a,p) − d(a,n) + margin > 0."""
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     margin = V.check_finite_number("margin", margin)
     metric = _metric(distance, squared)
     x, y, r, ry = _prep(*_gathered(embeddings, labels, gather_distributed), ref_embeddings, ref_labels, metric)
@@ -155,6 +157,7 @@ def semi_hard(
     With a ``margin``, only the triplets with d(a,n) < d(a,p) + margin are kept
     (those with a non-zero hinge loss).
     """
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     if margin is not None:
         margin = V.check_finite_number("margin", margin)
     metric = _metric(distance, squared)
@@ -180,6 +183,7 @@ def triplet_margin(
     ``"all"``: t ≤ margin (the triplets with a non-zero hinge loss, and ties); ``"hard"``: t ≤ margin and
     t ≤ 0 (the negative is at least as close as the positive); ``"semihard"``: 0 < t ≤ margin;
     ``"easy"``: t > margin. Cost O(output + B log B) per anchor (sorted negatives), never B³ memory."""
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     check_choice("type", type, TRIPLET_TYPES)
     margin = V.check_finite_number("margin", margin)
     metric = _metric(distance, None)
@@ -197,6 +201,7 @@ def pair_margin(
     ref_labels: Any = None, *, distance: str = "euclidean", n_jobs: Optional[int] = None, gather_distributed: bool = False,
 ) -> Pairs:
     """PML's ``PairMarginMiner``: positive pairs with d > pos_margin, negative pairs with d < neg_margin."""
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     pm = V.check_finite_number("pos_margin", pos_margin)
     nm = V.check_finite_number("neg_margin", neg_margin)
     metric = _metric(distance, None)
@@ -213,6 +218,7 @@ def multi_similarity(
     """Multi-similarity pair mining (Wang et al. 2019; PML's ``MultiSimilarityMiner``) on cosine similarity S:
     for an anchor with positives and negatives, negatives with S_an + ε > min_p S_ap and positives with
     S_ap − ε < max_n S_an."""
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     eps = V.check_finite_number("epsilon", epsilon)
     x, y, r, ry = _prep(*_gathered(embeddings, labels, gather_distributed), ref_embeddings, ref_labels, "cosine")
     if x.device.type == "cpu":
@@ -233,6 +239,7 @@ def distance_weighted(
     no triplets in high dimensions). Seeded by ``random_state`` (an int; None draws one from
     torch's generator): the same result for any ``n_jobs``.
     """
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     cutoff = V.check_finite_number("cutoff", cutoff, nonneg=True)
     nz = V.check_finite_number("nonzero_loss_cutoff", nonzero_loss_cutoff, nonneg=True)
     if random_state is None:

@@ -209,6 +209,7 @@ def clip_loss(
     (memory per rank O(local·global) logits in tiles), scaled by the rule of
     :mod:`reprkit.distributed` (DDP's averaging gives the global batch's gradient).
     """
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     x, y = _features(image_features, text_features)
     s = _scalar(logit_scale, "logit_scale", x)
     rust = use_rust(backend, x) and _on_cpu(x)  # (_on_cpu: the tests' hook to force the torch path)
@@ -242,6 +243,7 @@ def siglip_loss(
     on its image's rank, scaled by the rule of :mod:`reprkit.distributed`; memory per rank
     O(local·global) logits in tiles.
     """
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     x, y = _features(image_features, text_features)
     s = _scalar(logit_scale, "logit_scale", x)
     b = _scalar(logit_bias, "logit_bias", x)

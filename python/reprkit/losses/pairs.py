@@ -222,6 +222,7 @@ def contrastive_loss(
     References (cross-batch memory) are used as given, so add the current batch to a
     :class:`reprkit.MemoryBank` *after* computing the loss. The gradient of d at 0 is 0.
     """
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     if gather_distributed:
         embeddings, labels, weights = _gathered(embeddings, labels, weights)
     check_choice("reduction", reduction, REDUCTIONS)
@@ -292,6 +293,7 @@ def triplet_margin_loss(
     Ties in mining go to the lowest index. Every reference row with the anchor's label is a
     positive (no self-exclusion), so enqueue the current batch after computing the loss.
     """
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     if gather_distributed:
         embeddings, labels, weights = _gathered(embeddings, labels, weights)
     check_choice("mining", mining, MININGS)
@@ -349,6 +351,7 @@ def lifted_structure_loss(
     the paper's hard-mining variant). Per anchor: per_i = ½ Σ_{j∈P(i)} max(0, J_ij)²,
     cnt_i = |P(i)|.
     """
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     if gather_distributed:
         embeddings, labels, weights = _gathered(embeddings, labels, weights)
     check_choice("reduction", reduction, REDUCTIONS)
@@ -431,6 +434,7 @@ def multi_similarity_loss(
     With ``indices_tuple`` P(i), N(i) are the given pairs of anchor i. Pair it with
     :func:`reprkit.miners.multi_similarity` for the paper's pair mining.
     """
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     for nm, v in (("alpha", alpha), ("beta", beta)):
         V.check_positive(nm, v)
     base = V.check_finite_number("base", base)
@@ -459,6 +463,7 @@ def circle_loss(
     for anchors with a positive and a negative (else 0); cnt_i = [per_i > 0] (mean over the
     anchors with a non-zero loss, PML's AvgNonZeroReducer).
     """
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     V.check_positive("gamma", gamma)
     m = V.check_finite_number("m", m)
     return _similarity_loss("circle", embeddings, labels, (m, float(gamma)), indices_tuple, reduction, weights,

@@ -264,6 +264,7 @@ def barlow_twins_loss(
     ``gather_distributed=True``: μ, σ² and C over the global batch (N = every rank's rows):
     the global-batch form of :mod:`reprkit.distributed` (memory per rank O(N·d + d²)).
     """
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     a, b = _gathered(*_two_views(z_a, z_b), gather_distributed)
     lam = V.check_finite_number("lambda_", lambda_, nonneg=True)
     off = _backend(a, n_jobs, path)
@@ -298,6 +299,7 @@ def vicreg_loss(
     ``gather_distributed=True``: every term over the global batch (N = every rank's rows), the
     global-batch form of :mod:`reprkit.distributed` (memory per rank O(N·d + d²)).
     """
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     a, b = _gathered(*_two_views(z_a, z_b), gather_distributed)
     V.check_distance_range(a, "z_a", "vicreg")  # variances and covariances square the values
     V.check_distance_range(b, "z_b", "vicreg")

@@ -204,6 +204,7 @@ def ntxent_loss(
     the views of every rank (memory per rank O(local·global) logits in tiles; the scaling rule of
     :mod:`reprkit.distributed`; ``"none"`` gives the global vector).
     """
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     check_choice("reduction", reduction, REDUCTIONS)
     if gather_distributed and reduction == "none":
         from ..distributed import gather_inputs
@@ -245,6 +246,7 @@ def infonce_loss(
     ``gather_distributed=True``: the local queries against every rank's keys (with a queue the
     queue stays local and only the mean is global); the rule of :mod:`reprkit.distributed`.
     """
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     check_choice("reduction", reduction, REDUCTIONS)
     if gather_distributed and reduction == "none" and negative_keys is None:
         from ..distributed import gather_inputs
@@ -454,6 +456,7 @@ def supcon_loss(
     with the Rust kernel (square) every rank gathers the rows and labels and computes the
     global batch's loss (the same memory, the compute repeated on every rank).
     """
+    gather_distributed = V.check_bool("gather_distributed", gather_distributed)
     rust_backend = use_rust(backend, embeddings) if is_tensor(embeddings) else True
     if gather_distributed and rust_backend:
         from ..distributed import gather_inputs

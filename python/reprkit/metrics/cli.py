@@ -61,21 +61,24 @@ class _Steps:
 
 
 def _load(path: str, what: str):
-    from ..cli import load_input
+    from .._cli_io import UsageError, load_input
 
-    X, labels = load_input(path)
+    try:
+        X, labels = load_input(path)
+    except UsageError as e:
+        raise SystemExit(f"reprkit eval: {e}")
     if X.ndim != 2:
         raise SystemExit(f"reprkit eval: {what} {path} must hold a 2-D array (rows × features), got shape {X.shape}")
     return X, labels
 
 
-def _labels(path: str):
-    from ..cli import _load_labels
-    from pathlib import Path
+def _labels(path: str, n: int):
+    from .._cli_io import UsageError, load_labels
 
-    if not Path(path).exists():
-        raise SystemExit(f"reprkit eval: labels file not found: {path}")
-    return _load_labels(path)
+    try:
+        return load_labels(path, n)
+    except UsageError as e:
+        raise SystemExit(f"reprkit eval: {e}")
 
 
 def evaluate(X, labels, Xt=None, yt=None, *, metric: str = "euclidean", k: int = 20, l2: float = 1e-4,
@@ -166,12 +169,12 @@ def run(args: argparse.Namespace) -> int:
             X, labels = _load(args.emb, "EMB")
             source = args.emb
         if args.labels:
-            labels = _labels(args.labels)
+            labels = _labels(args.labels, X.shape[0])
         Xt = yt = None
         if args.test_emb:
             Xt, yt = _load(args.test_emb, "--test-emb")
             if args.test_labels:
-                yt = _labels(args.test_labels)
+                yt = _labels(args.test_labels, Xt.shape[0])
         elif args.test_labels:
             raise SystemExit("reprkit eval: --test-labels needs --test-emb")
         res = evaluate(X, labels, Xt, yt, metric=args.metric, k=args.k, l2=args.l2, max_iter=args.max_iter,
