@@ -194,7 +194,7 @@ def _large_quality(X, Y, P, sub, hd_nn):
 def _reprkit_staged(X, method, iters):
     """reprkit fit with the affinity stage timed by wrapping the binding sne.py calls."""
     stage = {}
-    orig = _core.tsne_affinities
+    orig = _core.tsne_p  # the neighbour search + calibration + symmetrisation binding
 
     def timed(*a):
         t = time.perf_counter()
@@ -202,7 +202,7 @@ def _reprkit_staged(X, method, iters):
         stage["affinities"] = time.perf_counter() - t
         return r
 
-    _core.tsne_affinities = timed
+    _core.tsne_p = timed
     try:
         est = reprkit.TSNE(perplexity=30, n_jobs=N_JOBS, random_state=0, method=method, max_iter=iters,
                            exaggeration_iter=min(250, iters))
@@ -210,7 +210,7 @@ def _reprkit_staged(X, method, iters):
         Y = est.fit_transform(X)
         total = time.perf_counter() - t
     finally:
-        _core.tsne_affinities = orig
+        _core.tsne_p = orig
     return total, stage["affinities"], Y, est
 
 

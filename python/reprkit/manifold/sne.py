@@ -60,11 +60,12 @@ METRICS = ("euclidean", "sqeuclidean", "cosine", "precomputed")
 AUTO_EXACT_MAX_N = 30_000
 MAX_STEP_NORM = 5.0
 #: ``method="auto"``: Barnes-Hut below this many points in 2-D, the FFT-interpolated
-#: repulsion from here on. Measured (2 cores, heavily loaded box, one iteration on a
-#: clustered embedding of spread ~sqrt(N)): BH 37/85/107/628/1000/2244/1928 ms against FFT
-#: 40/166/348/944/1321/2788/2580 ms at N = 5k/10k/20k/50k/100k/250k/1M, so no crossover was
-#: found up to 1M and the threshold sits above the measured range (to re-measure on a quiet box).
-AUTO_FFT_MIN_N = 2_000_000
+#: repulsion from here on. Measured on the 2-core box, quiet, n_jobs=2 (benches/bench_tsne.py
+#: --large, benches/profile_tsne_fft_1m.py): 100k × 50, 750 iterations, optimisation FFT 24.1 s
+#: against BH 31.3 s; 1M points, one iteration FFT 305 ms against BH 339 ms. Smaller N was only
+#: measured on a loaded box (BH ahead there, e.g. 37 against 40 ms at 5k), so the threshold is
+#: the smallest N where FFT was measured faster.
+AUTO_FFT_MIN_N = 100_000
 #: Momentum during and after early exaggeration (openTSNE's schedule; bhtsne and scikit-learn use 0.5 then 0.8).
 MOMENTUM = (0.8, 0.8)
 
@@ -544,9 +545,8 @@ class TSNE(_SNEBase):
     come from those four convolutions for any ``dof``. Relative error of the
     repulsive gradient against the exact one: below 2·10⁻³ (tested).
     ``"auto"`` picks per :func:`auto_method`: in 2-D Barnes-Hut below
-    ``AUTO_FFT_MIN_N`` (2,000,000) points, FFT above — on this project's 2-core
-    box Barnes-Hut was faster per iteration at every N measured, up to 1M (see
-    ``AUTO_FFT_MIN_N``); FFT in 1-D above 1,000 points; Barnes-Hut in 3-D;
+    ``AUTO_FFT_MIN_N`` (100,000) points, FFT from there on (measured on 2 cores:
+    see ``AUTO_FFT_MIN_N``); FFT in 1-D above 1,000 points; Barnes-Hut in 3-D;
     ``method_`` records the choice. ``dof`` < 1 gives heavier tails (Kobak et
     al. 2019). ``neighbors``: "exact", "approx" (random-projection forest +
     NN-descent) or "auto" (exact up to 30,000 points). ``callbacks(iteration,
