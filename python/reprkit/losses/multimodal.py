@@ -277,7 +277,26 @@ def _clamped_exp(t: Any, max_scale: Optional[float]) -> Any:
     return t.exp()
 
 
-class CLIPLoss(torch.nn.Module):
+class _LearnableScale(torch.nn.Module):
+    """The logit scale t = exp(t') shared by CLIPLoss and SigLIPLoss (``logit_scale`` holds t')."""
+
+    logit_scale: Any
+    max_scale: Optional[float]
+
+    def scale(self) -> Any:
+        """The multiplier t = exp(clamp(t', 0, ln max_scale))."""
+        return _clamped_exp(self.logit_scale, self.max_scale)
+
+    @torch.no_grad()
+    def clamp_(self) -> Any:
+        """Clamps the parameter t' to [0, ln max_scale] in place (open_clip's step after ``optimizer.step()``);
+        returns the module."""
+        if self.max_scale is not None:
+            self.logit_scale.clamp_(0.0, math.log(self.max_scale))
+        return self
+
+
+class CLIPLoss(_LearnableScale):
     """CLIP's symmetric InfoNCE with its learnable temperature (see :func:`clip_loss`).
 
     The scale is t = exp(t') with t' = ``logit_scale`` a parameter of this module
@@ -306,17 +325,6 @@ class CLIPLoss(torch.nn.Module):
         else:
             self.register_buffer("logit_scale", t)
 
-    def scale(self) -> Any:
-        """The multiplier t = exp(clamp(t', 0, ln max_scale))."""
-        return _clamped_exp(self.logit_scale, self.max_scale)
-
-    @torch.no_grad()
-    def clamp_(self) -> "CLIPLoss":
-        """Clamps the parameter t' to [0, ln max_scale] in place (open_clip's step after ``optimizer.step()``)."""
-        if self.max_scale is not None:
-            self.logit_scale.clamp_(0.0, math.log(self.max_scale))
-        return self
-
     def forward(
         self, image_features: Any, text_features: Any, logit_scale: Optional[Any] = None, logit_bias: Optional[Any] = None,
         output_dict: bool = False,
@@ -330,7 +338,7 @@ class CLIPLoss(torch.nn.Module):
         return f"learnable={self.learnable}, max_scale={self.max_scale}"
 
 
-class SigLIPLoss(torch.nn.Module):
+class SigLIPLoss(_LearnableScale):
     """SigLIP's pairwise sigmoid loss with a learnable scale and bias (see :func:`siglip_loss`).
 
     Parameters (buffers with ``learnable=False``) t' = ``logit_scale`` = log(``scale_init``) and
@@ -360,17 +368,6 @@ class SigLIPLoss(torch.nn.Module):
         else:
             self.register_buffer("logit_scale", t)
             self.register_buffer("logit_bias", b)
-
-    def scale(self) -> Any:
-        """The multiplier t = exp(clamp(t', 0, ln max_scale))."""
-        return _clamped_exp(self.logit_scale, self.max_scale)
-
-    @torch.no_grad()
-    def clamp_(self) -> "SigLIPLoss":
-        """Clamps t' to [0, ln max_scale] in place (open_clip's step after ``optimizer.step()``)."""
-        if self.max_scale is not None:
-            self.logit_scale.clamp_(0.0, math.log(self.max_scale))
-        return self
 
     def forward(
         self, image_features: Any, text_features: Any, logit_scale: Optional[Any] = None, logit_bias: Optional[Any] = None,
