@@ -182,6 +182,10 @@ def test_extreme_finite_values_give_finite_results_or_a_clear_error(name, dtype,
     if name in LOSSES:
         if name in SQUARES_OVERFLOW and scale > 1:
             assert bool(torch.isfinite(out)) or float(out) == float("inf"), f"{name}: loss {out} at scale {s}"
+        elif dtype == torch.float32 and float(out.detach()) == float("inf"):
+            # +inf only where the true value (computed in float64 on the same inputs) exceeds float32's range
+            wide = fn(*[a.detach().double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args], **kw)
+            assert float(wide) > float(torch.finfo(torch.float32).max), f"{name}: inf at scale {s}, float64 gives {float(wide)}"
         else:
             assert bool(torch.isfinite(out)), f"{name}: loss {out} at scale {s}"
         (g,) = torch.autograd.grad(out, x)
@@ -396,3 +400,29 @@ def test_double_backward_of_every_module_is_right_or_refused(name):
         assert "double backward" in str(e)
         return
     assert torch.autograd.gradgradcheck(lambda t: fn(t, x2, y), (x,), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("loss,kw", [
+    ("triplet_margin_loss", dict(distance="euclidean", mining="batch_hard")),
+    ("triplet_margin_loss", dict(distance="euclidean", mining="all")),
+    ("triplet_margin_loss", dict(distance="euclidean", soft=True)),
+])
+def test_euclidean_pair_losses_of_huge_float32_rows_match_float64(loss, kw):
+    """At 1e30 the squared distances overflow float32 but the loss (a margin of distances) does not:
+    the value and gradient equal the float64 computation, in float32."""
+    import reprkit.functional as fx
+
+    g = torch.Generator().manual_seed(3)
+    x64 = torch.randn(24, 6, generator=g, dtype=torch.float64) * 1e30
+    y = torch.randint(0, 3, (24,), generator=g)
+    fn = getattr(fx, loss)
+    x32 = x64.float().requires_grad_()
+    out = fn(x32, y, **kw)
+    assert out.dtype == torch.float32 and bool(torch.isfinite(out))
+    wide = x32.detach().double().requires_grad_()
+    ref = fn(wide, y, **kw)
+    assert float(out) == pytest.approx(float(ref), rel=1e-6)
+    (g32,) = torch.autograd.grad(out, x32)
+    (g64,) = torch.autograd.grad(ref, wide)
+    assert g32.dtype == torch.float32
+    torch.testing.assert_close(g32.double(), g64, rtol=1e-5, atol=1e-6 * float(g64.abs().max()))

@@ -25,6 +25,12 @@ other devices run :mod:`reprkit.reference.pairs`. float16/bfloat16 compute in
 float32 (float32 loss, gradient in the input dtype). A batch without any valid
 pair or triplet gives 0, still attached to the graph (zero gradients, never NaN).
 
+Euclidean-type kernels work in squared distances: float32 embeddings so large (about
+1e19/√d and beyond) that the squares overflow float32 are computed in float64 and the
+loss returned in float32 — finite where its true value fits (a triplet margin of
+distances), +inf where it does not (a mean of squared distances past 3.4e38), never NaN.
+float64 embeddings whose squares overflow float64 get a clear error.
+
 ``gather_distributed=True`` (functions and modules): the global-batch form of
 :mod:`reprkit.distributed` — every rank gathers the rows, labels and weights of all
 ranks and computes the global loss (memory per rank O(B_global·d) with the tiled
@@ -33,6 +39,8 @@ Rust kernels; ``indices_tuple`` indexes the global batch).
 
 from __future__ import annotations
 
+import functools
+import math
 import warnings
 from typing import Any, Optional, Sequence, Tuple
 
@@ -97,6 +105,44 @@ def _inputs(embeddings: Any, labels: Any, ref_embeddings: Any, ref_labels: Any, 
     if r is not None:
         V.check_distance_range(r, "ref_embeddings", distance)
     return x, y, r, ry
+
+
+def _needs_float64(t: Any, distance: str) -> bool:
+    """A float32 (or half) tensor whose squared distances overflow float32 but not float64."""
+    if not isinstance(t, torch.Tensor) or t.dtype not in (torch.float32, torch.float16, torch.bfloat16) or t.dim() != 2:
+        return False
+    if distance == "cosine" or t.numel() == 0 or t.is_meta or t.layout != torch.strided:
+        return False
+    if torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(t):
+        return False
+    with torch.no_grad():
+        m = float(t.detach().abs().max())
+    return math.isfinite(m) and m > math.sqrt(float(torch.finfo(torch.float32).max) / (4.0 * t.shape[1]))
+
+
+def _wide_when_huge(fn: Any) -> Any:
+    """Euclidean-type losses square their distances: embeddings of magnitude ~1e30 in float32 would
+    overflow the squares although the loss (a margin of distances) is representable. Such calls run in
+    float64 and the result is cast back to the float32 loss dtype: finite where the true value fits in
+    float32, +inf where it does not (a mean of squared distances past 3.4e38), never NaN. Not under
+    ``gather_distributed`` (every rank must gather the same dtype) or tracing."""
+
+    @functools.wraps(fn)
+    def call(embeddings: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("gather_distributed", False) is True:
+            return fn(embeddings, *args, **kwargs)
+        dist = kwargs.get("distance") or "euclidean"  # euclidean and sqeuclidean kernels both square
+        if not isinstance(dist, str) or dist == "cosine":
+            return fn(embeddings, *args, **kwargs)
+        ref = kwargs.get("ref_embeddings")
+        if not (_needs_float64(embeddings, dist) or (ref is not None and _needs_float64(ref, dist))):
+            return fn(embeddings, *args, **kwargs)
+        if ref is not None and isinstance(ref, torch.Tensor) and ref.is_floating_point():
+            kwargs["ref_embeddings"] = ref.double()
+        out = fn(embeddings.double(), *args, **kwargs)
+        return out.to(torch.float32) if isinstance(out, torch.Tensor) else out
+
+    return call
 
 
 def _prepare(x: Any, r: Optional[Any], distance: str) -> Tuple[Any, Optional[Any]]:
@@ -195,6 +241,7 @@ def _gathered(embeddings: Any, labels: Any, weights: Any) -> Tuple[Any, Any, Any
 # ----------------------------------------------------------------- contrastive
 
 
+@_wide_when_huge
 def contrastive_loss(
     embeddings: Any,
     labels: Any = None,
@@ -257,6 +304,7 @@ def contrastive_loss(
 # ----------------------------------------------------------------- triplet
 
 
+@_wide_when_huge
 def triplet_margin_loss(
     embeddings: Any,
     labels: Any = None,
@@ -329,6 +377,7 @@ def triplet_margin_loss(
 # ----------------------------------------------------------------- lifted
 
 
+@_wide_when_huge
 def lifted_structure_loss(
     embeddings: Any,
     labels: Any,
