@@ -4,8 +4,8 @@ For every loss with ``gather_distributed=True``: the ranks' mean loss equals the
 single-process loss of the global batch, and every rank's input gradient after
 DDP's averaging (÷ W) equals that rank's slice of the single-process gradient
 (float64, tight). A negative control checks that a gradient off by world_size
-fails the comparison. One spawned job per world size computes every case (the
-spawn is the slow part); a two-rank DDP step of a small model (NT-Xent, CLIP)
+fails the comparison. One job per world size computes every case (world 2 spawned,
+world 3 forked; starting the workers is the slow part); a two-rank DDP step of a small model (NT-Xent, CLIP)
 gives the parameters of one process.
 """
 
@@ -149,18 +149,20 @@ def _worker(rank, world, port, sizes, out, ddp):
         dist.destroy_process_group()
 
 
-def _run(world, sizes, tmp_path, ddp=False):
-    # fork where it exists (as torch's own MultiProcessTestCase does): a spawned child re-imports torch
-    # and torch._dynamo, ~15 s each on a loaded 2-core box; reprkit's Rust pools are rebuilt after a fork.
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+def _run(world, sizes, tmp_path, ddp=False, method="spawn"):
+    # The issue's protocol is torch.multiprocessing spawn (a fresh interpreter: nothing inherited);
+    # one world size also runs forked, the start method torch's own MultiProcessTestCase uses, which
+    # checks that reprkit's Rust pools survive a fork.
+    if method not in mp.get_all_start_methods():
+        method = "spawn"
     mp.start_processes(_worker, args=(world, _free_port(), sizes, str(tmp_path), ddp), nprocs=world, join=True,
                        start_method=method)
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
 
 
 def _references(sizes):
-    """The single-process losses and gradients on the global batch (computed before forking: it also
-    warms up the imports the children then inherit)."""
+    """The single-process losses and gradients on the global batch (computed before the workers start:
+    it also warms up the imports a forked child inherits)."""
     data = _data(sum(sizes))
     out = {}
     for name, (wrt, fn) in CASES.items():
@@ -216,7 +218,7 @@ def test_world_2_every_loss_and_ddp_step(tmp_path):
 def test_world_3_unequal_batches(tmp_path):
     sizes = [3, 4, 6]
     refs = _references(sizes)
-    _check(_run(3, sizes, tmp_path), sizes, refs)
+    _check(_run(3, sizes, tmp_path, method="fork"), sizes, refs)
 
 
 def test_all_gather_is_identity_without_process_group():
