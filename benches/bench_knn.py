@@ -7,7 +7,7 @@ latent space mapped linearly to d dims plus isotropic noise (intrinsic dim ≈ 2
 k = 90 (t-SNE's 3·perplexity at perplexity 30), n_jobs = 2 for every library.
 Recall@k against exact neighbours on a fixed sample of 1,000 query rows (brute force
 in float64 numpy, in chunks). Each (library, size) runs in a fresh subprocess; peak
-extra memory is the growth of ru_maxrss over the process after the data is built.
+extra memory is the growth of the resident set (VmHWM, reset after the data is built; _util.PeakMemory).
 Exact search is timed only where it finishes in reasonable time (``--exact-max``).
 
     python benches/bench_knn.py                          # 100k×50, 100k×384, 1M×50
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 sys.path.insert(0, os.path.dirname(__file__))
+from _util import PeakMemory, machine  # noqa: E402
 
 K = 90
 N_JOBS = 2
@@ -67,7 +67,7 @@ def exact_on_sample(X: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
 
 def child(lib: str, n: int, d: int, repeats: int) -> None:
     X = make_data(n, d)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    mem = PeakMemory().start()
     best, idx = np.inf, None
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -86,11 +86,11 @@ def child(lib: str, n: int, d: int, repeats: int) -> None:
         else:
             raise SystemExit(f"unknown lib {lib}")
         best = min(best, time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    extra = mem.stop()
     rows = sample_rows(n)
     ex = exact_on_sample(X, rows, K)
     rec = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(np.asarray(idx)[rows], ex)]))
-    print(json.dumps({"time": best, "recall": rec, "extra_mb": (peak - base) / 1024}))
+    print(json.dumps({"time": best, "recall": rec, "extra_mb": extra / 2**20}))
 
 
 def main() -> None:
@@ -105,7 +105,6 @@ def main() -> None:
         lib, n, d, r = args.child
         child(lib, int(n), int(d), int(r))
         return
-    from _util import machine
 
     print(f"# {machine()}")
     rows = []

@@ -3,7 +3,7 @@ loop) and lightly's DINOLoss, float32, at DINO's multi-crop setting (B = 256, 2 
 K = 65,536 prototypes).
 
 Each (implementation, size) runs in its own subprocess: the peak extra memory is the growth of the process's
-peak RSS (ru_maxrss) during the fwd+bwd calls, after the inputs (teacher views, student views requiring grad)
+peak RSS (VmHWM, reset before the calls: _util.PeakMemory) during the fwd+bwd calls, after the inputs (teacher views, student views requiring grad)
 exist — so it counts the student gradient (S·B·K floats, the same for everyone) plus the temporaries.
 Time: best of ``--repeat`` calls after one warm-up call. Threads: ``--threads`` for torch and reprkit alike.
 The teacher does not require grad (it never does in DINO); the student views are leaves.
@@ -11,8 +11,8 @@ The teacher does not require grad (it never does in DINO); the student views are
     PYTHONPATH=python python benches/bench_ssl_dino.py                       # B=256, 2+6 crops, K=65536
     PYTHONPATH=python python benches/bench_ssl_dino.py --b 32 --k 4096       # a quick check
 
-Both sides run with OMP_WAIT_POLICY=PASSIVE (torch's idle OpenMP threads otherwise spin on the cores
-reprkit's pool uses).
+Each side runs at its own best setting (``--omp-wait-policy best``, the default; _util.run_case):
+the peers at their library default, reprkit the faster of the default and OMP_WAIT_POLICY=PASSIVE.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _util import OMP_HELP, PeakMemory, run_case  # noqa: E402
 
 IMPLS = ("reprkit", "torch", "lightly")
 
@@ -85,18 +86,18 @@ def run_one(impl: str, b: int, nt: int, ns: int, k: int, repeat: int, threads: i
         return float(out.detach())
 
     gc.collect()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    mem = PeakMemory().start()
     call()  # warm-up
     best, value = float("inf"), float("nan")
     for _ in range(repeat):
         t0 = time.perf_counter()
         value = call()
         best = min(best, time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    extra = mem.stop()
     # the first call's value with a zero centre (comparable across implementations)
     _, _, fresh = make_case(impl, b, nt, ns, k)
     first = float(fresh().detach())
-    return {"time": best, "mem": peak - base, "loss": first, "last": value, "threads": torch.get_num_threads()}
+    return {"time": best, "mem": extra, "loss": first, "last": value, "threads": torch.get_num_threads()}
 
 
 def main() -> None:
@@ -110,12 +111,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--impls", nargs="*", default=list(IMPLS))
     ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument("--omp-wait-policy", default="best", help=OMP_HELP)
     args = ap.parse_args()
     shape = (args.b, args.teacher_views, args.student_views, args.k)
     if args.one:
         print(json.dumps(run_one(args.one, *shape, args.repeat, args.threads)))
         return
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     print(f"# load average at start: {os.getloadavg()}; B={args.b}, crops {args.teacher_views}+"
           f"{args.student_views - args.teacher_views}, K={args.k}, {args.threads} threads", flush=True)
     res = {}
@@ -123,14 +124,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--one", impl, "--b", str(args.b), "--teacher-views", str(args.teacher_views),
                "--student-views", str(args.student_views), "--k", str(args.k), "--repeat", str(args.repeat),
                "--threads", str(args.threads)]
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-            if p.returncode == 0:
-                res[impl] = json.loads(p.stdout.strip().splitlines()[-1])
-            else:
-                res[impl] = {"skip": "failed: " + (p.stderr.strip().splitlines() or ["?"])[-1][:100]}
-        except subprocess.TimeoutExpired:
-            res[impl] = {"skip": f"> {args.timeout} s"}
+        res[impl] = run_case(cmd, impl == "reprkit", args.omp_wait_policy, args.timeout)
         print(impl, json.dumps(res[impl]), flush=True)
     r = res.get("reprkit", {})
     print("\n| impl | fwd+bwd s | extra peak MB | time / reprkit | loss (first call) |")

@@ -3,7 +3,7 @@ against the plain torch a user writes and against open_clip's ``ClipLoss`` /
 ``SigLipLoss`` (single process, world_size 1).
 
 Every (loss, implementation, batch size) runs in its own subprocess, so the
-peak extra memory is the growth of the process's peak RSS (ru_maxrss) over the
+peak extra memory is the growth of the process's peak RSS (VmHWM, reset before the calls: _util.PeakMemory) over the
 fwd+bwd calls, torch's allocations included (after one call at B = 8, so that
 one-time imports and thread pools are not counted). Cases whose estimated memory
 exceeds ``--mem-limit`` (default 8 GB) are skipped and marked. Timings are the
@@ -15,9 +15,8 @@ torch and reprkit both get ``--threads`` threads (default 2).
     PYTHONPATH=python python benches/bench_ssl_multimodal.py [--sizes 4096 16384] [--losses clip siglip]
     PYTHONPATH=python python benches/bench_ssl_multimodal.py --sizes 4096 --threads 1 --cpu-time   # work, on a busy box
 
-Both sides run with OMP_WAIT_POLICY=PASSIVE by default (``--omp-wait-policy ''`` for the
-library default: torch's idle OpenMP threads keep spinning after each torch op and take
-the cores reprkit's kernels run on).
+Each side runs at its own best setting (``--omp-wait-policy best``, the default; _util.run_case):
+the peers at their library default, reprkit the faster of the default and OMP_WAIT_POLICY=PASSIVE.
 """
 
 from __future__ import annotations
@@ -25,10 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _util import OMP_HELP, PeakMemory, machine, run_case  # noqa: E402
 
 SIZES = (4096, 16384)
 D = 256
@@ -97,7 +97,7 @@ def run_one(loss: str, impl: str, b: int, threads: int, cpu_time: bool = False) 
     inputs, fn = make_case(loss, impl, b)
     del tiny, tfn
     gc.collect()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    mem = PeakMemory().start()
     reps = 3 if b <= 4096 else 1
 
     def call():
@@ -115,8 +115,8 @@ def run_one(loss: str, impl: str, b: int, threads: int, cpu_time: bool = False) 
         t0 = clock()
         value = call()
         best = min(best, clock() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"time": best, "mem": peak - base, "loss": value, "d_scale": float(inputs[2].grad), "threads": torch.get_num_threads()}
+    extra = mem.stop()
+    return {"time": best, "mem": extra, "loss": value, "d_scale": float(inputs[2].grad), "threads": torch.get_num_threads()}
 
 
 def fmt_t(r):
@@ -136,7 +136,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mem-limit", type=float, default=8e9)
     ap.add_argument("--timeout", type=int, default=900)
-    ap.add_argument("--omp-wait-policy", default="PASSIVE")
+    ap.add_argument("--omp-wait-policy", default="best", help=OMP_HELP)
     ap.add_argument(
         "--cpu-time", action="store_true",
         help="report the process's CPU time (all threads) instead of wall time: the work done, "
@@ -147,10 +147,6 @@ def main() -> None:
         loss, impl, b = args.one
         print(json.dumps(run_one(loss, impl, int(b), args.threads, args.cpu_time)))
         return
-    env = dict(os.environ)
-    env.pop("OMP_WAIT_POLICY", None)
-    if args.omp_wait_policy:
-        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
     print(f"# load average at start: {os.getloadavg()}; threads={args.threads}; cpu_time={args.cpu_time}; "
           f"OMP_WAIT_POLICY={args.omp_wait_policy or '(default)'}", flush=True)
     rows = []
@@ -166,15 +162,7 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--one", loss, impl, str(b), "--threads", str(args.threads)]
                 if args.cpu_time:
                     cmd.append("--cpu-time")
-                try:
-                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-                    if p.returncode == 0:
-                        res[impl] = json.loads(p.stdout.strip().splitlines()[-1])
-                    else:
-                        tail = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
-                        res[impl] = {"skip": "failed: " + tail[:80]}
-                except subprocess.TimeoutExpired:
-                    res[impl] = {"skip": f"> {args.timeout} s"}
+                res[impl] = run_case(cmd, impl == "reprkit", args.omp_wait_policy, args.timeout)
             rows.append((loss, b, res))
             print("ROW " + json.dumps([loss, b, res]), flush=True)
     r0 = "reprkit" in args.impls

@@ -2,10 +2,11 @@
 torch a user would write (the authors' formulas, full d×d matrices, autograd) and lightly.
 
 Every (loss, implementation, N, d) case runs in its own subprocess, so the peak extra memory is the
-growth of that process's peak RSS (ru_maxrss) over the fwd+bwd calls, after a tiny warm-up call (lazy
+growth of that process's peak RSS (VmHWM, reset before the calls: _util.PeakMemory) over the fwd+bwd calls, after a tiny warm-up call (lazy
 imports) and after the two (N, d) float32
 views exist (their gradients are counted for every implementation). Timings: best of 3 after a
-warm-up for d ≤ 2048, one cold run above. Both sides run with OMP_WAIT_POLICY=PASSIVE and the same
+warm-up for d ≤ 2048, one cold run above. Each side runs at its own best OMP_WAIT_POLICY
+(peers at the library default, reprkit the faster of default and PASSIVE: _util.run_case) and the same
 torch thread count (``--threads``, default 2). Implementations:
 
 * ``reprkit``: :func:`reprkit.functional.barlow_twins_loss` / ``vicreg_loss`` (CPU: the Rust kernel);
@@ -22,10 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _util import OMP_HELP, PeakMemory, machine, run_case  # noqa: E402
 
 LOSSES = ("barlow_twins", "vicreg")
 IMPLS = ("reprkit", "torch", "lightly")
@@ -90,7 +92,7 @@ def run_one(loss: str, impl: str, n: int, d: int, threads: int) -> dict:
     del small, fn_small
     inputs, fn = make_case(loss, impl, n, d)
     gc.collect()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    mem = PeakMemory().start()
     warm = d <= 2048
     reps = 3 if warm else 1
 
@@ -108,8 +110,8 @@ def run_one(loss: str, impl: str, n: int, d: int, threads: int) -> dict:
         t0 = time.perf_counter()
         value = call()
         best = min(best, time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"time": best, "mem": peak - base, "loss": value, "threads": torch.get_num_threads()}
+    extra = mem.stop()
+    return {"time": best, "mem": extra, "loss": value, "threads": torch.get_num_threads()}
 
 
 def main() -> None:
@@ -121,31 +123,20 @@ def main() -> None:
     ap.add_argument("--impls", nargs="*", default=list(IMPLS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument("--omp-wait-policy", default="best", help=OMP_HELP)
     args = ap.parse_args()
     if args.one:
         loss, impl, n, d = args.one
         print(json.dumps(run_one(loss, impl, int(n), int(d), args.threads)))
         return
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    sys.path.insert(0, os.path.dirname(__file__))
-    from _util import machine
-
-    print(f"# {machine()}; torch threads {args.threads}; OMP_WAIT_POLICY=PASSIVE", flush=True)
+    print(f"# {machine()}; torch threads {args.threads}; OMP_WAIT_POLICY={args.omp_wait_policy or '(default)'}", flush=True)
     rows = []
     for loss in args.losses:
         for d in args.dims:
             res = {}
             for impl in args.impls:
                 cmd = [sys.executable, __file__, "--one", loss, impl, str(args.n), str(d), "--threads", str(args.threads)]
-                try:
-                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-                    if p.returncode == 0:
-                        res[impl] = json.loads(p.stdout.strip().splitlines()[-1])
-                    else:
-                        tail = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
-                        res[impl] = {"skip": "failed: " + tail[:80]}
-                except subprocess.TimeoutExpired:
-                    res[impl] = {"skip": f"> {args.timeout} s"}
+                res[impl] = run_case(cmd, impl == "reprkit", args.omp_wait_policy, args.timeout)
                 print("CASE " + json.dumps([loss, impl, args.n, d, res[impl]]), flush=True)
             rows.append((loss, d, res))
     peers = [i for i in args.impls if i != "reprkit"]

@@ -2,7 +2,7 @@
 torch code a user would write and against pytorch-metric-learning's SupConLoss (PML has no uniformity).
 
 Every (loss, implementation, batch size) runs in its own subprocess, so the peak extra memory is the growth
-of the process's peak RSS (ru_maxrss) over the fwd+bwd calls, torch's allocations included. Cases whose
+of the process's peak RSS (VmHWM, reset before the calls: _util.PeakMemory) over the fwd+bwd calls, torch's allocations included. Cases whose
 estimated memory exceeds ``--mem-limit`` are skipped and marked. Timings are the best of 3 runs after a
 warm-up at B <= 4096, one run above. float32, d = 256, ``--threads`` threads for torch and reprkit (2 by
 default, the issue's setting).
@@ -15,8 +15,8 @@ default, the issue's setting).
 
     PYTHONPATH=python python benches/bench_ssl_supcon.py [--sizes 4096 16384] [--losses supcon uniformity]
 
-Both sides run with OMP_WAIT_POLICY=PASSIVE (torch's idle OpenMP threads otherwise spin on the cores
-reprkit's pool needs).
+Each side runs at its own best setting (``--omp-wait-policy best``, the default; _util.run_case):
+the peers at their library default, reprkit the faster of the default and OMP_WAIT_POLICY=PASSIVE.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _util import OMP_HELP, PeakMemory, machine, run_case  # noqa: E402
 
 SIZES = (4096, 16384)
 D = 256
@@ -102,7 +103,7 @@ def run_one(loss: str, impl: str, b: int, threads: int) -> dict:
     sfn(*small).backward()
     inputs, fn = make_case(loss, impl, b)
     gc.collect()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    mem = PeakMemory().start()
     reps = 3 if b <= 4096 else 1
 
     def call():
@@ -119,8 +120,8 @@ def run_one(loss: str, impl: str, b: int, threads: int) -> dict:
         t0 = time.perf_counter()
         value = call()
         best = min(best, time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"time": best, "mem": peak - base, "loss": value, "threads": torch.get_num_threads()}
+    extra = mem.stop()
+    return {"time": best, "mem": extra, "loss": value, "threads": torch.get_num_threads()}
 
 
 def fmt_t(r):
@@ -139,16 +140,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mem-limit", type=float, default=8e9, help="skip cases estimated above this many bytes")
     ap.add_argument("--timeout", type=int, default=900)
-    ap.add_argument("--omp-wait-policy", default="PASSIVE", help="OMP_WAIT_POLICY of the subprocesses ('' = default)")
+    ap.add_argument("--omp-wait-policy", default="best", help=OMP_HELP)
     args = ap.parse_args()
     if args.one:
         loss, impl, b = args.one
         print(json.dumps(run_one(loss, impl, int(b), args.threads)))
         return
-    env = dict(os.environ)
-    env.pop("OMP_WAIT_POLICY", None)
-    if args.omp_wait_policy:
-        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
     print(f"# load average at start: {os.getloadavg()}; threads={args.threads}; OMP_WAIT_POLICY={args.omp_wait_policy or '(default)'}", flush=True)
     rows = []
     for loss in args.losses:
@@ -160,15 +157,7 @@ def main() -> None:
                     res[impl] = {"skip": f"needs ~{est(b) / 1e9:.0f} GB"}
                     continue
                 cmd = [sys.executable, __file__, "--one", loss, impl, str(b), "--threads", str(args.threads)]
-                try:
-                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-                    if p.returncode == 0:
-                        res[impl] = json.loads(p.stdout.strip().splitlines()[-1])
-                    else:
-                        tail = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
-                        res[impl] = {"skip": "failed: " + tail[:80]}
-                except subprocess.TimeoutExpired:
-                    res[impl] = {"skip": f"> {args.timeout} s"}
+                res[impl] = run_case(cmd, impl == "reprkit", args.omp_wait_policy, args.timeout)
             rows.append((loss, b, res))
             print("ROW " + json.dumps([loss, b, res]), flush=True)
     print("\n| loss | B | impl | s | extra MB | impl/reprkit time | Δloss vs reprkit |")
