@@ -34,6 +34,10 @@ struct Node<const D: usize> {
     /// Index of the first child (children are contiguous); 0 means leaf.
     child: u32,
     nchild: u32,
+    /// A leaf of more than `LEAF` points, cut at the depth or size limit: its points coincide
+    /// (to 1e-12 of the root's extent), so it acts as one mass at `com` even for its own members.
+    /// Without it, a collapsed embedding (all points equal) costs N² per iteration.
+    point_mass: bool,
 }
 
 /// The tree and the points in tree order.
@@ -96,7 +100,14 @@ impl<const D: usize> Tree<D> {
                 d2 += diff[d] * diff[d];
             }
             let inside = self_pos >= nd.start && self_pos < nd.end;
-            if !inside && nd.width2 < theta2 * d2 {
+            if nd.point_mass {
+                let m = nd.count - if inside { 1.0 } else { 0.0 };
+                let (w, wb) = kern(d2);
+                z += m * w;
+                for d in 0..D {
+                    f[d] += m * wb * diff[d];
+                }
+            } else if !inside && nd.width2 < theta2 * d2 {
                 let (w, wb) = kern(d2);
                 z += nd.count * w;
                 let c = nd.count * wb;
@@ -200,7 +211,12 @@ impl<const D: usize> Tree<D> {
                                 continue;
                             }
                         }
-                        if nd.child == 0 {
+                        if nd.point_mass {
+                            // one entry for the coincident points; a member meets it at distance ~0,
+                            // and its own unit of Z is subtracted below as for any point
+                            pos.push(nd.com);
+                            mass.push(nd.count);
+                        } else if nd.child == 0 {
                             for r in nd.start..nd.end {
                                 pos.push(self.pts[r as usize]);
                                 mass.push(1.0);
@@ -342,7 +358,7 @@ fn build_par<const D: usize>(
     orig: &[[f64; D]], perm: &mut [u32], offset: usize, center: [f64; D], half: f64, min_half: f64, depth: usize,
 ) -> Vec<Node<D>> {
     let cnt = perm.len();
-    let blank = Node { com: [0.0; D], count: 0.0, width2: 0.0, start: 0, end: 0, child: 0, nchild: 0 };
+    let blank = Node { com: [0.0; D], count: 0.0, width2: 0.0, start: 0, end: 0, child: 0, nchild: 0, point_mass: false };
     if cnt <= PAR_BUILD_MIN || depth >= 4 || half <= min_half {
         let mut nodes = Vec::with_capacity(2 * cnt / LEAF + 4);
         nodes.push(blank);
@@ -381,7 +397,7 @@ fn build_par<const D: usize>(
     let nc = subs.len();
     let total: usize = 1 + subs.iter().map(|s| s.len()).sum::<usize>();
     let mut nodes = Vec::with_capacity(total);
-    nodes.push(Node { com, count: cnt as f64, width2: 4.0 * half * half, start: offset as u32, end: (offset + cnt) as u32, child: 1, nchild: nc as u32 });
+    nodes.push(Node { com, count: cnt as f64, width2: 4.0 * half * half, start: offset as u32, end: (offset + cnt) as u32, child: 1, nchild: nc as u32, point_mass: false });
     nodes.extend(std::iter::repeat(blank).take(nc));
     for (k, sub) in subs.into_iter().enumerate() {
         let base = nodes.len();
@@ -424,7 +440,11 @@ fn build_rec<const D: usize>(
         nd.start = (offset + start) as u32;
         nd.end = (offset + end) as u32;
     }
-    if cnt <= LEAF || depth >= MAX_DEPTH || half <= min_half {
+    if cnt <= LEAF {
+        return;
+    }
+    if depth >= MAX_DEPTH || half <= min_half {
+        nodes[id].point_mass = true;
         return;
     }
     let nq = 1usize << D;
@@ -447,7 +467,7 @@ fn build_rec<const D: usize>(
     let nonempty: Vec<usize> = (0..nq).filter(|&q| counts[q] > 0).collect();
     let first = nodes.len();
     for _ in &nonempty {
-        nodes.push(Node { com: [0.0; D], count: 0.0, width2: 0.0, start: 0, end: 0, child: 0, nchild: 0 });
+        nodes.push(Node { com: [0.0; D], count: 0.0, width2: 0.0, start: 0, end: 0, child: 0, nchild: 0, point_mass: false });
     }
     nodes[id].child = first as u32;
     nodes[id].nchild = nonempty.len() as u32;
@@ -486,11 +506,16 @@ pub fn bh_repulsion<const D: usize>(y: &[f64], n: usize, theta: f64, dof: f64, r
 }
 
 #[cfg(test)]
+pub(crate) fn tests_brute(y: &[f64], n: usize, dim: usize, dof: f64) -> (Vec<f64>, f64) {
+    tests::brute(y, n, dim, dof)
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::tsne::SplitMix;
 
-    fn brute(y: &[f64], n: usize, dim: usize, dof: f64) -> (Vec<f64>, f64) {
+    pub(super) fn brute(y: &[f64], n: usize, dim: usize, dof: f64) -> (Vec<f64>, f64) {
         let mut rep = vec![0.0; n * dim];
         let mut z = 0.0;
         for i in 0..n {
@@ -534,6 +559,57 @@ mod tests {
 }
 
 #[cfg(test)]
+mod collapse_tests {
+    use super::*;
+    use crate::tsne::SplitMix;
+
+    /// Collapsed embeddings (all points equal, or a few clusters of exact copies plus spread points)
+    /// give the exact sums, through the point-mass leaves, for both traversals and both kernels' paths.
+    #[test]
+    fn coincident_points_are_one_mass_and_exact() {
+        let mut rng = SplitMix(3);
+        for &(dim, dof) in &[(2usize, 1.0f64), (3, 1.0), (2, 0.7)] {
+            for case in 0..2 {
+                let n = 400;
+                let mut y = vec![0.25; n * dim];
+                if case == 1 {
+                    for i in 0..n {
+                        let src = if i % 4 == 0 { i } else { (i % 3) * 4 };
+                        for d in 0..dim {
+                            y[i * dim + d] = if i % 4 == 0 { rng.uniform() * 6.0 - 3.0 } else { 0.0 };
+                        }
+                        if i % 4 != 0 {
+                            for d in 0..dim {
+                                y[i * dim + d] = (src as f64) * 0.5 + d as f64;
+                            }
+                        }
+                    }
+                }
+                let (want, zw) = super::tests_brute(&y, n, dim, dof);
+                let t2 = |theta: f64, per_point: bool| -> (f64, Vec<f64>) {
+                    let mut rep = vec![0.0; n * dim];
+                    let kern = student_t(dof);
+                    let z = match (dim, per_point) {
+                        (2, false) => Tree::<2>::build(&y, n).repulsion(theta, &kern, &mut rep, dof == 1.0),
+                        (2, true) => Tree::<2>::build(&y, n).repulsion_per_point(theta, &kern, &mut rep),
+                        (_, false) => Tree::<3>::build(&y, n).repulsion(theta, &kern, &mut rep, false),
+                        (_, true) => Tree::<3>::build(&y, n).repulsion_per_point(theta, &kern, &mut rep),
+                    };
+                    (z, rep)
+                };
+                for per_point in [false, true] {
+                    let (z, rep) = t2(0.0, per_point);
+                    assert!((z - zw).abs() < 1e-9 * zw, "case {case} dim {dim}: Z {z} vs {zw}");
+                    for (a, b) in rep.iter().zip(&want) {
+                        assert!((a - b).abs() < 1e-9 * (1.0 + b.abs()), "case {case} dim {dim}: {a} vs {b}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod build_tests {
     use super::*;
     use crate::tsne::SplitMix;
@@ -548,7 +624,7 @@ mod build_tests {
         let orig: Vec<[f64; 2]> = (0..n).map(|i| [y[2 * i], y[2 * i + 1]]).collect();
         let mut perm: Vec<u32> = (0..n as u32).collect();
         let mut scratch = vec![0u32; n];
-        let mut nodes = vec![Node { com: [0.0; 2], count: 0.0, width2: 0.0, start: 0, end: 0, child: 0, nchild: 0 }];
+        let mut nodes = vec![Node { com: [0.0; 2], count: 0.0, width2: 0.0, start: 0, end: 0, child: 0, nchild: 0, point_mass: false }];
         let (mut lo, mut hi) = ([f64::INFINITY; 2], [f64::NEG_INFINITY; 2]);
         for p in &orig {
             for d in 0..2 {
