@@ -275,3 +275,15 @@ def test_backend_validation_and_modules():
         torch.testing.assert_close(cls(**kw, backend="torch")(x, y), want, rtol=1e-10, atol=1e-12)
         with pytest.raises(InvalidParameterError, match="backend"):
             cls(**kw, backend="gpu")
+
+
+def test_torch_compile_equals_eager():
+    """torch.compile (with graph breaks: see _pairs_chunked's docstring) gives the eager loss and gradient."""
+    x = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
+    for f in (lambda t: P.triplet_margin_loss(t, y, 0.3, "semi_hard", backend="torch"),
+              lambda t: P.lifted_structure_loss(t, y, backend="torch")):
+        out = torch.compile(f, backend="aot_eager")(x)
+        want = f(x)
+        torch.testing.assert_close(out, want, rtol=0, atol=0)
+        torch.testing.assert_close(torch.autograd.grad(out, x)[0], torch.autograd.grad(want, x)[0], rtol=0, atol=0)

@@ -22,6 +22,10 @@ The triplet "all"/"batch_all" hinge sums never enumerate triplets: per anchor th
 negatives' distances are sorted and Σ_{p,n} [t_p − d_an]₊ (t_p = d_ap + margin)
 comes from prefix sums (kept in float64). The soft (softplus) form has no such
 shortcut and sums over (positive block × M) sub-tiles of bounded size.
+
+``torch.compile`` runs it with graph breaks (results equal eager); ``fullgraph=True`` is not
+supported here: the cancelled-entry fix-up has a data-dependent size (as in the reference) and
+the backward differentiates each tile with ``torch.autograd.grad``.
 """
 
 from __future__ import annotations
@@ -175,35 +179,48 @@ def _hinge_all(d: Any, pos: Any, neg: Any, margin: float, count_active: bool):
 
 
 class _SoftAll(torch.autograd.Function):
-    """Σ_{p∈P, n∈N} softplus(d_ap − d_an + margin) per row, over (rows × positive block × M) sub-tiles."""
+    """Σ_{p∈P, n∈N} softplus(d_ap − d_an + margin) per row, over (rows × positive block × M) sub-tiles.
+
+    Only the rows' positive columns are visited (gathered into a rows × max|P| block), so the work is
+    Σ_a |P(a)|·M, not M² per anchor; σ(z) is recomputed in backward.
+    """
 
     @staticmethod
     def forward(ctx: Any, d: Any, pos: Any, neg: Any, margin: float) -> Any:  # type: ignore[override]
-        ctx.save_for_backward(d, pos, neg)
+        pidx = _positive_columns(pos)
+        ctx.save_for_backward(d, pos, neg, pidx)
         ctx.margin = margin
         per = torch.zeros(d.shape[0], dtype=d.dtype, device=d.device)
-        for j0, j1, z, valid in _soft_blocks(d, pos, neg, margin):
+        for _, _, z, valid in _soft_blocks(d, pos, neg, pidx, margin):
             per += (F.softplus(z) * valid).sum((1, 2))
         return per
 
     @staticmethod
     def backward(ctx: Any, g: Any) -> Any:  # type: ignore[override]
-        d, pos, neg = ctx.saved_tensors
+        d, pos, neg, pidx = ctx.saved_tensors
         gd = torch.zeros_like(d)
-        for j0, j1, z, valid in _soft_blocks(d, pos, neg, ctx.margin):
+        for j0, j1, z, valid in _soft_blocks(d, pos, neg, pidx, ctx.margin):
             w = torch.sigmoid(z) * valid * g[:, None, None]
-            gd[:, j0:j1] += w.sum(2)
+            gd.scatter_add_(1, pidx[:, j0:j1], w.sum(2))
             gd -= w.sum(1)
         return gd, None, None, None
 
 
-def _soft_blocks(d: Any, pos: Any, neg: Any, margin: float):
+def _positive_columns(pos: Any) -> Any:
+    """Per row, its positive columns first (rows × max |P|; padding columns are masked out by ``pos``)."""
+    k = int(pos.sum(1).max()) if pos.numel() else 0
+    return torch.argsort(pos.to(torch.int8), dim=1, descending=True, stable=True)[:, :k]
+
+
+def _soft_blocks(d: Any, pos: Any, neg: Any, pidx: Any, margin: float):
     c, m = d.shape
+    k = pidx.shape[1]
     step = max(1, TILE_ENTRIES // max(1, c * m))
-    for j0 in range(0, m, step):
-        j1 = min(m, j0 + step)
-        z = d[:, j0:j1, None] - d[:, None, :] + margin
-        yield j0, j1, z, (pos[:, j0:j1, None] & neg[:, None, :]).to(d.dtype)
+    for j0 in range(0, k, step):
+        j1 = min(k, j0 + step)
+        cols = pidx[:, j0:j1]
+        z = d.gather(1, cols)[:, :, None] - d[:, None, :] + margin
+        yield j0, j1, z, (pos.gather(1, cols)[:, :, None] & neg[:, None, :]).to(d.dtype)
 
 
 def _triplet(d: Any, pos: Any, neg: Any, spec: tuple, same: bool, r0: int, state: Any):
