@@ -277,13 +277,22 @@ def test_backend_validation_and_modules():
             cls(**kw, backend="gpu")
 
 
-def test_torch_compile_equals_eager():
-    """torch.compile (with graph breaks: see _pairs_chunked's docstring) gives the eager loss and gradient."""
+def test_torch_compile_and_func_grad_equal_eager():
+    """torch.func.grad, and torch.compile (fullgraph for the similarity losses, with graph breaks for the
+    distance ones: see _pairs_chunked's docstring), give the eager loss and gradient."""
     x = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
-    for f in (lambda t: P.triplet_margin_loss(t, y, 0.3, "semi_hard", backend="torch"),
-              lambda t: P.lifted_structure_loss(t, y, backend="torch")):
-        out = torch.compile(f, backend="aot_eager")(x)
-        want = f(x)
-        torch.testing.assert_close(out, want, rtol=0, atol=0)
-        torch.testing.assert_close(torch.autograd.grad(out, x)[0], torch.autograd.grad(want, x)[0], rtol=0, atol=0)
+    fns = {
+        "semi_hard": lambda t: P.triplet_margin_loss(t, y, 0.3, "semi_hard", backend="torch"),
+        "lifted": lambda t: P.lifted_structure_loss(t, y, backend="torch"),
+        "soft_all": lambda t: P.triplet_margin_loss(t, y, 0.3, "all", soft=True, backend="torch"),
+        "ms": lambda t: P.multi_similarity_loss(t, y, backend="torch"),
+        "circle_refs": lambda t: P.circle_loss(t, y, ref_embeddings=t.detach() * 2, ref_labels=y, backend="torch"),
+    }
+    for f in fns.values():
+        torch.testing.assert_close(torch.func.grad(f)(x.detach()), torch.autograd.grad(f(x), x)[0], rtol=0, atol=0)
+    f = fns["circle_refs"]  # compiling is slow: one loss (the distance losses graph-break, which costs more)
+    out = torch.compile(f, backend="aot_eager", fullgraph=True)(x)
+    want = f(x)
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(out, x)[0], torch.autograd.grad(want, x)[0], rtol=0, atol=0)

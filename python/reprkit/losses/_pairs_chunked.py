@@ -23,9 +23,10 @@ negatives' distances are sorted and Σ_{p,n} [t_p − d_an]₊ (t_p = d_ap + mar
 comes from prefix sums (kept in float64). The soft (softplus) form has no such
 shortcut and sums over (positive block × M) sub-tiles of bounded size.
 
-``torch.compile`` runs it with graph breaks (results equal eager); ``fullgraph=True`` is not
-supported here: the cancelled-entry fix-up has a data-dependent size (as in the reference) and
-the backward differentiates each tile with ``torch.autograd.grad``.
+Each tile's backward is a ``torch.func.vjp`` of its per-row terms, so ``torch.func.grad`` works.
+``torch.compile(fullgraph=True)`` works for the similarity losses (multi-similarity, circle); the
+distance losses compile with graph breaks (results equal eager): the cancelled-entry fix-up of the
+distance tile has a data-dependent size (as in the reference).
 """
 
 from __future__ import annotations
@@ -186,17 +187,22 @@ class _SoftAll(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, d: Any, pos: Any, neg: Any, margin: float) -> Any:  # type: ignore[override]
+    def forward(d: Any, pos: Any, neg: Any, margin: float) -> Any:  # type: ignore[override]
         pidx = _positive_columns(pos)
-        ctx.save_for_backward(d, pos, neg, pidx)
-        ctx.margin = margin
         per = torch.zeros(d.shape[0], dtype=d.dtype, device=d.device)
         for _, _, z, valid in _soft_blocks(d, pos, neg, pidx, margin):
             per += (F.softplus(z) * valid).sum((1, 2))
-        return per
+        return per, pidx
 
     @staticmethod
-    def backward(ctx: Any, g: Any) -> Any:  # type: ignore[override]
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        d, pos, neg, margin = inputs
+        ctx.save_for_backward(d, pos, neg, output[1])
+        ctx.margin = margin
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def backward(ctx: Any, g: Any, _: Any) -> Any:  # type: ignore[override]
         d, pos, neg, pidx = ctx.saved_tensors
         gd = torch.zeros_like(d)
         for j0, j1, z, valid in _soft_blocks(d, pos, neg, pidx, ctx.margin):
@@ -231,7 +237,7 @@ def _triplet(d: Any, pos: Any, neg: Any, spec: tuple, same: bool, r0: int, state
     if mining == "semi_hard":
         return _semi_hard(d, pos, neg, h, margin)
     if soft:
-        per = _SoftAll.apply(d, pos, neg, margin)
+        per = _SoftAll.apply(d, pos, neg, margin)[0]
         return per, (pos.sum(1) * neg.sum(1)).to(d.dtype)
     return _hinge_all(d, pos, neg, margin, mining == "batch_all")
 
@@ -342,33 +348,35 @@ class PairRows(torch.autograd.Function):
         gcols = torch.zeros_like(x if r is None else r)
         lifted = spec[0] == "lifted"
         gl = torch.zeros_like(l_all) if lifted else None
-        with torch.enable_grad():
-            cols = (x if r is None else r).detach().requires_grad_(True)
-            leaf_l = l_all.detach().requires_grad_(True) if lifted else None
-            for r0 in range(0, b, chunk):
-                xc = x[r0:r0 + chunk].detach().requires_grad_(True)
-                t = geom.tile(xc, cols, r0)
+        cols = x if r is None else r
+        # Each tile differentiated with torch.func.vjp (not autograd.grad on fresh leaves), so the
+        # backward also runs inside torch.func transforms (torch.func.grad of a loss).
+        for r0 in range(0, b, chunk):
+            def terms(xc: Any, cc: Any, *ll: Any, r0: int = r0) -> Any:
+                t = geom.tile(xc, cc, r0)
                 pos, neg = _masks(t.detach(), y, ry, geom.same, r0, pairs)
-                state = (leaf_l, has_all) if lifted else None
-                per, _ = _TERMS[spec[0]](t, pos, neg, spec, geom.same, r0, state)
-                wrt = (xc, cols, leaf_l) if lifted else (xc, cols)
-                got = torch.autograd.grad(per, wrt, g[r0:r0 + chunk], allow_unused=True)
-                _acc(gx[r0:r0 + chunk], got[0])
-                _acc(gcols, got[1])
-                if lifted:
-                    _acc(gl, got[2])
+                return _TERMS[spec[0]](t, pos, neg, spec, geom.same, r0, (ll[0], has_all) if ll else None)[0]
+
+            args = (x[r0:r0 + chunk], cols) + ((l_all,) if lifted else ())
+            _, pull = torch.func.vjp(terms, *args)
+            got = pull(g[r0:r0 + chunk])
+            gx[r0:r0 + chunk] += got[0]
+            gcols += got[1]
             if lifted:
-                # ∂L/∂l_i back through each row's log-sum-exp over its negatives.
-                for r0 in range(0, b, chunk):
-                    xc = x[r0:r0 + chunk].detach().requires_grad_(True)
-                    t = geom.tile(xc, cols, r0)
-                    _, neg = _masks(t.detach(), y, ry, True, r0, None)
-                    l_row, _ = _lifted_rows(t, neg, spec[1], spec[2])
-                    gi = gl[r0:r0 + chunk]
-                    got = torch.autograd.grad(l_row, (xc, cols), torch.where(torch.isfinite(l_row.detach()), gi, torch.zeros_like(gi)),
-                                              allow_unused=True)
-                    _acc(gx[r0:r0 + chunk], got[0])
-                    _acc(gcols, got[1])
+                gl += got[2]
+        if lifted:
+            # ∂L/∂l_i back through each row's log-sum-exp over its negatives.
+            for r0 in range(0, b, chunk):
+                def rows(xc: Any, cc: Any, r0: int = r0) -> Any:
+                    t = geom.tile(xc, cc, r0)
+                    _, neg = _masks(t.detach(), y, None, True, r0, None)
+                    return _lifted_rows(t, neg, spec[1], spec[2])[0]
+
+                l_row, pull = torch.func.vjp(rows, x[r0:r0 + chunk], cols)
+                gi = gl[r0:r0 + chunk]
+                got = pull(torch.where(torch.isfinite(l_row), gi, torch.zeros_like(gi)))
+                gx[r0:r0 + chunk] += got[0]
+                gcols += got[1]
         if ctx.has_r:
             grads = (gx, gcols)
         else:
@@ -378,16 +386,16 @@ class PairRows(torch.autograd.Function):
     vmap = _ops.no_vmap(_LOSS)
 
 
-def _acc(dst: Any, g: Optional[Any]) -> None:
-    if g is not None:
-        dst += g
-
-
 def pair_rows(x: Any, r: Optional[Any], y: Optional[Any], ry: Optional[Any], spec: tuple,
               pairs: Optional[Tuple[Any, Any, Any, Any]] = None, chunk: Optional[int] = None) -> Tuple[Any, Any]:
     """(per, cnt) of :class:`PairRows`, the same values :mod:`reprkit.reference.pairs`' ``*_terms`` return."""
     m = x.shape[0] if r is None else r.shape[0]
     step = chunk_rows(m, chunk or max(1, TILE_ENTRIES // max(1, m)))
     a1, p, a2, n = pairs if pairs is not None else (None,) * 4
+    # dynamo refuses one tensor passed as two inputs of an autograd.Function (e.g. ref_labels=labels)
+    if r is x:
+        r = x.clone()
+    if ry is not None and ry is y:
+        ry = y.clone()
     per, cnt, _, _ = PairRows.apply(x, r, y, ry, a1, p, a2, n, spec, step)
     return per, cnt
