@@ -364,6 +364,7 @@ class PairRows(torch.autograd.Function):
             gcols += got[1]
             if lifted:
                 gl += got[2]
+            del pull, got  # this chunk's tile graph goes before the next one is built
         if lifted:
             # ∂L/∂l_i back through each row's log-sum-exp over its negatives.
             for r0 in range(0, b, chunk):
@@ -377,6 +378,7 @@ class PairRows(torch.autograd.Function):
                 got = pull(torch.where(torch.isfinite(l_row), gi, torch.zeros_like(gi)))
                 gx[r0:r0 + chunk] += got[0]
                 gcols += got[1]
+                del pull, got
         if ctx.has_r:
             grads = (gx, gcols)
         else:
