@@ -7,13 +7,18 @@ Cases (forward + backward, float32, inputs requiring grad as in training):
   log-sum-exps kept, a recomputing backward: memory O(chunk·B + B·d)); plain torch is
   :mod:`reprkit.reference` — the B×B logits a user writes (``F.cross_entropy(z @ z.T / τ, …)``);
 * ArcFace with C = 1,000,000 classes (``--classes``), B = 4096 (``--arc-batch``), d = 256:
-  reprkit's class-chunked path against the dense B×C logits.
+  reprkit's class-chunked path against the dense B×C logits;
+* the pair losses at B = 32,768 (``--pair-batch``), 1,000 classes, d = 256: contrastive, triplet
+  (batch_hard; "all" reprkit only: the dense reference enumerates B×M×M triplets), lifted structured,
+  multi-similarity, circle — :mod:`reprkit.losses._pairs_chunked` (anchor-row tiles recomputed in
+  backward) against :mod:`reprkit.reference.pairs` (the B×B distance matrix kept by autograd).
 
 Peak memory is ``torch.cuda.max_memory_allocated`` above the inputs' own allocation, time the
 best of ``--repeat`` synchronised runs after a warm-up. A case that runs out of memory is
 reported as OOM. Needs a CUDA GPU; on a machine without one it exits saying so.
 
-    PYTHONPATH=python python benches/bench_gpu.py [--batch 65536] [--classes 1000000] [--only ntxent clip supcon arcface]
+    PYTHONPATH=python python benches/bench_gpu.py [--batch 65536] [--classes 1000000] [--pair-batch 32768]
+        [--only ntxent clip supcon arcface contrastive triplet_batch_hard triplet_all lifted multi_similarity circle]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ def _cases(args):
     from reprkit import functional as Fn
     from reprkit.reference import margin as RM
     from reprkit.reference import multimodal as RMM
+    from reprkit.reference import pairs as RPa
     from reprkit.reference import softmax as RS
 
     dev, d = args.device, args.dim
@@ -65,6 +71,30 @@ def _cases(args):
     yield "arcface", seeded(lambda: (feats(ab), labels(ab, c), torch.randn(c, d, device=dev, generator=g).requires_grad_(True))), {
         "reprkit": lambda z, y, w: Fn.arcface_loss(z, y, w, 0.5, 64.0),
         "torch": lambda z, y, w: RM.arcface_loss(z, y, w, 0.5, 64.0),
+    }
+    pb = args.pair_batch
+    be = "torch"  # what CUDA tensors run under "auto"; also what a --device cpu smoke run exercises
+    pair = seeded(lambda: (feats(pb), labels(pb, 1000)))
+    yield "contrastive", pair, {
+        "reprkit": lambda z, y: Fn.contrastive_loss(z, y, 0.5, backend=be),
+        "torch": lambda z, y: RPa.contrastive_loss(z, y, 0.5),
+    }
+    yield "triplet_batch_hard", pair, {
+        "reprkit": lambda z, y: Fn.triplet_margin_loss(z, y, 0.2, "batch_hard", backend=be),
+        "torch": lambda z, y: RPa.triplet_margin_loss(z, y, 0.2, "batch_hard"),
+    }
+    yield "triplet_all", pair, {"reprkit": lambda z, y: Fn.triplet_margin_loss(z, y, 0.2, "all", backend=be)}
+    yield "lifted", pair, {
+        "reprkit": lambda z, y: Fn.lifted_structure_loss(z, y, 1.0, backend=be),
+        "torch": lambda z, y: RPa.lifted_structure_loss(z, y, 1.0),
+    }
+    yield "multi_similarity", pair, {
+        "reprkit": lambda z, y: Fn.multi_similarity_loss(z, y, backend=be),
+        "torch": lambda z, y: RPa.multi_similarity_loss(z, y),
+    }
+    yield "circle", pair, {
+        "reprkit": lambda z, y: Fn.circle_loss(z, y, backend=be),
+        "torch": lambda z, y: RPa.circle_loss(z, y),
     }
 
 
@@ -110,6 +140,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--classes", type=int, default=1_000_000)
     ap.add_argument("--arc-batch", type=int, default=4096)
+    ap.add_argument("--pair-batch", type=int, default=32768)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", nargs="+", default=None)
     # --device cpu: a smoke run of the script's own code at small sizes (no memory numbers), not a benchmark
@@ -128,7 +159,8 @@ def main() -> None:
     for name, make, impls in _cases(args):
         if args.only and name not in args.only:
             continue
-        size = f"B={args.arc_batch}, C={args.classes}" if name == "arcface" else f"B={args.batch}"
+        size = {"arcface": f"B={args.arc_batch}, C={args.classes}", "ntxent": f"B={args.batch}", "clip": f"B={args.batch}",
+                "supcon": f"B={args.batch}"}.get(name, f"B={args.pair_batch}")
         for impl, fn in impls.items():
             loss, peak, t = _measure(make, fn, args.repeat, cuda)
             if loss is None:

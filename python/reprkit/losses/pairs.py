@@ -21,7 +21,9 @@ They compose like pytorch-metric-learning's:
 CPU tensors run Rust kernels for forward and backward (memory linear in the
 batch: distance tiles are recomputed in backward), registered as torch
 operators so ``torch.compile(fullgraph=True)`` and ``torch.func.grad`` work;
-other devices run :mod:`reprkit.reference.pairs`. float16/bfloat16 compute in
+other devices (and ``backend="torch"``) run the chunked torch path of
+:mod:`reprkit.losses._pairs_chunked` (anchor-row tiles recomputed in backward: memory
+O(chunk·M + B·d), never B×M); ``backend="auto"|"rust"|"torch"`` on every function and module. float16/bfloat16 compute in
 float32 (float32 loss, gradient in the input dtype). A batch without any valid
 pair or triplet gives 0, still attached to the graph (zero gradients, never NaN).
 
@@ -49,6 +51,8 @@ from .._torch import require_torch
 from .._validation import check_choice
 from ..errors import InvalidParameterError, ShapeError
 from . import _inputs as V
+from ._chunked import BACKENDS, use_rust
+from ._pairs_chunked import pair_rows
 
 torch = require_torch()
 F = torch.nn.functional
@@ -75,10 +79,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------- shared plumbing
-
-
-def _on_cpu(t: Any) -> bool:
-    return t.device.type == "cpu"
 
 
 def _distance(distance: Optional[str], squared: Optional[bool] = None, default: str = "euclidean") -> str:
@@ -255,6 +255,7 @@ def contrastive_loss(
     ref_labels: Optional[Any] = None,
     n_jobs: Optional[int] = None,
     gather_distributed: bool = False,
+    backend: str = "auto",
 ) -> Any:
     """Contrastive pair loss (Hadsell, Chopra & LeCun 2006).
 
@@ -270,6 +271,7 @@ def contrastive_loss(
     :class:`reprkit.MemoryBank` *after* computing the loss. The gradient of d at 0 is 0.
     """
     gather_distributed = V.check_bool("gather_distributed", gather_distributed)
+    check_choice("backend", backend, BACKENDS)
     if gather_distributed:
         embeddings, labels, weights = _gathered(embeddings, labels, weights)
     check_choice("reduction", reduction, REDUCTIONS)
@@ -280,7 +282,7 @@ def contrastive_loss(
     xx, rr = _prepare(x, r, distance)
     if indices_tuple is not None:
         a1, p, a2, n = _tuple(indices_tuple, x.shape[0], x.shape[0] if r is None else r.shape[0], x.device, "pairs")
-        if _on_cpu(x):
+        if use_rust(backend, x):
             from ._pair_ops import PairTuple
 
             per = PairTuple.apply(xx, rr, a1, p, a2, n, margin, distance, op_threads(n_jobs))
@@ -290,14 +292,12 @@ def contrastive_loss(
             per = pair_tuple_terms(xx, rr, a1, p, a2, n, margin, distance)
         tw = None if w is None else torch.cat([w[a1], w[a2]])
         return _reduce(per, torch.ones_like(per), reduction, tw)
-    if _on_cpu(x):
+    if use_rust(backend, x):
         from ._pair_ops import Contrastive
 
         per, cnt = Contrastive.apply(xx, rr, y, ry, margin, distance, op_threads(n_jobs))
     else:
-        from ..reference.pairs import contrastive_terms
-
-        per, cnt = contrastive_terms(xx, y, margin, rr, ry, distance)
+        per, cnt = pair_rows(xx, rr, y, ry, ("contrastive", margin, distance))
     return _reduce(per, cnt, reduction, w)
 
 
@@ -321,6 +321,7 @@ def triplet_margin_loss(
     ref_labels: Optional[Any] = None,
     n_jobs: Optional[int] = None,
     gather_distributed: bool = False,
+    backend: str = "auto",
 ) -> Any:
     """Triplet margin loss (Weinberger & Saul 2009; Schroff et al. 2015) with on-line mining.
 
@@ -342,6 +343,7 @@ def triplet_margin_loss(
     positive (no self-exclusion), so enqueue the current batch after computing the loss.
     """
     gather_distributed = V.check_bool("gather_distributed", gather_distributed)
+    check_choice("backend", backend, BACKENDS)
     if gather_distributed:
         embeddings, labels, weights = _gathered(embeddings, labels, weights)
     check_choice("mining", mining, MININGS)
@@ -354,7 +356,7 @@ def triplet_margin_loss(
     xx, rr = _prepare(x, r, distance)
     if indices_tuple is not None:
         a, p, n = _tuple(indices_tuple, x.shape[0], x.shape[0] if r is None else r.shape[0], x.device, "triplets")
-        if _on_cpu(x):
+        if use_rust(backend, x):
             from ._pair_ops import TripletTuple
 
             per = TripletTuple.apply(xx, rr, a, p, n, margin, distance, soft, op_threads(n_jobs))
@@ -363,14 +365,12 @@ def triplet_margin_loss(
 
             per = triplet_tuple_terms(xx, rr, a, p, n, margin, distance, soft)
         return _reduce(per, torch.ones_like(per), reduction, None if w is None else w[a])
-    if _on_cpu(x):
+    if use_rust(backend, x):
         from ._pair_ops import Triplet
 
         per, cnt, _ = Triplet.apply(xx, rr, y, ry, margin, mining, distance, soft, op_threads(n_jobs))
     else:
-        from ..reference.pairs import triplet_terms
-
-        per, cnt = triplet_terms(xx, y, margin, mining, distance, soft, rr, ry)
+        per, cnt = pair_rows(xx, rr, y, ry, ("triplet", margin, mining, distance, soft))
     return _reduce(per, cnt, reduction, w)
 
 
@@ -389,6 +389,7 @@ def lifted_structure_loss(
     weights: Optional[Any] = None,
     n_jobs: Optional[int] = None,
     gather_distributed: bool = False,
+    backend: str = "auto",
 ) -> Any:
     """Lifted structured loss (Oh Song et al. 2016).
 
@@ -401,6 +402,7 @@ def lifted_structure_loss(
     cnt_i = |P(i)|.
     """
     gather_distributed = V.check_bool("gather_distributed", gather_distributed)
+    check_choice("backend", backend, BACKENDS)
     if gather_distributed:
         embeddings, labels, weights = _gathered(embeddings, labels, weights)
     check_choice("reduction", reduction, REDUCTIONS)
@@ -409,14 +411,13 @@ def lifted_structure_loss(
     x, y, _, _ = _inputs(embeddings, labels, None, None, distance=distance)
     w = _weights(weights, x.shape[0], x)
     xx, _ = _prepare(x, None, distance)
-    if _on_cpu(x):
+    hard = V.check_bool("hard", hard)
+    if use_rust(backend, x):
         from ._pair_ops import Lifted
 
-        per, cnt, *_ = Lifted.apply(xx, y, margin, V.check_bool("hard", hard), distance, op_threads(n_jobs))
+        per, cnt, *_ = Lifted.apply(xx, y, margin, hard, distance, op_threads(n_jobs))
     else:
-        from ..reference.pairs import lifted_terms
-
-        per, cnt = lifted_terms(xx, y, margin, V.check_bool("hard", hard), distance)
+        per, cnt = pair_rows(xx, None, y, None, ("lifted", margin, hard, distance))
     return _reduce(per, cnt, reduction, w)
 
 
@@ -425,7 +426,7 @@ def lifted_structure_loss(
 
 def _similarity_loss(kind: str, embeddings: Any, labels: Any, params: Tuple[float, ...], indices_tuple: Any,
                      reduction: str, weights: Any, ref_embeddings: Any, ref_labels: Any, n_jobs: Optional[int],
-                     gather_distributed: bool = False) -> Any:
+                     gather_distributed: bool = False, backend: str = "auto") -> Any:
     if gather_distributed:
         embeddings, labels, weights = _gathered(embeddings, labels, weights)
     check_choice("reduction", reduction, REDUCTIONS)
@@ -435,18 +436,15 @@ def _similarity_loss(kind: str, embeddings: Any, labels: Any, params: Tuple[floa
     nt = op_threads(n_jobs)
     if indices_tuple is not None:
         pairs = _tuple(indices_tuple, x.shape[0], x.shape[0] if r is None else r.shape[0], x.device, "pairs")
-        if _on_cpu(x):
+        if use_rust(backend, x):
             from . import _pair_ops as O
 
             fn = O.MultiSimilarityPairs if kind == "ms" else O.CirclePairs
             per, cnt = fn.apply(u, ur, *pairs, *params, nt)
         else:
-            from ..reference import pairs as R
-
-            terms = R.multi_similarity_terms if kind == "ms" else R.circle_terms
-            per, cnt = terms(u, None, *params, ur, None, pairs=pairs)
+            per, cnt = pair_rows(u, ur, None, None, (kind, *params), pairs=pairs)
         return _reduce(per, cnt, reduction, w)
-    if _on_cpu(x):
+    if use_rust(backend, x):
         from .. import _ops
         from . import _pair_ops as O
 
@@ -455,9 +453,7 @@ def _similarity_loss(kind: str, embeddings: Any, labels: Any, params: Tuple[floa
             return (O.MultiSimilarityMean if kind == "ms" else O.CircleMean).apply(u, ur, y, ry, *params, nt)[0]
         per, cnt = (O.MultiSimilarity if kind == "ms" else O.Circle).apply(u, ur, y, ry, *params, nt)
     else:
-        from ..reference import pairs as R
-
-        per, cnt = (R.multi_similarity_terms if kind == "ms" else R.circle_terms)(u, y, *params, ur, ry)
+        per, cnt = pair_rows(u, ur, y, ry, (kind, *params))
     return _reduce(per, cnt, reduction, w)
 
 
@@ -475,6 +471,7 @@ def multi_similarity_loss(
     ref_labels: Optional[Any] = None,
     n_jobs: Optional[int] = None,
     gather_distributed: bool = False,
+    backend: str = "auto",
 ) -> Any:
     """Multi-similarity loss (Wang et al. 2019), on the cosine similarity S of L2-normalised rows.
 
@@ -484,11 +481,12 @@ def multi_similarity_loss(
     :func:`reprkit.miners.multi_similarity` for the paper's pair mining.
     """
     gather_distributed = V.check_bool("gather_distributed", gather_distributed)
+    check_choice("backend", backend, BACKENDS)
     for nm, v in (("alpha", alpha), ("beta", beta)):
         V.check_positive(nm, v)
     base = V.check_finite_number("base", base)
     return _similarity_loss("ms", embeddings, labels, (float(alpha), float(beta), base), indices_tuple, reduction, weights,
-                            ref_embeddings, ref_labels, n_jobs, gather_distributed)
+                            ref_embeddings, ref_labels, n_jobs, gather_distributed, backend)
 
 
 def circle_loss(
@@ -504,6 +502,7 @@ def circle_loss(
     ref_labels: Optional[Any] = None,
     n_jobs: Optional[int] = None,
     gather_distributed: bool = False,
+    backend: str = "auto",
 ) -> Any:
     """Circle loss (Sun et al. 2020), pair form, on the cosine similarity S of L2-normalised rows.
 
@@ -513,10 +512,11 @@ def circle_loss(
     anchors with a non-zero loss, PML's AvgNonZeroReducer).
     """
     gather_distributed = V.check_bool("gather_distributed", gather_distributed)
+    check_choice("backend", backend, BACKENDS)
     V.check_positive("gamma", gamma)
     m = V.check_finite_number("m", m)
     return _similarity_loss("circle", embeddings, labels, (m, float(gamma)), indices_tuple, reduction, weights,
-                            ref_embeddings, ref_labels, n_jobs, gather_distributed)
+                            ref_embeddings, ref_labels, n_jobs, gather_distributed, backend)
 
 
 # ----------------------------------------------------------------- nn.Modules
@@ -531,15 +531,17 @@ class _PairLoss(torch.nn.Module):
         indices_tuple, ref_emb, ref_labels = _legacy_refs(indices_tuple, ref_emb, ref_labels)
         ref_emb = ref_emb if ref_emb is not None else ref_embeddings
         return fn(embeddings, labels, indices_tuple=indices_tuple, ref_embeddings=ref_emb, ref_labels=ref_labels,
-                  weights=weights, n_jobs=self.n_jobs, gather_distributed=self.gather_distributed, **kw)
+                  weights=weights, n_jobs=self.n_jobs, gather_distributed=self.gather_distributed,
+                  backend=getattr(self, "backend", "auto"), **kw)
 
 
 class ContrastiveLoss(_PairLoss):
     """Same label → d², different → max(0, margin − d)²; mean over pairs (see :func:`contrastive_loss`)."""
 
-    def __init__(self, margin: float = 1.0, *, distance: str = "euclidean", reduction: str = "mean", n_jobs: Optional[int] = None, gather_distributed: bool = False) -> None:
+    def __init__(self, margin: float = 1.0, *, distance: str = "euclidean", reduction: str = "mean", n_jobs: Optional[int] = None, gather_distributed: bool = False, backend: str = "auto") -> None:
         super().__init__()
         self.gather_distributed = bool(gather_distributed)
+        self.backend = check_choice("backend", backend, BACKENDS)
         check_choice("distance", distance, DISTANCES)
         check_choice("reduction", reduction, REDUCTIONS)
         self.margin, self.distance, self.reduction, self.n_jobs = margin, distance, reduction, n_jobs
@@ -559,9 +561,10 @@ class TripletMarginLoss(_PairLoss):
     ``squared`` is an alias for ``distance="sqeuclidean"`` (True, the default) / ``"euclidean"`` (False)."""
 
     def __init__(self, margin: float = 0.2, mining: str = "all", squared: Optional[bool] = None, soft: bool = False, *,
-                 distance: Optional[str] = None, reduction: str = "mean", n_jobs: Optional[int] = None, gather_distributed: bool = False) -> None:
+                 distance: Optional[str] = None, reduction: str = "mean", n_jobs: Optional[int] = None, gather_distributed: bool = False, backend: str = "auto") -> None:
         super().__init__()
         self.gather_distributed = bool(gather_distributed)
+        self.backend = check_choice("backend", backend, BACKENDS)
         check_choice("mining", mining, MININGS)
         check_choice("reduction", reduction, REDUCTIONS)
         self.distance = _distance(distance, squared, default="sqeuclidean")
@@ -588,9 +591,10 @@ class LiftedStructureLoss(torch.nn.Module):
     ``hard=True`` uses maxima instead of log-sum-exps. ``forward(embeddings, labels, *, weights=None)``."""
 
     def __init__(self, margin: float = 1.0, hard: bool = False, *, distance: str = "euclidean", reduction: str = "mean",
-                 n_jobs: Optional[int] = None, gather_distributed: bool = False) -> None:
+                 n_jobs: Optional[int] = None, gather_distributed: bool = False, backend: str = "auto") -> None:
         super().__init__()
         self.gather_distributed = bool(gather_distributed)
+        self.backend = check_choice("backend", backend, BACKENDS)
         check_choice("distance", distance, DISTANCES)
         check_choice("reduction", reduction, REDUCTIONS)
         self.margin, self.hard, self.distance, self.reduction, self.n_jobs = margin, hard, distance, reduction, n_jobs
@@ -598,7 +602,7 @@ class LiftedStructureLoss(torch.nn.Module):
     def forward(self, embeddings: Any, labels: Any, *, weights: Any = None) -> Any:
         return lifted_structure_loss(embeddings, labels, self.margin, self.hard, distance=self.distance,
                                      reduction=self.reduction, weights=weights, n_jobs=self.n_jobs,
-                                     gather_distributed=self.gather_distributed)
+                                     gather_distributed=self.gather_distributed, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, hard={self.hard}, distance={self.distance!r}, reduction={self.reduction!r}"
@@ -608,9 +612,10 @@ class MultiSimilarityLoss(_PairLoss):
     """Multi-similarity loss (Wang et al. 2019) on cosine similarities (see :func:`multi_similarity_loss`)."""
 
     def __init__(self, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5, *, reduction: str = "mean",
-                 n_jobs: Optional[int] = None, gather_distributed: bool = False) -> None:
+                 n_jobs: Optional[int] = None, gather_distributed: bool = False, backend: str = "auto") -> None:
         super().__init__()
         self.gather_distributed = bool(gather_distributed)
+        self.backend = check_choice("backend", backend, BACKENDS)
         check_choice("reduction", reduction, REDUCTIONS)
         self.alpha, self.beta, self.base, self.reduction, self.n_jobs = alpha, beta, base, reduction, n_jobs
 
@@ -627,9 +632,10 @@ class MultiSimilarityLoss(_PairLoss):
 class CircleLoss(_PairLoss):
     """Circle loss (Sun et al. 2020) on cosine similarities (see :func:`circle_loss`)."""
 
-    def __init__(self, m: float = 0.4, gamma: float = 80.0, *, reduction: str = "mean", n_jobs: Optional[int] = None, gather_distributed: bool = False) -> None:
+    def __init__(self, m: float = 0.4, gamma: float = 80.0, *, reduction: str = "mean", n_jobs: Optional[int] = None, gather_distributed: bool = False, backend: str = "auto") -> None:
         super().__init__()
         self.gather_distributed = bool(gather_distributed)
+        self.backend = check_choice("backend", backend, BACKENDS)
         check_choice("reduction", reduction, REDUCTIONS)
         self.m, self.gamma, self.reduction, self.n_jobs = m, gamma, reduction, n_jobs
 

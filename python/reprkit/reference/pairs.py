@@ -1,4 +1,4 @@
-"""Pure-torch pair and triplet losses: the any-device (CUDA) path and the test oracle.
+"""Pure-torch pair and triplet losses: the test oracle (non-CPU tensors run :mod:`reprkit.losses._pairs_chunked`).
 
 Written for clarity: they build the full B×M distance or similarity matrix and
 let autograd differentiate it. Each dense loss has a ``*_terms`` function that
