@@ -21,6 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _inputs as I
+from ._lbfgs import fit_multinomial
 
 
 @dataclass
@@ -34,9 +35,10 @@ class LinearProbeResult:
     classes: np.ndarray
     n_iter: int
     loss: float
+    n_evals: int = 0  # loss/gradient passes (two n × d × C GEMMs each)
 
     def as_dict(self) -> dict:
-        return {"top1": self.top1, "top5": self.top5, "n_iter": self.n_iter, "loss": self.loss,
+        return {"top1": self.top1, "top5": self.top5, "n_iter": self.n_iter, "n_evals": self.n_evals, "loss": self.loss,
                 "n_classes": int(len(self.classes))}
 
 
@@ -99,25 +101,13 @@ def linear_probe(
         std = X.std(0, unbiased=False)
         std = torch.where(std > 0, std, torch.ones_like(std))
         Z = (X - mean) / std
+        del X
         y = torch.from_numpy(ctr)
-        W = torch.zeros(n_cls, Z.shape[1], dtype=dt, requires_grad=True)
-        b = torch.zeros(n_cls, dtype=dt, requires_grad=True)
-        opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol,
-                                tolerance_change=1e-12, line_search_fn="strong_wolfe")
-        lam = float(l2)
-
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(torch.addmm(b, Z, W.t()), y) + 0.5 * lam * (W * W).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
+        W, b, n_iter, n_evals, loss = fit_multinomial(torch, Z, y, n_cls, float(l2), max_iter, float(tol))
+        del Z
         with torch.no_grad():
-            loss = float(torch.nn.functional.cross_entropy(torch.addmm(b, Z, W.t()), y) + 0.5 * lam * (W * W).sum())
-            n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
-            Wr = W.detach() / std  # logits = (x − μ)/σ · Wᵀ + b = x · (W/σ)ᵀ + (b − (W/σ)·μ)
-            br = b.detach() - Wr @ mean
+            Wr = W / std  # logits = (x − μ)/σ · Wᵀ + b = x · (W/σ)ᵀ + (b − (W/σ)·μ)
+            br = b - Wr @ mean
             Xt = torch.from_numpy(xte).to(dt)
             logits = torch.addmm(br, Xt, Wr.t())
             yt = torch.from_numpy(cte)
@@ -131,4 +121,4 @@ def linear_probe(
         weight, bias = Wr.to(device=out_device, dtype=out_dtype), br.to(device=out_device, dtype=out_dtype)
     else:
         weight, bias = Wr.numpy().astype(xtr.dtype), br.numpy().astype(xtr.dtype)
-    return LinearProbeResult(top1, top5, weight, bias, classes, n_iter, loss)
+    return LinearProbeResult(top1, top5, weight, bias, classes, n_iter, loss, n_evals)
