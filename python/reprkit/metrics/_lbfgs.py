@@ -8,14 +8,14 @@ Objective on standardised features z_i (n rows, d features, C classes):
 
 with P the row-wise softmax: one pass costs two (n × d × C) GEMMs.
 
-Preconditioner: L-BFGS runs on V with W = V L⁻¹, where L Lᵀ = Σ + εI is the
-Cholesky factor of the feature correlation matrix Σ = ZᵀZ/m estimated on m ≤
-8192 evenly spaced rows. The Hessian of f in W is ≈ (ZᵀDZ/n) ⊗ ..., so its
-condition number carries the spread of Σ's spectrum (large for real embeddings,
-whose spectra decay fast); in V that factor is ≈ I. The change of variables is
-exact (the same f, the same optimum); it costs one m × d × d GEMM once and two
-C × d × d triangular solves per pass. The stopping rule is measured on the
-gradient in W (unaffected by the preconditioner).
+Preconditioner: L-BFGS runs on V with W = V L⁻¹, L Lᵀ = Σ + λC·I, where
+Σ = ZᵀZ/m is the feature correlation matrix estimated on m ≤ 8192 evenly spaced
+rows. At W = 0 the Hessian in W is (diag(p) − ppᵀ) ⊗ Σ + λI ≈ (Σ + λC·I)/C, so
+its condition number carries the spread of Σ's spectrum (large for real
+embeddings, whose spectra decay fast); in V that factor is ≈ I. The change of
+variables is exact (the same f, the same optimum); it costs one m × d × d GEMM
+once and two C × d × d triangular solves per pass. The stopping rule is
+measured on the gradient in W (unaffected by the preconditioner).
 
 L-BFGS: Nocedal & Wright (2006), Algorithm 7.4 (two-loop recursion, memory 10,
 H₀ = γI with γ = sᵀy/yᵀy), backtracking Armijo line search (c₁ = 1e-4, step 1,
@@ -62,8 +62,9 @@ def fit_multinomial(torch: Any, Z: Any, y: Any, n_cls: int, lam: float, max_iter
         step = max(1, n // _COV_ROWS)
         S = Z[::step][:_COV_ROWS]
         cov = (S.t() @ S).double() / S.shape[0]
-        # ε: a ridge relative to the mean variance so the factor exists for rank-deficient Σ.
-        eps = 1e-3 * float(cov.diagonal().mean()) + 1e-12
+        # At W = 0 the Hessian in W is (diag(p) − ppᵀ) ⊗ Σ + λI ≈ (Σ + λC·I)/C (p = 1/C): factor Σ + λC·I, not Σ
+        # alone, or the ridge term becomes ill-conditioned in V. The floor keeps rank-deficient Σ factorable at λ = 0.
+        eps = lam * n_cls + 1e-6 * float(cov.diagonal().mean()) + 1e-12
         Lc = torch.linalg.cholesky(cov + eps * torch.eye(d, dtype=torch.float64)).to(dt)
     else:
         Lc = None
