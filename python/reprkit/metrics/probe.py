@@ -16,9 +16,10 @@ float32 features), one fused pass per evaluation (two n × d × C GEMMs, the
 softmax in place, no autograd), preconditioned by the Cholesky factor of the
 feature correlation matrix (W = V L⁻¹, an exact change of variables), so
 that a fast-decaying feature spectrum costs no extra iterations.
-Stopping rule: max |∂L| ≤ ``tol`` over W and b, scikit-learn's lbfgs rule
-(``gtol`` on the same mean objective), or ``max_iter`` iterations, or a line
-search that finds no decrease representable in the working precision.
+Stopping rule: max |∂L| ≤ ``tol`` over W and b (scikit-learn's lbfgs rule,
+``gtol`` on the same mean objective; default 1e-5, see linear_probe), or
+``max_iter`` iterations, or no decrease representable in the working precision
+(a failed line search, or scipy's ftol rule at 64 ε of the dtype).
 Row tiles are summed in a fixed order, so results for given inputs do not
 depend on the thread count.
 """
@@ -60,7 +61,7 @@ def linear_probe(
     *,
     l2: float = 1e-4,
     max_iter: int = 200,
-    tol: float = 1e-4,
+    tol: float = 1e-5,
     n_jobs: Optional[int] = None,
 ) -> LinearProbeResult:
     """Fit a multinomial logistic regression on ``train_x`` and score it on ``test_x``.
@@ -68,8 +69,11 @@ def linear_probe(
     ``l2``: the ridge coefficient of the mean loss (= 1/(C·n_train) in scikit-learn's
     terms); ``max_iter``: L-BFGS iterations (each usually one loss/gradient pass,
     ``n_evals`` in the result counts them); ``tol``: stop when the largest gradient
-    entry of L falls below it (1e-4: scikit-learn's lbfgs default on the same scaled
-    objective). See the module docstring for the solver. Test labels never seen in
+    entry of L falls below it. scikit-learn's lbfgs default is 1e-4 on the same mean
+    objective; the default here is 1e-5 because at 1e-4 the test accuracy of a weakly
+    regularised probe still drifts by about a point (early stopping acts as extra
+    regularisation), and the preconditioned solver reaches 1e-5 in fewer passes than
+    scikit-learn needs for 1e-4. See the module docstring for the solver. Test labels never seen in
     training count as errors.
     Top-5 accuracy is top-min(5, classes). Weights come back as numpy arrays for
     numpy input and as torch tensors (train_x's device and dtype) for torch input.
