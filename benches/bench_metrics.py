@@ -2,26 +2,34 @@
 AccuracyCalculator with faiss-cpu (retrieval), scikit-learn's trustworthiness,
 and scikit-learn's LogisticRegression (lbfgs) as the linear probe.
 
-Every (task, implementation) runs in its own subprocess with 2 threads
+Every (task, implementation) runs in its own fresh subprocess with 2 threads
 (reprkit n_jobs=2; torch/faiss/BLAS/OpenMP set to 2 threads); the RSS
 high-water mark is reset after the data are built, so "MB" is the peak memory
-the call adds. Data: a seeded Gaussian mixture (class means N(0, 1), noise
-N(0, sigma²)), float32.
+the call adds. "s" is the best wall time of --repeat calls in that process
+(the first call is one of them: nothing is warmed except imports and, for the
+probe, torch's first-call set-up), "cpu s" the process CPU time of the best
+call (on a loaded box the ratio of CPU times is the steadier one). float32.
 
-* retrieval: n × 384 queries against themselves, 100 classes. PML runs with
-  k="max_bin_count" (k=None would ask faiss for an n × n result); reprkit with
-  k=None (every query ranks the whole set). precision@1, R-precision and MAP@R
-  coincide under both; the table reports the largest difference.
+* retrieval: n × 384 queries against themselves, 100 classes (a seeded
+  Gaussian mixture, class means N(0, 1), noise N(0, 2²)). PML runs at its
+  defaults (FaissKNN: a faiss-cpu IndexFlatL2) with k="max_bin_count" (k=None
+  would ask faiss for an n × n result); reprkit with k=None (every query ranks
+  the whole set). precision@1, R-precision and MAP@R coincide under both; the
+  table reports each pair and the largest absolute difference.
 * trustworthiness: X n × 50, Y = its first 2 coordinates plus noise, k = 5;
   the big case is reprkit only, with sample=1000.
-* linear probe: n × 768, 100 classes, 80/20 split; both at l2 = 1e-4 on
-  standardised features (scikit-learn's C = 1/(l2 · n_train)), each at its
-  defaults otherwise: both stop when the largest gradient entry of the mean
-  objective is below 1e-4 (reprkit at most 200 L-BFGS steps, scikit-learn
-  max_iter=100).
+* linear probe: n × 768, 100 classes, 80/20 split, embedding-like data
+  (``embedding_like``: class means in a random 64-dimensional subspace, noise
+  with a power-law spectrum λ_j ∝ 1/j in a random rotation, as the spectra of
+  trained encoders decay, then a random scale and offset per feature). Both at
+  l2 = 1e-4 on standardised features (scikit-learn's C = 1/(l2 · n_train)),
+  each at its defaults otherwise: both stop when the largest gradient entry of
+  the same mean objective is below tol (reprkit 1e-5, at most 200 L-BFGS steps;
+  scikit-learn 1e-4, max_iter=100). "diff" is |Δ top-1| in points (target ≤ 0.5).
 
-    PYTHONPATH=python python benches/bench_metrics.py                 # the sizes of BENCHMARKS.md
-    PYTHONPATH=python python benches/bench_metrics.py --small         # 10k / 2k / 50k / 10k smoke run
+    PYTHONPATH=python python benches/bench_metrics.py --full              # the issue's sizes (BENCHMARKS.md)
+    PYTHONPATH=python python benches/bench_metrics.py --small             # 10k / 2k / 50k / 10k smoke run
+    PYTHONPATH=python python benches/bench_metrics.py --sizes probe=40000 retrieval=30000 --repeat 2
 """
 
 from __future__ import annotations
@@ -61,6 +69,28 @@ def mixture(n: int, d: int, n_cls: int, sigma: float, seed: int = 0):
     return x.astype(np.float32), y
 
 
+def embedding_like(n: int, d: int, n_cls: int, sep: float = 0.25, k: int = 64, seed: int = 0):
+    """Features shaped like a trained encoder's: class means N(0, sep²) in a random k-dimensional subspace, plus
+    noise whose covariance spectrum decays as 1/j (mean variance 1 per feature) in a random rotation, then a random
+    positive scale and an offset per feature (so standardising matters)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_cls, n)
+    basis = np.linalg.qr(rng.normal(size=(d, k)))[0].astype(np.float32)
+    rot = np.linalg.qr(rng.normal(size=(d, d)))[0].astype(np.float32)
+    spec = np.arange(1, d + 1, dtype=np.float64) ** -0.5
+    spec = (spec * np.sqrt(d / (spec**2).sum())).astype(np.float32)
+    means = (sep * rng.normal(size=(n_cls, k))).astype(np.float32) @ basis.T
+    x = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, 16384):  # in tiles: the float64 normals of all rows at once would be 8 bytes × n × d
+        e = min(n, s + 16384)
+        x[s:e] = means[y[s:e]] + (rng.normal(size=(e - s, d)).astype(np.float32) * spec) @ rot.T
+    x *= np.exp(0.5 * rng.normal(size=d)).astype(np.float32)
+    x += rng.normal(size=d).astype(np.float32)
+    return x, y
+
+
 def case(task: str, impl: str, n: int):
     """Builds the inputs, returns a zero-argument call that returns a dict of values."""
     import numpy as np
@@ -92,7 +122,7 @@ def case(task: str, impl: str, n: int):
 
         return lambda: {"trustworthiness": sk(X, Y, n_neighbors=5)}
     if task == "probe":
-        x, y = mixture(n, 768, 100, 6.0)
+        x, y = embedding_like(n, 768, 100)
         cut = int(0.8 * n)
         if impl == "reprkit":
             from reprkit.metrics import linear_probe
@@ -102,7 +132,7 @@ def case(task: str, impl: str, n: int):
 
             def run():
                 r = linear_probe(x[:cut], y[:cut], x[cut:], y[cut:], l2=L2, n_jobs=THREADS)
-                return {"top1": r.top1, "n_iter": r.n_iter}
+                return {"top1": r.top1, "n_iter": r.n_iter, "n_evals": r.n_evals}
 
             return run
         import warnings
@@ -121,32 +151,57 @@ def case(task: str, impl: str, n: int):
     raise SystemExit(f"unknown task {task}")
 
 
-def run_one(task: str, impl: str, n: int) -> dict:
+def run_one(task: str, impl: str, n: int, repeat: int = 1) -> dict:
     fn = case(task, impl, n)
     _reset_peak()
     base = _status_kb("VmRSS")
-    t0 = time.perf_counter()
-    values = fn()
-    t = time.perf_counter() - t0
-    return {"time": t, "mem": (_status_kb("VmHWM") - base) / 1024, "values": {k: float(v) for k, v in values.items()}}
+    best = None
+    for _ in range(repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        values = fn()
+        t, c = time.perf_counter() - t0, time.process_time() - c0
+        if best is None or t < best[0]:
+            best = (t, c)
+    return {"time": best[0], "cpu": best[1], "mem": (_status_kb("VmHWM") - base) / 1024,
+            "values": {k: float(v) for k, v in values.items()}}
 
 
 PEER = {"retrieval": "pml+faiss", "trust": "sklearn", "trust_sampled": None, "probe": "sklearn"}
 
 
+FULL = {"retrieval": 100_000, "trust": 10_000, "trust_sampled": 1_000_000, "probe": 100_000}
+SMALL = {"retrieval": 10_000, "trust": 2_000, "trust_sampled": 50_000, "probe": 10_000}
+
+
+def _diff(task: str, r: dict, q: dict) -> str:
+    """The largest difference of the values both sides report (for the probe: |Δ top-1| in points)."""
+    if task == "probe":
+        return f"{100 * abs(r['top1'] - q['top1']):.2f} pt"
+    common = [k for k in q if k in r]
+    return f"{max(abs(r[k] - q[k]) for k in common):.1e}" if common else ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--one", nargs=3, metavar=("TASK", "IMPL", "N"))
+    ap.add_argument("--full", action="store_true", help="the issue's sizes (also the default)")
     ap.add_argument("--small", action="store_true", help="small sizes for a smoke run")
+    ap.add_argument("--sizes", nargs="*", default=[], metavar="TASK=N", help="override one task's size")
+    ap.add_argument("--repeat", type=int, default=1, help="calls per process; the best wall time is reported")
     ap.add_argument("--tasks", nargs="*", default=["retrieval", "trust", "trust_sampled", "probe"])
     ap.add_argument("--timeout", type=int, default=3600)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one[0], args.one[1], int(args.one[2]))))
+        print(json.dumps(run_one(args.one[0], args.one[1], int(args.one[2]), args.repeat)))
         return
-    sizes = {"retrieval": 100_000, "trust": 10_000, "trust_sampled": 1_000_000, "probe": 100_000}
-    if args.small:
-        sizes = {"retrieval": 10_000, "trust": 2_000, "trust_sampled": 50_000, "probe": 10_000}
+    if args.full and args.small:
+        raise SystemExit("--full and --small exclude each other")
+    sizes = dict(SMALL if args.small else FULL)
+    for item in args.sizes:
+        task, _, val = item.partition("=")
+        if task not in sizes or not val.isdigit():
+            raise SystemExit(f"--sizes takes TASK=N with TASK in {sorted(sizes)}, got {item!r}")
+        sizes[task] = int(val)
     env = dict(os.environ)
     for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[v] = str(THREADS)
@@ -158,7 +213,7 @@ def main() -> None:
         for impl in ("reprkit", PEER[task]):
             if impl is None:
                 continue
-            cmd = [sys.executable, __file__, "--one", task, impl, str(n)]
+            cmd = [sys.executable, __file__, "--one", task, impl, str(n), "--repeat", str(args.repeat)]
             try:
                 p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
                 if p.returncode == 0:
@@ -169,20 +224,24 @@ def main() -> None:
                 res[impl] = {"skip": f"> {args.timeout} s"}
             print("ROW " + json.dumps([task, n, impl, res[impl]]), flush=True)
         rows.append((task, n, res))
-    print("\n| task | n | reprkit s | reprkit MB | peer | peer s | peer MB | peer/reprkit | values (reprkit / peer) |")
-    print("|---|---:|---:|---:|---|---:|---:|---:|---|")
+    print(f"\n# load average at end: {os.getloadavg()}")
+    print("\n| task | n | reprkit s | cpu s | MB | peer | peer s | cpu s | MB | peer/reprkit (wall, cpu) "
+          "| values (reprkit / peer) | diff |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|")
     for task, n, res in rows:
         r = res["reprkit"]
         peer = PEER[task]
         q = res.get(peer, {}) if peer else {}
         cells = [task, str(n)]
-        cells += [f"{r['time']:.2f}", f"{r['mem']:.0f}"] if "time" in r else [r.get("skip", ""), ""]
+        cells += [f"{r['time']:.2f}", f"{r['cpu']:.2f}", f"{r['mem']:.0f}"] if "time" in r else [r.get("skip", ""), "", ""]
         if peer and "time" in q and "time" in r:
-            vals = ", ".join(f"{k} {r['values'][k]:.4f} / {q['values'].get(k, float('nan')):.4f}" for k in q["values"])
-            cells += [peer, f"{q['time']:.2f}", f"{q['mem']:.0f}", f"{q['time'] / r['time']:.1f}×", vals]
+            vals = ", ".join(f"{k} {r['values'][k]:.4f} / {q['values'].get(k, float('nan')):.4f}" for k in q["values"]
+                             if k in r["values"])
+            cells += [peer, f"{q['time']:.2f}", f"{q['cpu']:.2f}", f"{q['mem']:.0f}",
+                      f"{q['time'] / r['time']:.1f}×, {q['cpu'] / r['cpu']:.1f}×", vals, _diff(task, r["values"], q["values"])]
         else:
             vals = ", ".join(f"{k} {v:.4f}" for k, v in r.get("values", {}).items())
-            cells += [peer or "—", q.get("skip", "") if peer else "", "", "", vals]
+            cells += [peer or "—", q.get("skip", "") if peer else "", "", "", "", vals, ""]
         print("| " + " | ".join(cells) + " |")
 
 

@@ -6,11 +6,22 @@ the probe minimises
 
     L(W, b) = (1/n) Σ_i CE(softmax(W z_i + b), y_i) + (l2 / 2) ‖W‖²_F
 
-(the bias is not penalised) with full-batch L-BFGS (strong-Wolfe line
-search) in torch, from W = 0, b = 0: deterministic for a given thread count.
-This is scikit-learn's ``LogisticRegression(C=C)`` objective
-C Σ_i CE_i + ½‖W‖² divided by C·n, so ``l2 = 1 / (C · n_train)``.
+(the bias is not penalised). This is scikit-learn's ``LogisticRegression(C=C)``
+objective C Σ_i CE_i + ½‖W‖² divided by C·n, so ``l2 = 1 / (C · n_train)``.
 The returned weights act on the raw (unstandardised) features.
+
+Solver (``_lbfgs.py``): full-batch L-BFGS (memory 10, backtracking Armijo line
+search) from W = 0, b = 0, in the input's float dtype (float32 GEMMs for
+float32 features), one fused pass per evaluation (two n × d × C GEMMs, the
+softmax in place, no autograd), preconditioned by the Cholesky factor of the
+feature correlation matrix (W = V L⁻¹, an exact change of variables), so
+that a fast-decaying feature spectrum costs no extra iterations.
+Stopping rule: max |∂L| ≤ ``tol`` over W and b (scikit-learn's lbfgs rule,
+``gtol`` on the same mean objective; default 1e-5, see linear_probe), or
+``max_iter`` iterations, or no decrease representable in the working precision
+(a failed line search, or scipy's ftol rule at 64 ε of the dtype).
+Row tiles are summed in a fixed order, so results for given inputs do not
+depend on the thread count.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _inputs as I
+from ._lbfgs import fit_multinomial
 
 
 @dataclass
@@ -34,9 +46,10 @@ class LinearProbeResult:
     classes: np.ndarray
     n_iter: int
     loss: float
+    n_evals: int = 0  # loss/gradient passes (two n × d × C GEMMs each)
 
     def as_dict(self) -> dict:
-        return {"top1": self.top1, "top5": self.top5, "n_iter": self.n_iter, "loss": self.loss,
+        return {"top1": self.top1, "top5": self.top5, "n_iter": self.n_iter, "n_evals": self.n_evals, "loss": self.loss,
                 "n_classes": int(len(self.classes))}
 
 
@@ -48,15 +61,20 @@ def linear_probe(
     *,
     l2: float = 1e-4,
     max_iter: int = 200,
-    tol: float = 1e-4,
+    tol: float = 1e-5,
     n_jobs: Optional[int] = None,
 ) -> LinearProbeResult:
     """Fit a multinomial logistic regression on ``train_x`` and score it on ``test_x``.
 
     ``l2``: the ridge coefficient of the mean loss (= 1/(C·n_train) in scikit-learn's
-    terms); ``max_iter``: L-BFGS iterations; ``tol``: stop when the largest gradient
-    entry of L falls below it (1e-4: scikit-learn's lbfgs default on the same scaled
-    objective). Test labels never seen in training count as errors.
+    terms); ``max_iter``: L-BFGS iterations (each usually one loss/gradient pass,
+    ``n_evals`` in the result counts them); ``tol``: stop when the largest gradient
+    entry of L falls below it. scikit-learn's lbfgs default is 1e-4 on the same mean
+    objective; the default here is 1e-5 because at 1e-4 the test accuracy of a weakly
+    regularised probe still drifts by about a point (early stopping acts as extra
+    regularisation), and the preconditioned solver reaches 1e-5 in fewer passes than
+    scikit-learn needs for 1e-4. See the module docstring for the solver. Test labels never seen in
+    training count as errors.
     Top-5 accuracy is top-min(5, classes). Weights come back as numpy arrays for
     numpy input and as torch tensors (train_x's device and dtype) for torch input.
     """
@@ -99,25 +117,13 @@ def linear_probe(
         std = X.std(0, unbiased=False)
         std = torch.where(std > 0, std, torch.ones_like(std))
         Z = (X - mean) / std
+        del X
         y = torch.from_numpy(ctr)
-        W = torch.zeros(n_cls, Z.shape[1], dtype=dt, requires_grad=True)
-        b = torch.zeros(n_cls, dtype=dt, requires_grad=True)
-        opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol,
-                                tolerance_change=1e-12, line_search_fn="strong_wolfe")
-        lam = float(l2)
-
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(torch.addmm(b, Z, W.t()), y) + 0.5 * lam * (W * W).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
+        W, b, n_iter, n_evals, loss = fit_multinomial(torch, Z, y, n_cls, float(l2), max_iter, float(tol))
+        del Z
         with torch.no_grad():
-            loss = float(torch.nn.functional.cross_entropy(torch.addmm(b, Z, W.t()), y) + 0.5 * lam * (W * W).sum())
-            n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
-            Wr = W.detach() / std  # logits = (x − μ)/σ · Wᵀ + b = x · (W/σ)ᵀ + (b − (W/σ)·μ)
-            br = b.detach() - Wr @ mean
+            Wr = W / std  # logits = (x − μ)/σ · Wᵀ + b = x · (W/σ)ᵀ + (b − (W/σ)·μ)
+            br = b - Wr @ mean
             Xt = torch.from_numpy(xte).to(dt)
             logits = torch.addmm(br, Xt, Wr.t())
             yt = torch.from_numpy(cte)
@@ -131,4 +137,4 @@ def linear_probe(
         weight, bias = Wr.to(device=out_device, dtype=out_dtype), br.to(device=out_device, dtype=out_dtype)
     else:
         weight, bias = Wr.numpy().astype(xtr.dtype), br.numpy().astype(xtr.dtype)
-    return LinearProbeResult(top1, top5, weight, bias, classes, n_iter, loss)
+    return LinearProbeResult(top1, top5, weight, bias, classes, n_iter, loss, n_evals)
