@@ -215,6 +215,22 @@ impl<'a, T: Real> SqEuclid<'a, T> {
         SqEuclid { x, y, dup: None, unscale: None, xc, yc, xct: Vec::new(), yct: None, nx, ny, n, m, d, same }
     }
 
+    /// The squared norms that bound the rounding of a streamed squared distance, in the
+    /// output's units: an entry (i, j) not recomputed by the guard is off by at most about
+    /// √d·eps·(sq_norm_x(i) + sq_norm_y(j)) (the norms are those of the centred rows the GEMM
+    /// multiplies, times the range scale's square when the rows were rescaled).
+    pub fn sq_norm_x(&self, i: usize) -> T {
+        let u = self.unscale.unwrap_or_else(T::one);
+        self.nx[i] * u * u
+    }
+
+    /// The largest of those norms over y's rows (see [`Self::sq_norm_x`]).
+    pub fn max_sq_norm_y(&self) -> T {
+        let u = self.unscale.unwrap_or_else(T::one);
+        let ny = self.ny.as_deref().unwrap_or(&self.nx);
+        ny.iter().fold(T::zero(), |a, &b| if b > a { b } else { a }) * u * u
+    }
+
     fn yrows(&self) -> &[T] {
         if self.same {
             &self.x

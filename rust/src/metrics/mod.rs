@@ -426,9 +426,13 @@ pub fn neighbour_ranks<T: Real>(
             thr.push(th);
             by_idx.push(bi);
         }
-        // Relative error bound of a streamed distance the guard did not recompute
-        // (it exceeds CANCEL_TOL · norms, so its error is ~√d · eps / CANCEL_TOL of it).
-        let win = T::EPS / T::CANCEL_TOL * T::c(4.0 * (d as f64).sqrt() + 8.0);
+        // Error bound of a streamed distance the guard did not recompute: ~√d·eps of the squared
+        // norms (absolute), and, as it exceeds CANCEL_TOL·norms, ~√d·eps/CANCEL_TOL of itself
+        // (relative). The smaller bound makes the window: with concentrated distances (high d)
+        // the relative one alone catches most columns and sends them to the exact pass.
+        let c = T::EPS * T::c(4.0 * (d as f64).sqrt() + 8.0);
+        let win = c / T::CANCEL_TOL;
+        let ny_max = s.prep.max_sq_norm_y();
         // Per threshold t: columns certainly before it (streamed value below its rounding
         // window) are counted by a branch-free pass; the rare columns inside the window
         // are decided by their direct distance; the query's own column and the
@@ -442,9 +446,19 @@ pub fn neighbour_ranks<T: Real>(
             let xi = &s.q[(r0 + qi) * d..(r0 + qi + 1) * d];
             let special = |j: usize| j == skip || bi.binary_search_by_key(&(j as u32), |p| p.0).is_ok();
             let ct = &mut cnt[qi];
+            let abs = c * (s.prep.sq_norm_x(r0 + qi) + ny_max);
+            let lower = |tv: T| tv - if abs < win * tv { abs } else { win * tv };
             for (t, &(tv, tj)) in th.iter().enumerate() {
-                let (lo, hi) = (tv - win * tv, tv + win * tv);
-                ct[t] += i64::from(row.iter().map(|&v| u32::from(v < lo)).sum::<u32>());
+                let lo = lower(tv);
+                let hi = tv + (tv - lo);
+                // One branch-free (vectorisable) pass: the count below the window and whether any
+                // column falls inside it; the rare rows with such a column take the exact pass.
+                let below: u32 = row.iter().map(|&v| u32::from(v < lo)).sum();
+                let near: u32 = row.iter().map(|&v| u32::from(v >= lo) & u32::from(v <= hi)).sum();
+                ct[t] += i64::from(below);
+                if near == 0 {
+                    continue;
+                }
                 for (jj, &v) in row.iter().enumerate() {
                     if v >= lo && v <= hi {
                         let j = c0 + jj;
@@ -459,7 +473,7 @@ pub fn neighbour_ranks<T: Real>(
             if (c0..c1).contains(&skip) {
                 let v = row[skip - c0];
                 for (t, &(tv, _)) in th.iter().enumerate() {
-                    ct[t] -= i64::from(v < tv - win * tv);
+                    ct[t] -= i64::from(v < lower(tv));
                 }
             }
             for &(j, e) in bi.iter() {
@@ -469,7 +483,7 @@ pub fn neighbour_ranks<T: Real>(
                 }
                 let v = row[j - c0];
                 for (t, &(tv, tj)) in th.iter().enumerate() {
-                    let counted = v < tv - win * tv;
+                    let counted = v < lower(tv);
                     let before = cmp_pair(&(e, j as u32), &(tv, tj)) == Ordering::Less;
                     ct[t] += i64::from(before) - i64::from(counted);
                 }
