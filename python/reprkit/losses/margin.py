@@ -24,11 +24,14 @@ seeds' rule. ``margin=`` takes one value or a per-class tensor of length C, e.g.
 imbalance-aware margins of :func:`adaptive_margins`, m_c = a·N_c^(−λ) + b (Ha et al. 2020).
 All margins here are in radians (PML's ArcFace margin is in degrees: 28.6° ≈ 0.5 rad).
 
-CPU tensors run one fused Rust kernel: cos tiles by GEMM over tiles of classes (W rows
-normalised on the fly, never copied), the margin on the target column, an online
-log-sum-exp across tiles; the backward recomputes the tiles, so the state kept between
-forward and backward is O(B) (per-row log-sum-exp) plus the inputs, and no B×C matrix
-exists at any time. Gradients reach the embeddings and W (W's own dtype; W is never cast in
+CPU tensors run fused Rust kernels: cos tiles by GEMM over tiles of classes (W rows
+normalised on the fly, never copied), the margin on the target column, a log-sum-exp across
+tiles. When a gradient is needed, one call computes the loss and both gradients with three
+GEMMs (cos, ∂ẑ = A·W, ∂W = Aᵀ·ẑ, as autograd does): the batch runs in strips of 128 rows,
+and a strip's cosines against all C·K rows of W (128·C·K values, 51 MB at C = 10⁵ in
+float32) are the only state that grows with C; the backward then only scales the gradients
+by the upstream value. Without a gradient (inference, ``torch.no_grad``), the forward alone
+runs with an online log-sum-exp over tiles and O(B) state. No B×C matrix exists at any time. Gradients reach the embeddings and W (W's own dtype; W is never cast in
 place). Other devices run :mod:`reprkit.reference.margin` chunked over classes with the
 same recomputation, so GPU memory is also linear in C. float16/bfloat16 compute in float32.
 """
@@ -151,6 +154,67 @@ class _MarginSoftmax(torch.autograd.Function):
     vmap = _ops.no_vmap("the margin-softmax losses (arcface_loss, cosface_loss, ...)")
 
 
+def _fused_fake(z, w, labels, margins, scale, kind, easy, k, need_z, need_w, n_threads):
+    return z.new_empty(()), z.new_empty((z.shape[0] if need_z else 0, z.shape[1])), w.new_empty((w.shape[0] if need_w else 0, w.shape[1]))
+
+
+@_ops.op("margin_softmax_fused", _fused_fake)
+def _margin_fused(
+    z: Tensor, w: Tensor, labels: Tensor, margins: Tensor, scale: float, kind: str, easy: bool, k: int, need_z: bool,
+    need_w: bool, n_threads: int,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """(loss, ∂L/∂z, ∂L/∂W) in one pass (three GEMMs; the batch in strips of 128 rows, whose
+    cosines against all C·K rows of W are the only state that grows with C). A gradient not
+    needed is a (0, d) tensor."""
+    loss, gz, gw = _core.margin_loss_fused(
+        _ops.np_(z), _ops.np_(w), _ops.np_(labels), _ops.np_(margins), scale, kind, easy, k, need_z, need_w,
+        kernel_threads(n_threads),
+    )
+    return torch.tensor(loss, dtype=z.dtype), torch.from_numpy(gz), torch.from_numpy(gw)
+
+
+def _times(g: Any, grad: Any) -> Any:
+    """g·grad for the scalar upstream g. ``loss.backward()``'s g = 1 returns the saved gradient
+    itself (no C×d copy; autograd then moves it into W.grad); under compile/functorch or a
+    graph on g, a plain product."""
+    if not (
+        torch.compiler.is_compiling()
+        or type(g) is not torch.Tensor  # fake / functional tensors while tracing
+        or type(grad) is not torch.Tensor
+        or g.requires_grad
+        or torch._C._functorch.is_functorch_wrapped_tensor(g)
+        or torch._C._functorch.is_functorch_wrapped_tensor(grad)
+    ) and float(g) == 1.0:
+        return grad
+    return grad * g
+
+
+class _MarginSoftmaxFused(torch.autograd.Function):
+    """The loss when a gradient is needed: forward computes the gradients too (they are what
+    every implementation holds after backward) and backward scales them."""
+
+    @staticmethod
+    def forward(z: Any, w: Any, labels: Any, margins: Any, scale: float, kind: str, easy: bool, k: int, need_z: bool, need_w: bool, n_threads: int) -> Any:  # type: ignore[override]
+        return _margin_fused(z, w, labels, margins, scale, kind, easy, k, need_z, need_w, n_threads)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        z, w = inputs[0], inputs[1]
+        ctx.save_for_backward(output[1], output[2], z, w)
+        ctx.need = inputs[8], inputs[9]
+        ctx.mark_non_differentiable(output[1], output[2])
+
+    @staticmethod
+    def backward(ctx: Any, g: Any, _gz: Any, _gw: Any) -> Any:  # type: ignore[override]
+        gz, gw, z, w = ctx.saved_tensors
+        nz, nw = ctx.need
+        g = g.detach()
+        grads = (_times(g, gz) if nz else None, _times(g, gw) if nw else None)
+        return _ops.refuse_double_backward("the margin-softmax losses", grads, (z, w)) + (None,) * 9
+
+    vmap = _ops.no_vmap("the margin-softmax losses (arcface_loss, cosface_loss, ...)")
+
+
 # --- validation and dispatch --------------------------------------------------------------
 
 
@@ -214,7 +278,11 @@ def _margin_softmax(
     from ._chunked import use_rust
 
     if use_rust(backend, z) and _on_cpu(z):  # (_on_cpu: the tests' hook to force the torch path)
-        return _MarginSoftmax.apply(z, w, y, m, s, kind, V.check_bool("easy_margin", easy_margin), sub_centers, op_threads(n_jobs))[0]
+        easy = V.check_bool("easy_margin", easy_margin)
+        if _ops.needs_grad(z, w):  # loss and gradients in one pass: 3 GEMMs, not 4
+            nz, nw = torch.is_grad_enabled() and z.requires_grad, torch.is_grad_enabled() and w.requires_grad
+            return _MarginSoftmaxFused.apply(z, w, y, m, s, kind, easy, sub_centers, nz, nw, op_threads(n_jobs))[0]
+        return _MarginSoftmax.apply(z, w, y, m, s, kind, easy, sub_centers, op_threads(n_jobs))[0]
     from ..reference import margin as ref
 
     mm = m.to(z.dtype) if m.numel() > 1 else float(m[0])
