@@ -173,25 +173,23 @@ def _margin_fused(
     return torch.tensor(loss, dtype=z.dtype), torch.from_numpy(gz), torch.from_numpy(gw)
 
 
-def _times(g: Any, grad: Any) -> Any:
-    """g·grad for the scalar upstream g. ``loss.backward()``'s g = 1 returns the saved gradient
-    itself (no C×d copy; autograd then moves it into W.grad); under compile/functorch or a
-    graph on g, a plain product."""
-    if not (
-        torch.compiler.is_compiling()
-        or type(g) is not torch.Tensor  # fake / functional tensors while tracing
-        or type(grad) is not torch.Tensor
-        or g.requires_grad
-        or torch._C._functorch.is_functorch_wrapped_tensor(g)
-        or torch._C._functorch.is_functorch_wrapped_tensor(grad)
-    ) and float(g) == 1.0:
-        return grad
-    return grad * g
+def _traced(*ts: Any) -> bool:
+    """Whether these tensors belong to a compile trace or a torch.func transform."""
+    from torch._subclasses.fake_tensor import FakeTensor
+    from torch._subclasses.functional_tensor import FunctionalTensor
+
+    return torch.compiler.is_compiling() or any(
+        isinstance(t, (FakeTensor, FunctionalTensor)) or torch._C._functorch.is_functorch_wrapped_tensor(t) for t in ts
+    )
 
 
 class _MarginSoftmaxFused(torch.autograd.Function):
     """The loss when a gradient is needed: forward computes the gradients too (they are what
-    every implementation holds after backward) and backward scales them."""
+    every implementation holds after backward) and backward scales them.
+
+    In eager mode the gradients are handed over once, not kept as saved tensors: a saved
+    tensor still referenced when autograd accumulates W.grad makes it copy the C×d gradient.
+    A second backward through a retained graph recomputes them (the same fused call)."""
 
     @staticmethod
     def forward(z: Any, w: Any, labels: Any, margins: Any, scale: float, kind: str, easy: bool, k: int, need_z: bool, need_w: bool, n_threads: int) -> Any:  # type: ignore[override]
@@ -199,17 +197,39 @@ class _MarginSoftmaxFused(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
-        z, w = inputs[0], inputs[1]
-        ctx.save_for_backward(output[1], output[2], z, w)
-        ctx.need = inputs[8], inputs[9]
+        z, w, labels, margins, scale, kind, easy, k, nz, nw, nt = inputs
+        ctx.cfg = (scale, kind, easy, k, nt)
+        ctx.need = nz, nw
         ctx.mark_non_differentiable(output[1], output[2])
+        ctx.set_materialize_grads(False)  # else autograd hands backward a C×d zero tensor for the gW output
+        ctx.traced = _traced(z, w, output[1], output[2])
+        if ctx.traced:
+            ctx.save_for_backward(output[1], output[2], z, w, labels, margins)
+            ctx.held = None
+        else:
+            ctx.save_for_backward(z, w, labels, margins)
+            ctx.held = [output[1], output[2]]
 
     @staticmethod
     def backward(ctx: Any, g: Any, _gz: Any, _gw: Any) -> Any:  # type: ignore[override]
-        gz, gw, z, w = ctx.saved_tensors
         nz, nw = ctx.need
+        if g is None:  # the loss itself took no part in what is differentiated
+            return (None,) * 11
         g = g.detach()
-        grads = (_times(g, gz) if nz else None, _times(g, gw) if nw else None)
+        if ctx.traced:
+            gz, gw, z, w, labels, margins = ctx.saved_tensors
+            gz, gw = gz * g, gw * g
+        else:
+            z, w, labels, margins = ctx.saved_tensors
+            if ctx.held is not None:
+                gz, gw = ctx.held
+                ctx.held = None
+                if g.requires_grad or float(g) != 1.0:
+                    gz, gw = gz * g, gw * g
+            else:  # a retained graph's second backward: the same fused call again (same bits)
+                _, gz, gw = _margin_fused._opoverload(*_ops.detached(z, w, labels, margins), *ctx.cfg[:4], nz, nw, ctx.cfg[4])
+                gz, gw = gz * g, gw * g
+        grads = (gz if nz else None, gw if nw else None)
         return _ops.refuse_double_backward("the margin-softmax losses", grads, (z, w)) + (None,) * 9
 
     vmap = _ops.no_vmap("the margin-softmax losses (arcface_loss, cosface_loss, ...)")
