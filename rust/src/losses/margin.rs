@@ -16,6 +16,9 @@
 //! inverse norms. The forward runs over tiles of classes with an online log-sum-exp and keeps
 //! per-row log-sum-exp values (O(n) state); the backward recomputes every tile (three GEMMs:
 //! the cos tile, ∂ẑ += A·W_tile, ∂W_tile = Aᵀ·ẑ) and writes ∂W rows of each tile directly.
+//! [`margin_fused`] computes the loss and both gradients in one pass with three GEMMs (the batch
+//! in strips of [`STRIP`] rows, O(STRIP·C·K) state): what training calls use; the
+//! forward/backward pair above remains for forward-only calls (O(n) state, one GEMM).
 //! No n×C matrix exists at any time. Tiles, row blocks and groups are fixed sizes, and partial
 //! sums are reduced in a fixed order, so results are bit-identical for any thread count.
 
