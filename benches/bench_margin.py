@@ -8,10 +8,19 @@ Every (implementation, C) runs in a fresh subprocess. Peak extra memory: VmHWM i
 with ``z.grad`` and ``W.grad`` None; "extra MB" is the peak RSS growth of that call minus the
 gradients every implementation must hold (W.grad: C·d, z.grad: B·d floats). Times are the best of
 several calls in that process. The GEMM floor is the three B×C×d products of the loss (cos, ∂z, ∂W)
-at torch's measured float32 GEMM rate on the same threads (reprkit recomputes the cos tiles in the
-backward, so it does four).
+at torch's measured float32 GEMM rate on the same threads. reprkit's training path computes the loss
+and both gradients in one fused call with those three products (the batch in strips of 128 rows);
+only a forward without gradients runs the O(B)-state kernel.
 
-    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=python python benches/bench_margin.py [--classes 1000 10000 100000] [--threads 2]
+Besides wall-clock times, each case records the process CPU time of its best call
+(``time.process_time``, all threads): on a loaded machine, ``--threads 1`` CPU times are the
+steadier comparison; a second table prints them.
+
+    PYTHONPATH=python python benches/bench_margin.py [--classes 1000 10000 100000] [--threads 2]
+    PYTHONPATH=python python benches/bench_margin.py --threads 1   # CPU-time comparison
+
+OMP_WAIT_POLICY=PASSIVE is set for reprkit's subprocess only (its rayon pool and torch's OpenMP
+pool share the cores there); the peers run with the environment as given (their defaults).
 
 ``--quick`` runs C = 1,000 and 10,000 only.
 """
@@ -110,12 +119,13 @@ def run_case(impl: str, classes: int, threads: int, repeat: int) -> dict:
     peak = _rss_kb("VmHWM")
     grads_mb = (w.numel() + z.numel()) * 4 / 1e6
     extra = (peak - before) / 1e3 - grads_mb
-    times = []
+    times, cpus = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - t0)
-    return {"time": min(times), "extra_mb": extra, "loss": loss}
+        cpus.append(time.process_time() - c0)
+    return {"time": min(times), "cpu": min(cpus), "extra_mb": extra, "loss": loss}
 
 
 def gemm_rate(threads: int, classes: int) -> float:
@@ -145,7 +155,8 @@ def main() -> None:
         return
     classes = [1000, 10000] if args.quick else args.classes
     env = dict(os.environ)
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env_rk = dict(env)
+    env_rk.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     sys.path.insert(0, os.path.dirname(__file__))
     from _util import machine
 
@@ -154,12 +165,13 @@ def main() -> None:
     print("| C | reprkit s | reprkit extra MB | GEMM floor s (3 products) | torch s | torch extra MB | torch / reprkit "
           "| torch MB / reprkit MB | PML s | PML extra MB | PML / reprkit | max \\|Δloss\\| |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    cpu_rows = []
     for c in classes:
         res = {}
         for impl in IMPLS:
             out = subprocess.run(
                 [sys.executable, __file__, "--case", impl, str(c), "--threads", str(args.threads)],
-                env=env, capture_output=True, text=True,
+                env=env_rk if impl == "reprkit" else env, capture_output=True, text=True,
             )
             if out.returncode != 0:
                 res[impl] = None
@@ -180,6 +192,18 @@ def main() -> None:
             f"| {f(p and p['time'], '.3f')} | {f(p and p['extra_mb'], '.0f')} | **{p['time'] / r['time']:.2f}×** | {dl:.1e} |",
             flush=True,
         )
+        if r and t and p:
+            cpu_rows.append(
+                f"| {c:,} | {r['cpu']:.3f} | {t['cpu']:.3f} | {p['cpu']:.3f} "
+                f"| **{t['cpu'] / r['cpu']:.2f}×** | **{p['cpu'] / r['cpu']:.2f}×** |"
+            )
+    print()
+    print(f"CPU time (process_time, all threads) of the best call, {args.threads} thread(s):")
+    print()
+    print("| C | reprkit CPU s | torch CPU s | PML CPU s | torch / reprkit | PML / reprkit |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for row in cpu_rows:
+        print(row)
 
 
 if __name__ == "__main__":

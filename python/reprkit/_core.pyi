@@ -563,6 +563,21 @@ def margin_loss(
 ) -> Any:
     """kind "linear" | "normalized" | "cosface" | "arcface"; lse None -> (loss, lse (n,)); else (grad_z, grad_w) for upstream g."""
     ...
+def margin_loss_fused(
+    z: npt.NDArray[Any],
+    w: npt.NDArray[Any],
+    labels: npt.NDArray[np.int64],
+    margins: npt.NDArray[np.float64],
+    scale: float,
+    kind: str,
+    easy_margin: bool,
+    sub_centers: int,
+    need_z: bool,
+    need_w: bool,
+    n_threads: int,
+) -> Tuple[float, npt.NDArray[Any], npt.NDArray[Any]]:
+    """(loss, ∂L/∂z (n, d) or (0, d) without need_z, ∂L/∂W (C·K, d) or (0, d) without need_w) in one pass (3 GEMMs)."""
+    ...
 
 # --- SupCon and uniformity (rust/py/src/supcon.rs): loss and, with need_grad, its unit-upstream gradient
 def supcon_loss(

@@ -24,11 +24,14 @@ seeds' rule. ``margin=`` takes one value or a per-class tensor of length C, e.g.
 imbalance-aware margins of :func:`adaptive_margins`, m_c = a·N_c^(−λ) + b (Ha et al. 2020).
 All margins here are in radians (PML's ArcFace margin is in degrees: 28.6° ≈ 0.5 rad).
 
-CPU tensors run one fused Rust kernel: cos tiles by GEMM over tiles of classes (W rows
-normalised on the fly, never copied), the margin on the target column, an online
-log-sum-exp across tiles; the backward recomputes the tiles, so the state kept between
-forward and backward is O(B) (per-row log-sum-exp) plus the inputs, and no B×C matrix
-exists at any time. Gradients reach the embeddings and W (W's own dtype; W is never cast in
+CPU tensors run fused Rust kernels: cos tiles by GEMM over tiles of classes (W rows
+normalised on the fly, never copied), the margin on the target column, a log-sum-exp across
+tiles. When a gradient is needed, one call computes the loss and both gradients with three
+GEMMs (cos, ∂ẑ = A·W, ∂W = Aᵀ·ẑ, as autograd does): the batch runs in strips of 128 rows,
+and a strip's cosines against all C·K rows of W (128·C·K values, 51 MB at C = 10⁵ in
+float32) are the only state that grows with C; the backward then only scales the gradients
+by the upstream value. Without a gradient (inference, ``torch.no_grad``), the forward alone
+runs with an online log-sum-exp over tiles and O(B) state. No B×C matrix exists at any time. Gradients reach the embeddings and W (W's own dtype; W is never cast in
 place). Other devices run :mod:`reprkit.reference.margin` chunked over classes with the
 same recomputation, so GPU memory is also linear in C. float16/bfloat16 compute in float32.
 """
@@ -151,6 +154,87 @@ class _MarginSoftmax(torch.autograd.Function):
     vmap = _ops.no_vmap("the margin-softmax losses (arcface_loss, cosface_loss, ...)")
 
 
+def _fused_fake(z, w, labels, margins, scale, kind, easy, k, need_z, need_w, n_threads):
+    return z.new_empty(()), z.new_empty((z.shape[0] if need_z else 0, z.shape[1])), w.new_empty((w.shape[0] if need_w else 0, w.shape[1]))
+
+
+@_ops.op("margin_softmax_fused", _fused_fake)
+def _margin_fused(
+    z: Tensor, w: Tensor, labels: Tensor, margins: Tensor, scale: float, kind: str, easy: bool, k: int, need_z: bool,
+    need_w: bool, n_threads: int,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """(loss, ∂L/∂z, ∂L/∂W) in one pass (three GEMMs; the batch in strips of 128 rows, whose
+    cosines against all C·K rows of W are the only state that grows with C). A gradient not
+    needed is a (0, d) tensor."""
+    loss, gz, gw = _core.margin_loss_fused(
+        _ops.np_(z), _ops.np_(w), _ops.np_(labels), _ops.np_(margins), scale, kind, easy, k, need_z, need_w,
+        kernel_threads(n_threads),
+    )
+    return torch.tensor(loss, dtype=z.dtype), torch.from_numpy(gz), torch.from_numpy(gw)
+
+
+def _traced(*ts: Any) -> bool:
+    """Whether these tensors belong to a compile trace or a torch.func transform."""
+    from torch._subclasses.fake_tensor import FakeTensor
+    from torch._subclasses.functional_tensor import FunctionalTensor
+
+    return torch.compiler.is_compiling() or any(
+        isinstance(t, (FakeTensor, FunctionalTensor)) or torch._C._functorch.is_functorch_wrapped_tensor(t) for t in ts
+    )
+
+
+class _MarginSoftmaxFused(torch.autograd.Function):
+    """The loss when a gradient is needed: forward computes the gradients too (they are what
+    every implementation holds after backward) and backward scales them.
+
+    In eager mode the gradients are handed over once, not kept as saved tensors: a saved
+    tensor still referenced when autograd accumulates W.grad makes it copy the C×d gradient.
+    A second backward through a retained graph recomputes them (the same fused call)."""
+
+    @staticmethod
+    def forward(z: Any, w: Any, labels: Any, margins: Any, scale: float, kind: str, easy: bool, k: int, need_z: bool, need_w: bool, n_threads: int) -> Any:  # type: ignore[override]
+        return _margin_fused(z, w, labels, margins, scale, kind, easy, k, need_z, need_w, n_threads)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        z, w, labels, margins, scale, kind, easy, k, nz, nw, nt = inputs
+        ctx.cfg = (scale, kind, easy, k, nt)
+        ctx.need = nz, nw
+        ctx.mark_non_differentiable(output[1], output[2])
+        ctx.set_materialize_grads(False)  # else autograd hands backward a C×d zero tensor for the gW output
+        ctx.traced = _traced(z, w, output[1], output[2])
+        if ctx.traced:
+            ctx.save_for_backward(output[1], output[2], z, w, labels, margins)
+            ctx.held = None
+        else:
+            ctx.save_for_backward(z, w, labels, margins)
+            ctx.held = [output[1], output[2]]
+
+    @staticmethod
+    def backward(ctx: Any, g: Any, _gz: Any, _gw: Any) -> Any:  # type: ignore[override]
+        nz, nw = ctx.need
+        if g is None:  # the loss itself took no part in what is differentiated
+            return (None,) * 11
+        g = g.detach()
+        if ctx.traced:
+            gz, gw, z, w, labels, margins = ctx.saved_tensors
+            gz, gw = gz * g, gw * g
+        else:
+            z, w, labels, margins = ctx.saved_tensors
+            if ctx.held is not None:
+                gz, gw = ctx.held
+                ctx.held = None
+                if g.requires_grad or float(g) != 1.0:
+                    gz, gw = gz * g, gw * g
+            else:  # a retained graph's second backward: the same fused call again (same bits)
+                _, gz, gw = _margin_fused._opoverload(*_ops.detached(z, w, labels, margins), *ctx.cfg[:4], nz, nw, ctx.cfg[4])
+                gz, gw = gz * g, gw * g
+        grads = (gz if nz else None, gw if nw else None)
+        return _ops.refuse_double_backward("the margin-softmax losses", grads, (z, w)) + (None,) * 9
+
+    vmap = _ops.no_vmap("the margin-softmax losses (arcface_loss, cosface_loss, ...)")
+
+
 # --- validation and dispatch --------------------------------------------------------------
 
 
@@ -214,7 +298,11 @@ def _margin_softmax(
     from ._chunked import use_rust
 
     if use_rust(backend, z) and _on_cpu(z):  # (_on_cpu: the tests' hook to force the torch path)
-        return _MarginSoftmax.apply(z, w, y, m, s, kind, V.check_bool("easy_margin", easy_margin), sub_centers, op_threads(n_jobs))[0]
+        easy = V.check_bool("easy_margin", easy_margin)
+        if _ops.needs_grad(z, w):  # loss and gradients in one pass: 3 GEMMs, not 4
+            nz, nw = torch.is_grad_enabled() and z.requires_grad, torch.is_grad_enabled() and w.requires_grad
+            return _MarginSoftmaxFused.apply(z, w, y, m, s, kind, easy, sub_centers, nz, nw, op_threads(n_jobs))[0]
+        return _MarginSoftmax.apply(z, w, y, m, s, kind, easy, sub_centers, op_threads(n_jobs))[0]
     from ..reference import margin as ref
 
     mm = m.to(z.dtype) if m.numel() > 1 else float(m[0])

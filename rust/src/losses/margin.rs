@@ -16,6 +16,9 @@
 //! inverse norms. The forward runs over tiles of classes with an online log-sum-exp and keeps
 //! per-row log-sum-exp values (O(n) state); the backward recomputes every tile (three GEMMs:
 //! the cos tile, ∂ẑ += A·W_tile, ∂W_tile = Aᵀ·ẑ) and writes ∂W rows of each tile directly.
+//! [`margin_fused`] computes the loss and both gradients in one pass with three GEMMs (the batch
+//! in strips of [`STRIP`] rows, O(STRIP·C·K) state): what training calls use; the
+//! forward/backward pair above remains for forward-only calls (O(n) state, one GEMM).
 //! No n×C matrix exists at any time. Tiles, row blocks and groups are fixed sizes, and partial
 //! sums are reduced in a fixed order, so results are bit-identical for any thread count.
 
@@ -479,6 +482,214 @@ pub fn margin_backward<T: Real>(p: &MarginSoftmax<T>, lse: &[T], g: f64, gz: &mu
     Ok(())
 }
 
+/// Batch rows per strip of [`margin_fused`]: the strip's cosines against every W row
+/// (STRIP·C·K values, 51 MB at C = 10⁵ in float32) are the only state that grows with C.
+pub const STRIP: usize = 128;
+
+/// `v` cut into `count` consecutive chunks of `size` (the last one shorter), or `count`
+/// empty slices when `v` is empty (the unused sub-centre index of K = 1).
+fn chunks_or_empty<U>(v: &mut [U], size: usize, count: usize) -> Vec<&mut [U]> {
+    if v.is_empty() {
+        (0..count).map(|_| <&mut [U]>::default()).collect()
+    } else {
+        v.chunks_mut(size).collect()
+    }
+}
+
+crate::simd::multiversion! {
+    /// `out_c ← a·e^{s·src_c − lse}` (a K = 1 row's softmax times the upstream scale, from its cosines).
+    fn softmax_of<T>(out: &mut [T], src: &[T], s: T, lse: T, a: T) -> () {
+        for (o, &v) in out.iter_mut().zip(src) {
+            *o = rowops::exp1(s * v - lse) * a;
+        }
+    }
+}
+
+/// Loss and both gradients (upstream 1) in one pass with three GEMMs per (row, W row), the
+/// count plain autograd does (cos, ∂ẑ = A·W, ∂W = Aᵀ·ẑ), instead of the four of
+/// [`margin_forward`] + [`margin_backward`], which recompute the cos tiles.
+///
+/// The batch runs in strips of [`STRIP`] rows. For a strip: (1) the cosines against every
+/// class tile (one task per tile) go into a strip×(C·K) buffer, with per-row (max, Σ e^{l−max})
+/// per tile; (2) the per-row log-sum-exp, combined over tiles in tile order; (3) per fixed group
+/// of tiles (one task each, owning its ∂W rows: no races) the coefficients
+/// A_ir = ∂L/∂cos_ir / ‖w_r‖ overwrite the buffer, ∂W_tile += Aᵀ·ẑ_strip and a per-group
+/// partial ∂ẑ_strip += A·W_tile, the partials summed in group order. The sizes are fixed, so
+/// the result is bit-identical for any thread count. Extra memory beyond the gradients:
+/// STRIP·C·K values (+ STRIP·C u32 sub-centre indices when K > 1), ẑ (n×d),
+/// MAX_GROUPS partials of STRIP×d, one float per W row. `gz`/`gw` None skip that gradient.
+pub fn margin_fused<T: Real>(p: &MarginSoftmax<T>, mut gz: Option<&mut [T]>, mut gw: Option<&mut [T]>) -> Result<f64> {
+    p.validate()?;
+    let (n, d, k, rw) = (p.n, p.d, p.sub_centers, p.rows_w());
+    if let Some(g) = gz.as_deref() {
+        check_len("grad_embeddings", g.len(), n, d)?;
+    }
+    if let Some(g) = gw.as_deref() {
+        check_len("grad_weight", g.len(), rw, d)?;
+    }
+    let need_z = gz.is_some();
+    let pr = p.prep();
+    let (cc, nt) = p.tiling();
+    let tpg = nt.div_ceil(MAX_GROUPS);
+    let ng = nt.div_ceil(tpg);
+    let s = T::c(p.scale);
+    let gs = T::c(p.scale / n as f64);
+    let norm = p.kind.normalizes();
+    let sh = STRIP.min(n);
+    let mut buf = vec![T::zero(); sh * rw];
+    let mut arg = vec![0u32; if k > 1 { sh * p.classes } else { 0 }];
+    let mut q = vec![T::zero(); rw];
+    let mut lse = vec![T::zero(); n];
+    let mut tl = vec![T::zero(); n];
+    for r0 in (0..n).step_by(STRIP) {
+        let r1 = (r0 + STRIP).min(n);
+        let nr = r1 - r0;
+        let buf = &mut buf[..nr * rw];
+        let arg = &mut arg[..if k > 1 { nr * p.classes } else { 0 }];
+        // (1) Tile t's block of `buf` is its nr×(nc·K) cosines, contiguous.
+        let parts: Vec<TilePart<T>> = chunks_or_empty(buf, cc * k * nr, nt)
+            .into_par_iter()
+            .zip(chunks_or_empty(arg, cc * nr, nt))
+            .enumerate()
+            .map(|(t, (blk, ab))| {
+                let (c0, c1) = (t * cc, ((t + 1) * cc).min(p.classes));
+                let nc = c1 - c0;
+                let mut lg = vec![T::zero(); nr * nc];
+                p.tile_logits(&pr, r0, r1, c0, c1, blk, &mut lg, ab);
+                let mut ms = Vec::with_capacity(nr);
+                let mut tg = Vec::new();
+                for (ii, row) in lg.chunks_exact_mut(nc).enumerate() {
+                    let y = p.labels[r0 + ii] as usize;
+                    if y >= c0 && y < c1 {
+                        tg.push((r0 + ii, row[y - c0]));
+                    }
+                    let (mx, sum) = max_exp_sum(row);
+                    ms.push((mx, sum.to_f64_()));
+                }
+                (ms, tg)
+            })
+            .collect();
+        // (2)
+        for (_, tg) in &parts {
+            for &(i, v) in tg {
+                tl[i] = v;
+            }
+        }
+        lse[r0..r1].par_iter_mut().enumerate().for_each(|(ii, l)| {
+            let mx = parts.iter().map(|pt| pt.0[ii].0.to_f64_()).fold(f64::NEG_INFINITY, f64::max);
+            let sm: f64 = parts.iter().map(|pt| pt.0[ii].1 * (pt.0[ii].0.to_f64_() - mx).exp()).sum();
+            *l = T::c(mx + sm.ln());
+        });
+        drop(parts);
+        // (3)
+        let (lse, tl) = (&lse, &tl);
+        let gw_groups: Vec<Option<&mut [T]>> = match gw.as_deref_mut() {
+            Some(g) => g.chunks_mut(tpg * cc * k * d).map(Some).collect(),
+            None => (0..ng).map(|_| None).collect(),
+        };
+        let partials: Vec<Vec<T>> = chunks_or_empty(buf, tpg * cc * k * nr, ng)
+            .into_par_iter()
+            .zip(chunks_or_empty(arg, tpg * cc * nr, ng))
+            .zip(q.par_chunks_mut(tpg * cc * k))
+            .zip(gw_groups)
+            .enumerate()
+            .map(|(grp, (((bg, ag), qg), mut wg))| {
+                let mut dz = vec![T::zero(); if need_z { nr * d } else { 0 }];
+                let mut lg = vec![T::zero(); cc];
+                let cg0 = grp * tpg * cc;
+                for t in grp * tpg..((grp + 1) * tpg).min(nt) {
+                    let (c0, c1) = (t * cc, ((t + 1) * cc).min(p.classes));
+                    let (nc, wr, off) = (c1 - c0, (c1 - c0) * k, (c0 - cg0) * k);
+                    let blk = &mut bg[off * nr..(off + wr) * nr];
+                    let ab: &[u32] = if k > 1 { &ag[(c0 - cg0) * nr..(c1 - cg0) * nr] } else { &[] };
+                    let qt = &mut qg[off..off + wr];
+                    for ii in 0..nr {
+                        let i = r0 + ii;
+                        let rraw = &mut blk[ii * wr..(ii + 1) * wr];
+                        let row = &mut lg[..nc];
+                        if k == 1 {
+                            softmax_of(row, rraw, s, lse[i], gs);
+                        } else {
+                            for (c, v) in row.iter_mut().enumerate() {
+                                *v = s * rraw[c * k + ab[ii * nc + c] as usize];
+                            }
+                            exp_scaled(row, lse[i], gs);
+                        }
+                        let y = p.labels[i] as usize;
+                        if y >= c0 && y < c1 {
+                            let j = y - c0;
+                            let cy = if k == 1 { rraw[j] } else { rraw[j * k + ab[ii * nc + j] as usize] };
+                            let (_, df) = p.target(&pr.tgt[i], cy);
+                            // The target's softmax is of its transformed logit.
+                            row[j] = (rowops::exp1(tl[i] - lse[i]) * gs - gs) * df;
+                        }
+                        if k == 1 {
+                            cos_coefs(rraw, row, qt, &pr.iw[c0..c1]);
+                        } else {
+                            for c in 0..nc {
+                                let bj = ab[ii * nc + c] as usize;
+                                let dc = row[c];
+                                for j in 0..k {
+                                    let r = c * k + j;
+                                    if j == bj {
+                                        qt[r] += dc * rraw[r];
+                                        rraw[r] = dc * pr.iw[c0 * k + r];
+                                    } else {
+                                        rraw[r] = T::zero();
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let am = MatRef::new(&blk[..nr * wr], nr, wr);
+                    if need_z {
+                        let wm = MatRef::new(&p.w[c0 * k * d..c1 * k * d], wr, d);
+                        gemm(T::one(), am, wm, T::one(), &mut dz);
+                    }
+                    if let Some(wg) = wg.as_deref_mut() {
+                        let zm = MatRef::new(&pr.zh, n, d).rows_range(r0, r1);
+                        let beta = if r0 == 0 { T::zero() } else { T::one() };
+                        gemm(T::one(), am.t(), zm, beta, &mut wg[off * d..(off + wr) * d]);
+                    }
+                }
+                dz
+            })
+            .collect();
+        if let Some(gz) = gz.as_deref_mut() {
+            gz[r0 * d..r1 * d].par_chunks_mut(d).enumerate().for_each(|(ii, gr)| {
+                gr.copy_from_slice(&partials[0][ii * d..(ii + 1) * d]);
+                for pt in &partials[1..] {
+                    rowops::add(gr, &pt[ii * d..(ii + 1) * d]);
+                }
+            });
+        }
+    }
+    if let (Some(gw), true) = (gw, norm) {
+        // ∂cos_ir/∂w_r = ẑ_i/‖w_r‖ − cos_ir·w_r/‖w_r‖²: subtract q_r·w_r/‖w_r‖².
+        gw.par_chunks_mut(d).zip(q.par_iter()).enumerate().for_each(|(r, (gr, &qr))| {
+            let iv = pr.iw[r];
+            if iv < T::one() / T::c(NORM_EPS) {
+                rowops::axpy(gr, -(qr * iv * iv), &p.w[r * d..(r + 1) * d]);
+            }
+        });
+    }
+    if let Some(gz) = gz {
+        // ∂ẑ → ∂z: project out ẑ and divide by ‖z‖.
+        gz[..n * d].par_chunks_mut(d).enumerate().for_each(|(i, gr)| {
+            if norm {
+                let zr = &pr.zh[i * d..(i + 1) * d];
+                let iv = pr.inz[i];
+                if iv < T::one() / T::c(NORM_EPS) {
+                    let pd = crate::linalg::dot(zr, gr);
+                    rowops::axpy(gr, -pd, zr);
+                }
+                rowops::scale(gr, iv);
+            }
+        });
+    }
+    Ok(ordered_sum((0..n).map(|i| (lse[i].to_f64_() - tl[i].to_f64_()).max(0.0))) / n as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,6 +796,52 @@ mod tests {
     }
 
     #[test]
+    fn fused_matches_forward_then_backward() {
+        let mut rng = Rng(23);
+        let kinds = [Kind::Linear, Kind::Normalized, Kind::CosFace, Kind::ArcFace { easy: false }, Kind::ArcFace { easy: true }];
+        // (n, classes, K, d): several strips (STRIP = 128 rows), tiles and tile groups.
+        for &(n, classes, k, d) in &[(300usize, 9000usize, 1usize, 3usize), (130, 700, 3, 5), (1, 1, 1, 2), (5, 3, 2, 4)] {
+            for kind in kinds {
+                let z = rng.normal_vec(n * d);
+                let w: Vec<f64> = rng.normal_vec(classes * k * d).iter().map(|v| v * 0.5).collect();
+                let labels = rng.labels(n, classes as u64);
+                let margins: Vec<f64> = (0..classes).map(|c| 0.1 + 0.3 * (c % 3) as f64).collect();
+                let scale = if kind == Kind::Linear { 1.0 } else { 3.0 };
+                let p = MarginSoftmax { z: &z, n, d, w: &w, classes, sub_centers: k, labels: &labels, margins: &margins, scale, kind };
+                let (v, st) = margin_forward(&p).unwrap();
+                let (mut gz, mut gw) = (vec![0.0; n * d], vec![0.0; classes * k * d]);
+                margin_backward(&p, &st.lse, 1.0, &mut gz, &mut gw).unwrap();
+                let (mut fz, mut fw) = (vec![7.0; n * d], vec![7.0; classes * k * d]);
+                let fv = margin_fused(&p, Some(&mut fz), Some(&mut fw)).unwrap();
+                assert!((v - fv).abs() < 1e-12 * (1.0 + v.abs()), "{kind:?} {n} {classes}: {v} vs {fv}");
+                assert_close(&fz, &gz, 1e-10);
+                assert_close(&fw, &gw, 1e-10);
+                if n * classes * k < 2000 {
+                    let want = brute(&z, &w, &p);
+                    assert!((fv - want).abs() < 1e-10 * (1.0 + want.abs()));
+                    assert_close(&fz, &fd_grad(&z, &|zz| brute(zz, &w, &MarginSoftmax { z: zz, ..p })), 1e-5);
+                    assert_close(&fw, &fd_grad(&w, &|ww| brute(&z, ww, &MarginSoftmax { w: ww, ..p })), 1e-5);
+                }
+                // One gradient alone is the same as with both.
+                let mut oz = vec![0.0; n * d];
+                assert_eq!(margin_fused(&p, Some(&mut oz), None).unwrap().to_bits(), fv.to_bits());
+                assert_eq!(oz, fz);
+                let mut ow = vec![0.0; classes * k * d];
+                margin_fused(&p, None, Some(&mut ow)).unwrap();
+                assert_eq!(ow, fw);
+            }
+        }
+        let (z, w, labels) = (vec![1.0f64; 4], vec![1.0f64; 6], vec![0i64, 3]);
+        let p = MarginSoftmax {
+            z: &z, n: 2, d: 2, w: &w, classes: 3, sub_centers: 1, labels: &labels, margins: &[0.5], scale: 4.0, kind: Kind::CosFace,
+        };
+        assert!(matches!(margin_fused(&p, None, None), Err(Error::InvalidInput(_))));
+        let mut short = vec![0.0; 3];
+        let ok = MarginSoftmax { labels: &[0, 2], ..p };
+        assert!(matches!(margin_fused(&ok, Some(&mut short), None), Err(Error::Shape(_))));
+    }
+
+    #[test]
     fn results_do_not_depend_on_the_thread_count() {
         let (n, classes, d) = (300usize, 9000usize, 8usize);
         let mut rng = Rng(5);
@@ -601,7 +858,10 @@ mod tests {
                 let (v, st) = margin_forward(&p).unwrap();
                 let (mut gz, mut gw) = (vec![0.0f32; n * d], vec![0.0f32; classes * d]);
                 margin_backward(&p, &st.lse, 1.0, &mut gz, &mut gw).unwrap();
-                (v.to_bits(), gz.iter().chain(&gw).chain(&st.lse).map(|x| x.to_bits()).collect::<Vec<_>>())
+                let (mut fz, mut fw) = (vec![0.0f32; n * d], vec![0.0f32; classes * d]);
+                let fv = margin_fused(&p, Some(&mut fz), Some(&mut fw)).unwrap();
+                let bits = gz.iter().chain(&gw).chain(&st.lse).chain(&fz).chain(&fw).map(|x| x.to_bits());
+                (v.to_bits(), fv.to_bits(), bits.collect::<Vec<_>>())
             })
         };
         let one = run(1);
