@@ -8,6 +8,7 @@ at embedding densities of real fits (≥ ~1 point per unit²):
 * relative error ‖g_fft − g‖ / ‖g‖ of the full KL gradient: < 1e-2;
 * KL (its Z from the same convolutions): |KL_fft − KL| < 2e-3 (1e-2 on a finished digits fit,
   whose 1,797 points are sparse on the grid).
+The same bounds hold with a few far outliers (the grid covers the bulk; outliers interact exactly).
 """
 
 from __future__ import annotations
