@@ -19,8 +19,15 @@ optimisation), KL with the FFT normaliser (exact Z is O(N²); the same yardstick
 embedding), 10-NN recall and trustworthiness on a fixed sample of 2,000 points, and the
 per-gradient cost on a synthetic spread-out 2-D embedding of N points:
 
-    python benches/bench_tsne.py --large --sizes 100000,250000,1000000 --iters 750
+    python benches/bench_tsne.py --large --sizes 100000,250000,1000000 --iters 750 --opentsne-max-iters 750
     python benches/bench_tsne.py --large --sizes 20000 --iters 100     # smoke run
+
+Each (library, method) case runs in a fresh process (peak RSS = its VmHWM right after the fit,
+the 50-dim data included); the parent scores every saved embedding on the same yardstick and
+plots reprkit's embedding at the largest N (``--large-plot``). ``--opentsne-max-iters M`` times
+openTSNE for M iterations only (its affinity stage in full) and extrapolates the optimisation
+linearly to ``--iters``, marked so in the table (no quality columns then): use it at 1M if
+openTSNE would take over an hour. At 1M reprkit's "auto" is "fft" and runs once.
 """
 
 from __future__ import annotations
@@ -192,17 +199,22 @@ def _large_quality(X, Y, P, sub, hd_nn):
 
 
 def _reprkit_staged(X, method, iters):
-    """reprkit fit with the affinity stage timed by wrapping the binding sne.py calls."""
+    """reprkit fit with the affinity stage timed by wrapping the bindings sne.py calls."""
     stage = {}
-    orig = _core.tsne_p  # the neighbour search + calibration + symmetrisation binding
+    names = ("tsne_p", "tsne_p_held")  # the neighbour search + calibration + symmetrisation bindings
+    orig = {k: getattr(_core, k) for k in names}
 
-    def timed(*a):
-        t = time.perf_counter()
-        r = orig(*a)
-        stage["affinities"] = time.perf_counter() - t
-        return r
+    def wrap(f):
+        def timed(*a):
+            t = time.perf_counter()
+            r = f(*a)
+            stage["affinities"] = time.perf_counter() - t
+            stage["knn"], stage["calibration"] = r[-2], r[-1]
+            return r
+        return timed
 
-    _core.tsne_p = timed
+    for k in names:
+        setattr(_core, k, wrap(orig[k]))
     try:
         est = reprkit.TSNE(perplexity=30, n_jobs=N_JOBS, random_state=0, method=method, max_iter=iters,
                            exaggeration_iter=min(250, iters))
@@ -210,8 +222,9 @@ def _reprkit_staged(X, method, iters):
         Y = est.fit_transform(X)
         total = time.perf_counter() - t
     finally:
-        _core.tsne_p = orig
-    return total, stage["affinities"], Y, est
+        for k in names:
+            setattr(_core, k, orig[k])
+    return total, stage, Y, est
 
 
 def _opentsne_staged(X, method, iters):
@@ -264,42 +277,115 @@ def per_gradient_ms(n, evals=5):
     return ours, theirs
 
 
-def bench_large(sizes, iters, with_opentsne=True):
-    from sklearn.neighbors import NearestNeighbors
-    import resource
+def _vmhwm_mib():
+    """Peak resident set of this process so far (VmHWM), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
-    out = ["| N × 50 | library | kNN + affinities (s) | optimisation (s) | total (s) | time / reprkit fft | KL (FFT Z) "
-           "| 10-NN recall | trustworthiness | peak RSS after (MiB) |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+def _large_case(spec, out_dir):
+    """One (library, method, N, iterations) case in this fresh process: fit, time the stages, record
+    the peak RSS right after the fit (before anything else allocates), save the embedding."""
+    import json
+
+    lib, method, n, iters, run_iters = spec.split(":")
+    n, iters, run_iters = int(n), int(iters), int(run_iters)
+    X, _ = mixture(n, 50)
+    base = _vmhwm_mib()
+    if lib == "reprkit":
+        tot, stage, Y, est = _reprkit_staged(X, method, iters)
+        rec = {"name": f"reprkit {method} ({est.method_})", "knn": stage["knn"], "calibration": stage["calibration"],
+               "affinities": stage["affinities"], "opt": tot - stage["affinities"], "total": tot, "extrapolated": False}
+    else:
+        tot, aff, Y = _opentsne_staged(X, method, run_iters)
+        opt = (tot - aff) * iters / run_iters
+        rec = {"name": f"openTSNE {method}", "knn": float("nan"), "calibration": float("nan"), "affinities": aff,
+               "opt": opt, "total": aff + opt, "extrapolated": run_iters < iters, "run_iters": run_iters}
+    rec["peak_mib"] = _vmhwm_mib()
+    rec["data_mib"] = base
+    np.save(os.path.join(out_dir, f"{lib}_{method}_{n}.npy"), np.asarray(Y, dtype=np.float32))
+    with open(os.path.join(out_dir, f"{lib}_{method}_{n}.json"), "w") as f:
+        json.dump(rec, f)
+
+
+def bench_large(sizes, iters, with_opentsne=True, opentsne_max_iters=0, plot=None):
+    """Each side in a fresh process (``--case``): its own peak RSS; the parent then scores every
+    embedding on one yardstick (reprkit's P, FFT Z; recall and trustworthiness on a fixed sample)."""
+    import json
+    import subprocess
+    import tempfile
+
+    from sklearn.neighbors import NearestNeighbors
+
+    out = ["| N × 50 | library | kNN (s) | calibration + symmetrisation (s) | optimisation (s) | total (s) "
+           "| time / reprkit fft | KL (FFT Z) | 10-NN recall | trustworthiness | peak RSS (MiB) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    tmp = tempfile.mkdtemp(prefix="bench_tsne_")
     for n in sizes:
-        X, _ = mixture(n, 50)
         print(f"mixture {n} x 50, {iters} iterations", flush=True)
+        cases = [("reprkit", "fft", iters), ("reprkit", "auto", iters)] if n < 1_000_000 else [("reprkit", "fft", iters)]
+        if with_opentsne:
+            r = min(iters, opentsne_max_iters) if opentsne_max_iters else iters
+            cases += [("openTSNE", "fft", r)] + ([("openTSNE", "auto", r)] if n < 1_000_000 else [])
+        recs = []
+        for lib, method, r in cases:
+            spec = f"{lib}:{method}:{n}:{iters}:{r}"
+            subprocess.run([sys.executable, os.path.abspath(__file__), "--case", spec, "--case-dir", tmp], check=True)
+            with open(os.path.join(tmp, f"{lib}_{method}_{n}.json")) as f:
+                rec = json.load(f)
+            rec["Y"] = os.path.join(tmp, f"{lib}_{method}_{n}.npy")
+            print(f"  {rec}", flush=True)
+            recs.append(rec)
+        X, lab = mixture(n, 50)
         rng = np.random.default_rng(1)
         sub = np.sort(rng.choice(n, size=min(SUB, n), replace=False))
         hd_nn = NearestNeighbors(n_neighbors=11).fit(X).kneighbors(X[sub], return_distance=False)[:, 1:]
-        rows = []
-        P = None
-        for method in ("fft", "auto"):
-            gc.collect()
-            tot, aff, Y, est = _reprkit_staged(X, method, iters)
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            P = est.affinities_ if P is None else P
-            q = _large_quality(X, Y, P, sub, hd_nn)
-            rows.append((f"reprkit {method} ({est.method_})", aff, tot - aff, tot, q, peak))
-            print(f"  {rows[-1]}", flush=True)
-            del Y, est
-        for method in (("fft", "auto") if with_opentsne else ()):
-            gc.collect()
-            tot, aff, Y = _opentsne_staged(X, method, iters)
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            q = _large_quality(X, Y, P, sub, hd_nn)
-            rows.append((f"openTSNE {method}", aff, tot - aff, tot, q, peak))
-            print(f"  {rows[-1]}", flush=True)
-        base = rows[0][3]
-        for name, aff, opt, tot, q, peak in rows:
-            out.append(f"| {n:,} | {name} | {aff:.1f} | {opt:.1f} | {tot:.1f} | {tot / base:.2f}× | {q['kl']:.4f} "
-                       f"| {q['recall']:.3f} | {q['trust']:.4f} | {peak:.0f} |")
+        ip, ix, dv = _p_arrays(X)
+        P = sp.csr_matrix((dv, ix, ip), shape=(n, n))
+        base = recs[0]["total"]
+        for rec in recs:
+            Y = np.load(rec["Y"]).astype(np.float64)
+            if rec["extrapolated"]:
+                q = {"kl": float("nan"), "recall": float("nan"), "trust": float("nan")}
+                name = f"{rec['name']} ({rec['run_iters']} iterations timed, extrapolated to {iters})"
+            else:
+                q = _large_quality(X, Y, P, sub, hd_nn)
+                name = rec["name"]
+            # openTSNE times its affinity stage as one (kNN and P together).
+            split = (f"{rec['knn']:.1f} | {rec['calibration']:.1f}" if np.isfinite(rec["knn"])
+                     else f"{rec['affinities']:.1f} (kNN + P) | —")
+            out.append(f"| {n:,} | {name} | {split} | {rec['opt']:.1f} "
+                       f"| {rec['total']:.1f} | {rec['total'] / base:.2f}× | {q['kl']:.4f} | {q['recall']:.3f} "
+                       f"| {q['trust']:.4f} | {rec['peak_mib']:.0f} |")
+            print(out[-1], flush=True)
+        if plot and n == max(sizes):
+            _plot_embedding(np.load(recs[0]["Y"]), lab, plot, f"reprkit t-SNE (fft), {n:,} × 50 mixture")
         del X, P
     return "\n".join(out)
+
+
+def _p_arrays(X):
+    """reprkit's symmetric P (the KL yardstick), as CSR arrays."""
+    held, _, _ = _core.tsne_p_held(X, 30.0, 90, "euclidean", "approx" if len(X) > 30_000 else "exact", 0, N_JOBS)
+    return held.arrays()
+
+
+def _plot_embedding(Y, lab, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 8), dpi=150)
+    ax.scatter(Y[:, 0], Y[:, 1], c=lab, s=0.05, cmap="tab20", linewidths=0, rasterized=True)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.savefig(path, bbox_inches="tight")
+    print(f"plot: {path}", flush=True)
 
 
 def main():
@@ -307,18 +393,29 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-mnist", action="store_true", help="skip the MNIST and exact parts")
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--sizes", default="20000x50,30000x100,100000x50")
+    ap.add_argument("--sizes", nargs="+", default=["20000x50,30000x100,100000x50"],
+                    help="comma- or space-separated; NxD (D ignored with --large)")
     ap.add_argument("--large", action="store_true", help="issue-13 large-N FFT benchmark (see the docstring)")
     ap.add_argument("--iters", type=int, default=750, help="iterations for --large (250 of them exaggerated)")
     ap.add_argument("--no-opentsne", action="store_true", help="--large: reprkit only")
     ap.add_argument("--grad-n", type=int, default=0, help="--large: also time one gradient at this N vs openTSNE")
+    ap.add_argument("--opentsne-max-iters", type=int, default=0,
+                    help="--large: time openTSNE for at most this many iterations and extrapolate (0: all)")
+    ap.add_argument("--large-plot", default=os.path.join(os.path.dirname(__file__), "..", "docs", "tsne_large.png"),
+                    help="--large: plot of reprkit's embedding at the largest N")
+    ap.add_argument("--case", help=argparse.SUPPRESS)
+    ap.add_argument("--case-dir", help=argparse.SUPPRESS)
     ap.add_argument("--plot", default=os.path.join(os.path.dirname(__file__), "..", "docs", "tsne_mnist.png"))
     args = ap.parse_args()
+    args.sizes = ",".join(args.sizes)
+    if args.case:
+        _large_case(args.case, args.case_dir)
+        return
     print(f"load: {os.getloadavg()}", flush=True)
     out = []
     if args.large:
-        sizes = [int(v.split("x")[0]) for v in args.sizes.split(",")]
-        out.append(bench_large(sizes, args.iters, not args.no_opentsne))
+        sizes = [int(v.split("x")[0]) for v in args.sizes.split(",") if v]
+        out.append(bench_large(sizes, args.iters, not args.no_opentsne, args.opentsne_max_iters, args.large_plot))
         if args.grad_n:
             ours, theirs = per_gradient_ms(args.grad_n)
             out.append(f"per gradient at N = {args.grad_n:,}: reprkit fft {ours:.0f} ms, openTSNE fft {theirs:.0f} ms")

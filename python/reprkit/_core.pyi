@@ -548,6 +548,18 @@ class TsneOptimizer:
     def gradient(
         self, y: npt.NDArray[np.float64], exaggeration: float, n_threads: int
     ) -> Tuple[npt.NDArray[np.float64], float]: ...
+    @staticmethod
+    def from_held(
+        held: "HeldAffinities", y0: npt.NDArray[np.float64], kernel: str, dof: float, method: str, angle: float
+    ) -> "TsneOptimizer": ...
+    def take_affinities(self) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float64]]: ...
+
+class HeldAffinities:
+    """t-SNE's symmetric P kept in Rust (tsne_p_held) until TsneOptimizer.from_held takes it."""
+
+    def n(self) -> int: ...
+    def nnz(self) -> int: ...
+    def arrays(self) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float64]]: ...
 def margin_loss(
     z: npt.NDArray[Any],
     w: npt.NDArray[Any],
@@ -645,6 +657,9 @@ def tsne_p(
     float,
     float,
 ]: ...
+def tsne_p_held(
+    x: npt.NDArray[np.floating], perplexity: float, k: int, metric: str, neighbors: str, seed: int, n_threads: int
+) -> Tuple[HeldAffinities, float, float]: ...
 def tsne_p_sparse(
     indptr: npt.NDArray[np.int64],
     indices: npt.NDArray[np.int32],

@@ -316,19 +316,27 @@ class _SNEBase(Estimator):
         k = n - 1 if method == "exact" and not _is_sparse(X) else min(n - 1, int(3 * self.perplexity))
         nb = self._neighbors(n)
 
+        held = None
         if affinities is not None:
             if self._kernel == "sne":
                 raise InvalidParameterError("SNE needs conditional affinities and does not accept affinities=")
             self.affinities_ = P
             knn_cond = None
             self._log(f"affinities given: {P.nnz} entries, neighbour search skipped")
+        elif self._kernel != "sne" and not _is_sparse(X):
+            # P stays in Rust and the optimiser takes it (no second copy: ~1.4 GB at 1M points);
+            # affinities_ gets it back, without a copy, once the optimisation is over.
+            held, t_knn, t_cal = _core.tsne_p_held(X, float(self.perplexity), k, self.metric, nb, seed, n_threads)
+            what = "from the distance matrix" if self.metric == "precomputed" else f"{nb} search"
+            self._log(f"kNN: {k} neighbours of {n} points ({what}): {t_knn:.2f} s")
+            self._log(f"calibration (perplexity {self.perplexity}) and symmetrisation: {t_cal:.2f} s, "
+                      f"{held.nnz()} affinities")
+            self.affinities_ = None
+            knn_cond = None
         else:
             self.affinities_, knn_cond = self._affinities(X, n, k, nb, n_threads, seed)
-        indptr = np.ascontiguousarray(self.affinities_.indptr, dtype=np.int64)
-        indices = np.ascontiguousarray(self.affinities_.indices, dtype=np.int32)
-        data = np.ascontiguousarray(self.affinities_.data, dtype=np.float64)
 
-        Y0 = self._init_embedding(X, rng, dim)
+        Y0 = self._init_embedding(X, rng, dim, n, held)
         if dim == 1 and method == "barnes_hut":
             # 1-D Barnes-Hut runs as 2-D with a zero column: that column's gradient is exactly 0,
             # so it stays 0 and the first column follows the 1-D t-SNE gradient.
@@ -336,10 +344,31 @@ class _SNEBase(Estimator):
         auto = self.learning_rate == "auto"
         lr = max(n / float(self.early_exaggeration), 50.0) if auto else float(self.learning_rate)
         self.learning_rate_ = lr
-        cond = knn_cond
-        opt = _core.TsneOptimizer(
-            indptr, indices, data, Y0, self._kernel, self._dof(), method, float(getattr(self, "angle", 0.5)), cond
-        )
+        angle = float(getattr(self, "angle", 0.5))
+        if held is not None:
+            opt = _core.TsneOptimizer.from_held(held, Y0, self._kernel, self._dof(), method, angle)
+            del held
+            try:
+                self._optimize(opt, n, dim, n_threads)
+            finally:
+                from scipy.sparse import csr_matrix
+
+                data_ptr = opt.take_affinities()
+                self.affinities_ = csr_matrix((data_ptr[2], data_ptr[1], data_ptr[0]), shape=(n, n))
+        else:
+            opt = _core.TsneOptimizer(
+                np.ascontiguousarray(self.affinities_.indptr, dtype=np.int64),
+                np.ascontiguousarray(self.affinities_.indices, dtype=np.int32),
+                np.ascontiguousarray(self.affinities_.data, dtype=np.float64),
+                Y0, self._kernel, self._dof(), method, angle, knn_cond,
+            )
+            self._optimize(opt, n, dim, n_threads)
+        self._X_fit = X
+        self._log(f"done: {self.n_iter_} iterations, KL {self.kl_divergence_:.4f}, total {time.perf_counter() - t_all:.2f} s")
+
+    def _optimize(self, opt: Any, n: int, dim: int, n_threads: int) -> None:
+        """Runs the schedule (early exaggeration, then the rest) in chunks for the log and callbacks."""
+        auto = self.learning_rate == "auto"
         callbacks = self.callbacks
         if callbacks is not None and callable(callbacks):
             callbacks = [callbacks]
@@ -375,11 +404,8 @@ class _SNEBase(Estimator):
         self.embedding_ = np.ascontiguousarray(opt.embedding()[:, :dim])
         self.kl_divergence_ = float(kl)
         self.n_iter_ = it
-        self._X_fit = X
-        self._log(f"done: {it} iterations, KL {kl:.4f}, total {time.perf_counter() - t_all:.2f} s")
 
-    def _init_embedding(self, X: Any, rng: np.random.Generator, dim: int) -> np.ndarray:
-        n = self.affinities_.shape[0]
+    def _init_embedding(self, X: Any, rng: np.random.Generator, dim: int, n: int, held: Any = None) -> np.ndarray:
         init = self.init
         if isinstance(init, str):
             check_choice("init", init, ("pca", "random", "spectral"))
@@ -395,7 +421,14 @@ class _SNEBase(Estimator):
             from .spectral import spectral_init
 
             seed = int(rng.integers(0, 2**31 - 1))
-            Y0 = spectral_init(self.affinities_, dim, random_state=seed, n_jobs=self.n_jobs)
+            P = self.affinities_
+            if held is not None:  # a temporary copy of the P held in Rust
+                from scipy.sparse import csr_matrix
+
+                ip, ix, dv = held.arrays()
+                P = csr_matrix((dv, ix, ip), shape=(n, n))
+            Y0 = spectral_init(P, dim, random_state=seed, n_jobs=self.n_jobs)
+            del P
             return np.ascontiguousarray(Y0, dtype=np.float64)
         Y0 = check_array(_to_numpy(init, "init"), "init", dtype=np.float64)
         if Y0.shape != (n, dim):

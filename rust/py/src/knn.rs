@@ -106,7 +106,7 @@ fn dense_affinities<T: Real>(
 
 type POut = (Py<PyAny>, Py<PyAny>, Py<PyAny>, Option<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>, f64, f64);
 
-fn csr_arrays(py: Python<'_>, c: Csr) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
+pub(crate) fn csr_arrays(py: Python<'_>, c: Csr) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
     // Same-size element conversions reuse the allocations (no second copy of P).
     let indptr: Vec<i64> = c.indptr.into_iter().map(|v| v as i64).collect();
     let indices: Vec<i32> = c.indices.into_iter().map(|v| v as i32).collect();
@@ -149,6 +149,30 @@ fn tsne_p(
         }
     };
     p_out(py, a)
+}
+
+/// tsne_p_held(x, perplexity, k, metric, neighbors, seed, n_threads) -> (HeldAffinities, knn seconds,
+/// calibration seconds): tsne_p's P kept in Rust, for `TsneOptimizer.from_held` — so Python and the
+/// optimiser never hold two copies of P (at 1M points P is ~1.4 GB).
+#[pyfunction]
+#[pyo3(signature = (x, perplexity, k, metric, neighbors, seed, n_threads))]
+#[allow(clippy::too_many_arguments)]
+fn tsne_p_held(
+    py: Python<'_>, x: &Bound<'_, PyAny>, perplexity: f64, k: usize, metric: &str, neighbors: &str, seed: u64, n_threads: usize,
+) -> PyResult<(Py<crate::tsne::HeldAffinities>, f64, f64)> {
+    let a = match Arr2::extract(x, "x")? {
+        Arr2::F32(a) => {
+            let (n, d) = (a.shape()[0], a.shape()[1]);
+            let s = slice_of(&a, "x")?;
+            run(py, n_threads, || dense_affinities(s, n, d, perplexity, k, metric, neighbors, seed, false))?
+        }
+        Arr2::F64(a) => {
+            let (n, d) = (a.shape()[0], a.shape()[1]);
+            let s = slice_of(&a, "x")?;
+            run(py, n_threads, || dense_affinities(s, n, d, perplexity, k, metric, neighbors, seed, false))?
+        }
+    };
+    Ok((Py::new(py, crate::tsne::HeldAffinities { p: Some(a.p) })?, a.t_knn, a.t_cal))
 }
 
 /// tsne_p_sparse(indptr, indices, distances, n, perplexity, k_max, min_neighbors, square, n_threads, want_cond)
@@ -216,6 +240,7 @@ fn knn_graph_affinity(
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(knn_search, m)?)?;
     m.add_function(wrap_pyfunction!(tsne_p, m)?)?;
+    m.add_function(wrap_pyfunction!(tsne_p_held, m)?)?;
     m.add_function(wrap_pyfunction!(tsne_p_sparse, m)?)?;
     m.add_function(wrap_pyfunction!(knn_graph_affinity, m)?)?;
     Ok(())

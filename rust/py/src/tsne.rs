@@ -134,12 +134,43 @@ fn problem_from(
     Problem::new(p, pc, dim, kernel, method).map_err(|e| to_pyerr(py, e))
 }
 
+/// t-SNE's symmetric P held in Rust (from `tsne_p_held`) until an optimiser takes it.
+#[pyclass(module = "reprkit._core")]
+pub struct HeldAffinities {
+    pub(crate) p: Option<Csr>,
+}
+
+fn taken_err() -> PyErr {
+    pyo3::exceptions::PyValueError::new_err("the affinities were moved out of this object (TsneOptimizer.from_held / take_affinities)")
+}
+
+#[pymethods]
+impl HeldAffinities {
+    /// Number of points.
+    fn n(&self) -> PyResult<usize> {
+        self.p.as_ref().map(|p| p.n).ok_or_else(taken_err)
+    }
+
+    /// Number of stored affinities.
+    fn nnz(&self) -> PyResult<usize> {
+        self.p.as_ref().map(|p| p.nnz()).ok_or_else(taken_err)
+    }
+
+    /// A copy of P as (indptr i64, indices i32, data f64) (e.g. for a spectral init).
+    fn arrays(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
+        let p = self.p.as_ref().ok_or_else(taken_err)?.clone();
+        crate::knn::csr_arrays(py, p)
+    }
+}
+
 /// The optimiser state (positions, velocities, gains) with its problem; Python
 /// calls `run` in chunks (callbacks, progress) and the state carries over.
 #[pyclass(module = "reprkit._core")]
 struct TsneOptimizer {
     prob: Problem,
     state: State,
+    /// P was moved out (`take_affinities`): the optimiser cannot run any more.
+    taken: bool,
 }
 
 #[pymethods]
@@ -154,7 +185,36 @@ impl TsneOptimizer {
     ) -> PyResult<Self> {
         let (n, dim) = (y0.shape()[0], y0.shape()[1]);
         let prob = problem_from(py, n, dim, &indptr, &indices, &data, kernel, dof, method, angle, cond)?;
-        Ok(TsneOptimizer { prob, state: State::new(y0.as_slice()?.to_vec()) })
+        Ok(TsneOptimizer { prob, state: State::new(y0.as_slice()?.to_vec()), taken: false })
+    }
+
+    /// An optimiser that takes `held`'s P without copying it (`held` is empty afterwards).
+    #[staticmethod]
+    #[pyo3(signature = (held, y0, kernel, dof, method, angle))]
+    fn from_held(
+        py: Python<'_>, mut held: PyRefMut<'_, HeldAffinities>, y0: PyReadonlyArray2<f64>, kernel: &str, dof: f64, method: &str, angle: f64,
+    ) -> PyResult<Self> {
+        let (n, dim) = (y0.shape()[0], y0.shape()[1]);
+        let pn = held.p.as_ref().ok_or_else(taken_err)?.n;
+        if pn != n {
+            return Err(to_pyerr(py, Error::Shape(format!("y0 has {n} rows but the affinities are {pn} x {pn}"))));
+        }
+        let kernel = kernel_of(kernel, dof).map_err(|e| to_pyerr(py, e))?;
+        let method = method_of(method, angle).map_err(|e| to_pyerr(py, e))?;
+        let y = y0.as_slice()?.to_vec();
+        let p = held.p.take().ok_or_else(taken_err)?;
+        let prob = Problem::new(p, None, dim, kernel, method).map_err(|e| to_pyerr(py, e))?;
+        Ok(TsneOptimizer { prob, state: State::new(y), taken: false })
+    }
+
+    /// Moves P out as (indptr i64, indices i32, data f64) without a copy; the
+    /// optimiser cannot run afterwards (its embedding stays readable).
+    fn take_affinities(&mut self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
+        if self.taken {
+            return Err(taken_err());
+        }
+        self.taken = true;
+        crate::knn::csr_arrays(py, std::mem::take(&mut self.prob.p))
     }
 
     /// Runs n_iter iterations; returns the KL of the final embedding if want_kl (else NaN).
@@ -164,6 +224,9 @@ impl TsneOptimizer {
         &mut self, py: Python<'_>, n_iter: usize, exaggeration: f64, momentum: f64, learning_rate: f64, max_step_norm: f64,
         n_threads: usize, want_kl: bool,
     ) -> PyResult<f64> {
+        if self.taken {
+            return Err(taken_err());
+        }
         let sch = Schedule { n_iter, exaggeration, momentum, learning_rate, max_step_norm };
         let (prob, state) = (&self.prob, &mut self.state);
         run_interruptible(py, n_threads, move |stop| {
@@ -183,6 +246,9 @@ impl TsneOptimizer {
 
     /// (∂KL/∂Y, KL) at `y` (the true gradient of the reported KL; tests use it).
     fn gradient<'py>(&self, py: Python<'py>, y: PyReadonlyArray2<f64>, exaggeration: f64, n_threads: usize) -> PyResult<(Py<PyAny>, f64)> {
+        if self.taken {
+            return Err(taken_err());
+        }
         let ys = y.as_slice()?;
         let prob = &self.prob;
         let (g, kl) = run(py, n_threads, || {
@@ -250,5 +316,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tsne_transform, m)?)?;
     m.add_function(wrap_pyfunction!(tsne_kl, m)?)?;
     m.add_class::<TsneOptimizer>()?;
+    m.add_class::<HeldAffinities>()?;
     Ok(())
 }

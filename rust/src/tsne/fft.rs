@@ -21,8 +21,14 @@
 //!
 //! Grid: `boxes` boxes per side of width `width` ≈ 1 embedding unit, at least
 //! [`MIN_BOXES`], 5-smooth (FFT-friendly), at most [`MAX_BOXES_2D`] /
-//! [`MAX_BOXES_1D`] (beyond the cap the boxes widen instead: a few outliers
-//! cost accuracy in the far field, never time). 3 equispaced Lagrange nodes
+//! [`MAX_BOXES_1D`] (beyond the cap the boxes widen instead). Outliers: when
+//! the extent would widen the boxes and a few points (at most
+//! [`max_outliers`]) hold most of it, the grid covers only the bulk — the box
+//! between the (k+1)-th smallest and largest coordinate per axis, plus a margin
+//! — and the points outside it interact exactly: each outlier with every other
+//! point, each bulk point with every outlier (O(N·outliers), bounded by
+//! [`OUTLIER_WORK`]). So a point flying out costs neither time (the grid
+//! stays at the bulk's size) nor accuracy (openTSNE #174). 3 equispaced Lagrange nodes
 //! per box (nodes at (k + ½)·width/3); a point spreads its charges onto the
 //! 3 (1-D) or 3×3 (2-D) nodes of its own box. The node-to-node sums are a
 //! Toeplitz product, evaluated as a circular convolution on the grid doubled
@@ -56,6 +62,13 @@ pub const MAX_BOXES_2D: usize = 256;
 pub const MAX_BOXES_1D: usize = 20_000;
 /// Lagrange nodes per box.
 const P: usize = 3;
+/// Most exact kernel evaluations per direction spent on outliers (N · outliers).
+pub const OUTLIER_WORK: usize = 1 << 24;
+
+/// Most points treated as outliers at N points: ≤ 64, ≤ N/64 and ≤ [`OUTLIER_WORK`] / N.
+pub fn max_outliers(n: usize) -> usize {
+    64.min(n / 64).min(OUTLIER_WORK / n.max(1))
+}
 /// Points per parallel task in the gather.
 const CHUNK: usize = 2048;
 
@@ -297,33 +310,194 @@ pub fn fft_repulsion(y: &[f64], n: usize, dim: usize, alpha: f64, cache: &mut Ca
         return Err(Error::NonFinite("the embedding diverged (NaN or infinity); try a smaller learning_rate".into()));
     }
     let ext: Vec<(f64, f64)> = (0..dim).map(|a| extent(y, dim, a)).collect();
+    let full_spread = ext.iter().map(|(a, b)| b - a).fold(0.0, f64::max);
+    let (ext, outliers) = bulk_box(y, n, dim, &ext, full_spread);
     let spread = ext.iter().map(|(a, b)| b - a).fold(0.0, f64::max);
     let geo = Geometry::of(spread, dim);
     let span = geo.width * geo.boxes as f64;
     let centre: Vec<f64> = ext.iter().map(|(a, b)| 0.5 * (a + b)).collect();
     let lo: Vec<f64> = centre.iter().map(|c| c - 0.5 * span).collect();
     let inv_h = P as f64 / geo.width;
+    // Outliers sit outside the grid: bucket `boxes`, never spread (their gathered values are replaced below).
+    let mut is_out = Vec::new();
+    if !outliers.is_empty() {
+        is_out = vec![false; n];
+        outliers.iter().for_each(|&i| is_out[i] = true);
+    }
     let plan = cache.prepare(geo, dim, alpha);
     let (m, nn) = (plan.m, plan.nodes);
-    let zs: Vec<f64> = if dim == 1 {
-        repulsion_1d(y, n, &plan, geo.boxes, lo[0], centre[0], inv_h, alpha, rep)
+    let mut zs: Vec<f64> = if dim == 1 {
+        repulsion_1d(y, n, &plan, geo.boxes, lo[0], centre[0], inv_h, alpha, &is_out, rep)
     } else {
-        repulsion_2d(y, n, &plan, geo.boxes, [lo[0], lo[1]], [centre[0], centre[1]], inv_h, alpha, m, nn, rep)
+        repulsion_2d(y, n, &plan, geo.boxes, [lo[0], lo[1]], [centre[0], centre[1]], inv_h, alpha, m, nn, &is_out, rep)
     };
-    let z = fsum(&zs) - n as f64;
+    if !outliers.is_empty() {
+        exact_outliers(y, n, dim, alpha, &outliers, &is_out, rep, &mut zs);
+    }
+    // The grid sums include each bulk point's self-pair (K(0) = 1); the outliers' exact sums do not.
+    let z = fsum(&zs) - (n - outliers.len()) as f64;
     if !(z > 0.0) || !z.is_finite() {
-        return Err(Error::NonFinite(format!("FFT repulsion: normaliser Z = {z} is not positive (embedding spread {spread})")));
+        return Err(Error::NonFinite(format!("FFT repulsion: normaliser Z = {z} is not positive (embedding spread {full_spread})")));
     }
     let inv = 1.0 / z;
     rep.par_chunks_mut(4096).for_each(|c| c.iter_mut().for_each(|v| *v *= inv));
     Ok(z.ln())
 }
 
+/// The k + 1 smallest and k + 1 largest values of one axis (each sorted from the extreme inwards).
+fn tails(y: &[f64], dim: usize, axis: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
+    // Insert v into a list of at most k + 1 values kept sorted by `before` (the extreme first).
+    fn keep(t: &mut Vec<f64>, v: f64, k: usize, before: impl Fn(f64, f64) -> bool) {
+        if t.len() > k && !before(v, t[k]) {
+            return;
+        }
+        let pos = t.iter().position(|&u| before(v, u)).unwrap_or(t.len());
+        t.insert(pos, v);
+        t.truncate(k + 1);
+    }
+    let lt = |a: f64, b: f64| a < b;
+    let gt = |a: f64, b: f64| a > b;
+    // Order statistics do not depend on the chunking: deterministic for any thread count.
+    y.par_chunks(dim * 4096)
+        .map(|c| {
+            let (mut lo, mut hi) = (Vec::with_capacity(k + 2), Vec::with_capacity(k + 2));
+            for &v in c.iter().skip(axis).step_by(dim) {
+                keep(&mut lo, v, k, lt);
+                keep(&mut hi, v, k, gt);
+            }
+            (lo, hi)
+        })
+        .reduce(
+            || (Vec::new(), Vec::new()),
+            |(mut a, mut b), (c, d)| {
+                c.into_iter().for_each(|v| keep(&mut a, v, k, lt));
+                d.into_iter().for_each(|v| keep(&mut b, v, k, gt));
+                (a, b)
+            },
+        )
+}
+
+/// The box the grid covers and the points outside it (ascending): the full
+/// extent unless it would widen the boxes beyond the cap and dropping at most
+/// [`max_outliers`] points shrinks the spread at least twofold.
+fn bulk_box(y: &[f64], n: usize, dim: usize, ext: &[(f64, f64)], spread: f64) -> (Vec<(f64, f64)>, Vec<usize>) {
+    let keep_all = (ext.to_vec(), Vec::new());
+    let cap = friendly_below(if dim == 1 { MAX_BOXES_1D } else { MAX_BOXES_2D });
+    let per_unit = if dim == 1 { 4.0 } else { 1.0 };
+    let k = max_outliers(n) / (2 * dim);
+    if k == 0 || spread * per_unit <= cap as f64 {
+        return keep_all;
+    }
+    let mut bx = Vec::with_capacity(dim);
+    for a in 0..dim {
+        let (lo, hi) = tails(y, dim, a, k);
+        bx.push((lo[k], hi[k]));
+    }
+    // A margin of 5 % of the bulk's spread plus one unit: points just outside the
+    // k-th order statistic are not outliers, they stay on the grid.
+    let inner = bx.iter().map(|(a, b)| b - a).fold(0.0, f64::max);
+    let margin = 0.05 * inner + 1.0;
+    bx.iter_mut().for_each(|(a, b)| {
+        *a -= margin;
+        *b += margin;
+    });
+    let robust = bx.iter().map(|(a, b)| b - a).fold(0.0, f64::max);
+    if 2.0 * robust > spread {
+        return keep_all;
+    }
+    let outside = |i: usize| (0..dim).any(|a| { let v = y[i * dim + a]; v < bx[a].0 || v > bx[a].1 });
+    let out: Vec<usize> = (0..n).into_par_iter().with_min_len(CHUNK).filter(|&i| outside(i)).collect();
+    // The grid spans the bulk's own extent (not the margin): the same grid as without the outliers.
+    let bulk: Vec<(f64, f64)> = (0..dim)
+        .map(|a| {
+            (0..n)
+                .into_par_iter()
+                .with_min_len(CHUNK)
+                .filter(|&i| !outside(i))
+                .map(|i| (y[i * dim + a], y[i * dim + a]))
+                .reduce(|| (f64::INFINITY, f64::NEG_INFINITY), |(a, b), (c, d)| (a.min(c), b.max(d)))
+        })
+        .collect();
+    (bulk, out)
+}
+
+/// Student-t terms of one pair at squared distance d2: (K = w·b, w).
+#[inline(always)]
+fn pair_kernel(d2: f64, alpha: f64) -> (f64, f64) {
+    let b = 1.0 / (1.0 + d2 / alpha);
+    let w = if alpha == 1.0 { b } else { b.powf(alpha) };
+    (w * b, w)
+}
+
+/// Exact interactions of the outliers (see the module docs): `rep` and `zs`
+/// of each outlier are replaced by its exact sums over all other points; each
+/// bulk point adds its exact sums over the outliers.
 #[allow(clippy::too_many_arguments)]
-fn repulsion_1d(y: &[f64], n: usize, plan: &Plan, boxes: usize, lo: f64, c: f64, inv_h: f64, alpha: f64, rep: &mut [f64]) -> Vec<f64> {
+fn exact_outliers(y: &[f64], n: usize, dim: usize, alpha: f64, out: &[usize], is_out: &[bool], rep: &mut [f64], zs: &mut [f64]) {
+    // Each outlier against every point, in fixed chunks summed in order.
+    let own: Vec<([f64; 2], f64)> = out
+        .par_iter()
+        .map(|&i| {
+            let yi = &y[i * dim..i * dim + dim];
+            let parts: Vec<([f64; 2], f64)> = (0..n.div_ceil(CHUNK))
+                .into_par_iter()
+                .map(|c| {
+                    let (mut r, mut z) = ([0.0; 2], 0.0);
+                    for j in c * CHUNK..((c + 1) * CHUNK).min(n) {
+                        if j == i {
+                            continue;
+                        }
+                        let yj = &y[j * dim..j * dim + dim];
+                        let d2: f64 = (0..dim).map(|a| (yi[a] - yj[a]) * (yi[a] - yj[a])).sum();
+                        let (kk, w) = pair_kernel(d2, alpha);
+                        for a in 0..dim {
+                            r[a] += kk * (yi[a] - yj[a]);
+                        }
+                        z += w;
+                    }
+                    (r, z)
+                })
+                .collect();
+            parts.iter().fold(([0.0; 2], 0.0), |(r, z), (pr, pz)| ([r[0] + pr[0], r[1] + pr[1]], z + pz))
+        })
+        .collect();
+    // Every bulk point against the outliers (few: a sequential loop per point).
+    rep.par_chunks_mut(dim * CHUNK).zip(zs.par_chunks_mut(CHUNK)).enumerate().for_each(|(t, (r, z))| {
+        for (k, (rv, zv)) in r.chunks_mut(dim).zip(z.iter_mut()).enumerate() {
+            let i = t * CHUNK + k;
+            if is_out[i] {
+                continue;
+            }
+            let yi = &y[i * dim..i * dim + dim];
+            for &j in out {
+                let yj = &y[j * dim..j * dim + dim];
+                let d2: f64 = (0..dim).map(|a| (yi[a] - yj[a]) * (yi[a] - yj[a])).sum();
+                let (kk, w) = pair_kernel(d2, alpha);
+                for a in 0..dim {
+                    rv[a] += kk * (yi[a] - yj[a]);
+                }
+                *zv += w;
+            }
+        }
+    });
+    for (&i, (r, z)) in out.iter().zip(own) {
+        rep[i * dim..i * dim + dim].copy_from_slice(&r[..dim]);
+        zs[i] = z;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn repulsion_1d(
+    y: &[f64], n: usize, plan: &Plan, boxes: usize, lo: f64, c: f64, inv_h: f64, alpha: f64, is_out: &[bool], rep: &mut [f64],
+) -> Vec<f64> {
     let m = plan.m;
-    let keys: Vec<u32> = y.par_iter().with_min_len(CHUNK).map(|&x| locate(x, lo, inv_h, boxes).0 as u32).collect();
-    let (start, order) = bucket(&keys, boxes);
+    let keys: Vec<u32> = y
+        .par_iter()
+        .enumerate()
+        .with_min_len(CHUNK)
+        .map(|(i, &x)| if is_out.get(i) == Some(&true) { boxes as u32 } else { locate(x, lo, inv_h, boxes).0 as u32 })
+        .collect();
+    let (start, order) = bucket(&keys, boxes + 1);
     // Two complex grids: (1 + i·y) and (y² + i·0).
     let mut ga = vec![C64::new(0.0, 0.0); m];
     let mut gb = vec![C64::new(0.0, 0.0); m];
@@ -363,11 +537,17 @@ fn repulsion_1d(y: &[f64], n: usize, plan: &Plan, boxes: usize, lo: f64, c: f64,
 
 #[allow(clippy::too_many_arguments)]
 fn repulsion_2d(
-    y: &[f64], n: usize, plan: &Plan, boxes: usize, lo: [f64; 2], c: [f64; 2], inv_h: f64, alpha: f64, m: usize, nn: usize, rep: &mut [f64],
+    y: &[f64], n: usize, plan: &Plan, boxes: usize, lo: [f64; 2], c: [f64; 2], inv_h: f64, alpha: f64, m: usize, nn: usize,
+    is_out: &[bool], rep: &mut [f64],
 ) -> Vec<f64> {
     // Grid rows follow axis 1, columns axis 0.
-    let keys: Vec<u32> = y.par_chunks(2).with_min_len(CHUNK).map(|p| locate(p[1], lo[1], inv_h, boxes).0 as u32).collect();
-    let (start, order) = bucket(&keys, boxes);
+    let keys: Vec<u32> = y
+        .par_chunks(2)
+        .enumerate()
+        .with_min_len(CHUNK)
+        .map(|(i, p)| if is_out.get(i) == Some(&true) { boxes as u32 } else { locate(p[1], lo[1], inv_h, boxes).0 as u32 })
+        .collect();
+    let (start, order) = bucket(&keys, boxes + 1);
     // Complex grids: (1 + i·y₁) and (y₂ + i·|y|²), centred coordinates.
     let mut ga = vec![C64::new(0.0, 0.0); m * m];
     let mut gb = vec![C64::new(0.0, 0.0); m * m];
@@ -489,9 +669,52 @@ mod tests {
         y.iter_mut().for_each(|v| *v *= 1.0001);
         fft_repulsion(&y, n, 2, 1.0, &mut cache, &mut r).unwrap();
         assert_eq!(cache.kernel_builds, 1);
-        // One point flies out to 1e5: the grid stays at the cap.
+        // One point flies out to 1e5: the grid stays at the bulk's size (an outlier, exact).
         y[0] = 1e5;
         fft_repulsion(&y, n, 2, 1.0, &mut cache, &mut r).unwrap();
-        assert_eq!(cache.key.unwrap().1, 256);
+        assert_eq!(cache.key.unwrap().1, MIN_BOXES);
+    }
+
+    #[test]
+    fn outliers_exact_and_bulk_accurate() {
+        // Bulk in [-20, 20]² plus far outliers (both axes, both sides, one pair close to
+        // each other): the gradient of every point and Z match the exact sums as they
+        // do without outliers.
+        for &(dim, alpha) in &[(2usize, 1.0), (2, 0.5), (1, 1.0)] {
+            let n = if dim == 1 { 1400 } else { 3000 };
+            let mut y = cloud(n, dim, 40.0, 3);
+            let far = [1e4, -3e3, 5e5, 5e5 + 2.0, -7e4];
+            for (t, &v) in far.iter().enumerate() {
+                y[t * 17 * dim] = v;
+                if dim == 2 {
+                    y[t * 17 * dim + 1] = if t % 2 == 0 { -v } else { 0.5 * v };
+                }
+            }
+            let mut re = vec![0.0; n * dim];
+            let lz = exact_repulsion(&y, n, dim, Kernel::StudentT(alpha), &mut re);
+            let mut rf = vec![0.0; n * dim];
+            let mut cache = Cache::default();
+            let lzf = fft_repulsion(&y, n, dim, alpha, &mut cache, &mut rf).unwrap();
+            let e = rel_err(&rf, &re);
+            let eo: f64 = (0..far.len()).map(|t| rel_err(&rf[t * 17 * dim..t * 17 * dim + dim], &re[t * 17 * dim..t * 17 * dim + dim])).fold(0.0, f64::max);
+            eprintln!("outliers dim {dim} α {alpha}: gradient rel err {e:.2e} (outliers {eo:.2e}), ln Z err {:.2e}, boxes {}", lzf - lz, cache.key.unwrap().1);
+            assert!(e < 5e-2, "gradient rel err {e}");
+            // The outliers' sums are exact: their only error is the (shared) error of Z.
+            let ez = ((lz - lzf).exp() - 1.0).abs();
+            assert!((eo - ez).abs() < 1e-9, "outlier rel err {eo} vs Z's {ez}");
+            assert!((lzf - lz).abs() < 5e-3);
+            assert!(cache.key.unwrap().1 <= if dim == 1 { 200 } else { MIN_BOXES });
+        }
+    }
+
+    #[test]
+    fn tails_are_order_statistics() {
+        let n = 10_000;
+        let y = cloud(n, 2, 10.0, 9);
+        let (lo, hi) = tails(&y, 2, 1, 6);
+        let mut v: Vec<f64> = y.iter().skip(1).step_by(2).copied().collect();
+        v.sort_by(f64::total_cmp);
+        assert_eq!(lo, v[..7].to_vec());
+        assert_eq!(hi, v[n - 7..].iter().rev().copied().collect::<Vec<_>>());
     }
 }
