@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import InvalidParameterError
+from ._checks import check_n_features, estimator_input
 from ._estimator import Estimator, as_input, as_output, check_int, seed_of
 
 __all__ = ["ParametricTSNE", "default_encoder"]
@@ -128,6 +129,9 @@ class ParametricTSNE(Estimator):
         self.verbose = verbose
         self.n_jobs = n_jobs
 
+    def _tag_values(self) -> dict:
+        return {"sparse": True}  # a scipy matrix is densified (size-guarded) like the other estimators' input
+
     # ------------------------------------------------------------------ helpers
     def _validate(self, n: int) -> int:
         check_int("n_components", self.n_components, 1)
@@ -200,7 +204,7 @@ class ParametricTSNE(Estimator):
 
         from ..losses.neighbor_embedding import prepared_loss, tsne_loss
 
-        xa, like = as_input(X, "X")
+        xa, like = estimator_input(X, "X", min_rows=2, estimator="ParametricTSNE")
         n, dim = xa.shape
         b = self._validate(n)
         dev = self._device()
@@ -296,11 +300,8 @@ class ParametricTSNE(Estimator):
 
         if not hasattr(self, "encoder_"):
             raise InvalidParameterError("this ParametricTSNE is not fitted yet; call fit first")
-        xa, like = as_input(X, "X")
-        if xa.shape[1] != self.n_features_in_:
-            from ..errors import ShapeError
-
-            raise ShapeError(f"X has {xa.shape[1]} features, the encoder was fitted on {self.n_features_in_}")
+        xa, like = estimator_input(X, "X", estimator="ParametricTSNE")
+        check_n_features(self, xa, self.n_features_in_)
         p = next(self.encoder_.parameters(), None)
         dev = p.device if p is not None else self._device()
         pdtype = p.dtype if p is not None else torch.float32
