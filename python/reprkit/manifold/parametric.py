@@ -1,15 +1,15 @@
-"""Parametric t-SNE: a network trained with the t-SNE objective on minibatches.
+"""Parametric t-SNE: a network trained with the t-SNE objective.
 
 van der Maaten 2009, "Learning a Parametric Embedding by Preserving Local Structure"
-(AISTATS): an encoder f maps x to y = f(x); every minibatch of B rows has its own P,
-perplexity-calibrated on the batch's input distances, and Q from the batch's outputs
-(Student-t, joint normalisation); the KL(P‖Q) of the batch is minimised by
-backpropagation (:func:`reprkit.losses.tsne_loss`). Because the map is learnt, new points
-are embedded by one forward pass (``transform``) without refitting — amortisation.
+(AISTATS): an encoder f maps x to y = f(x) and KL(P‖Q) is minimised by backpropagation
+(:func:`reprkit.losses.tsne_loss`). Because the map is learnt, new points are embedded by one
+forward pass (``transform``) without refitting — amortisation.
 
-Per-batch P sees only the batch's neighbours: a batch of B rows out of N resolves
-structure at the scale of the data's N/B-th nearest neighbour, so larger batches give
-finer local structure (van der Maaten used 5000).
+By default P is that of non-parametric t-SNE on the whole training set, computed once; steps
+use the full set when it fits in a batch, else batches made of edges drawn with probability
+p_ij (see :class:`ParametricTSNE`). ``affinities="batch"`` keeps vdM 2009's per-batch P, which
+sees only the batch's neighbours: a batch of B rows out of N resolves structure at the scale of
+the data's N/B-th nearest neighbour.
 """
 
 from __future__ import annotations
