@@ -265,6 +265,55 @@ def test_double_backward_refused():
         gy.sum().backward()
 
 
+def _train_steps(step, net, batches):
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    losses = []
+    for b in batches:
+        opt.zero_grad()
+        loss = step(b)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+    return torch.stack(losses), [p.detach().clone() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_torch_compile_fullgraph_with_p_from_inputs_and_given_p(norm):
+    """A training step that calibrates P on the batch's inputs (a custom op with a dynamic-size
+    CSR fake) and one with a given global P restricted to the batch both compile with
+    fullgraph=True and match eager steps exactly."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 6, generator=g, dtype=torch.float64)
+    batches = [torch.randperm(120, generator=g)[:60] for _ in range(3)]
+    p_glob = random_p(120, "joint", 1).to_sparse().coalesce()
+    triple = (p_glob.indices()[0].clone(), p_glob.indices()[1].clone(), p_glob.values().clone())
+    for given in (False, True):
+        res = []
+        for compiled in (False, True):
+            torch.manual_seed(3)
+            net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double()
+
+            def step(b, net=net):
+                if given:
+                    return tsne_loss(triple, net(x[b]), indices=b, normalization=norm)
+                return tsne_loss(x[b], net(x[b]), perplexity=5, normalization=norm)
+
+            torch._dynamo.reset()  # a fresh compile per case (the closures share one code object)
+            f = torch.compile(step, fullgraph=True, backend="aot_eager") if compiled else step
+            res.append(_train_steps(f, net, batches))
+        torch.testing.assert_close(res[1][0], res[0][0], rtol=1e-12, atol=1e-12)
+        for a, b in zip(res[1][1], res[0][1]):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # A dense P needs a data-dependent conversion: refused under compile with a clear error (torch
+    # itself refuses sparse tensors inside a compiled region).
+    net = torch.nn.Linear(6, 2).double()
+    torch._dynamo.reset()
+    dense = p_glob.to_dense()
+    with pytest.raises(Exception, match="rows, cols, vals"):
+        torch.compile(lambda b: tsne_loss(dense, net(x[b]), indices=b, affinities="precomputed"), fullgraph=True,
+                      backend="aot_eager")(batches[0])
+
+
 def test_dtypes_and_thread_independence():
     x = torch.randn(64, 6)
     y32 = torch.randn(64, 2, requires_grad=True)
@@ -324,7 +373,7 @@ def digits():
 @pytest.fixture(scope="module")
 def fitted(digits):
     x, _ = digits
-    m = reprkit.ParametricTSNE(perplexity=10, batch_size=200, n_epochs=6, lr=1e-2, random_state=0)
+    m = reprkit.ParametricTSNE(perplexity=10, batch_size=200, n_epochs=10, early_exaggeration=1.0, random_state=0)
     emb = m.fit_transform(x)
     return m, emb
 
@@ -344,6 +393,43 @@ def test_fit_decreases_kl_and_transform_reproduces(fitted, digits):
 
     acc = KNeighborsClassifier(10).fit(emb[:400], lab[:400]).score(emb[400:], lab[400:])
     assert acc > 0.5
+
+
+def test_global_p_and_full_batch_objective(digits):
+    """The training P is the whole set's joint P (the same as batch_affinities of all rows, which
+    test_per_batch_p_equals_exact_dense_p checks against x2p); with N ≤ batch_size each step is the
+    exact t-SNE objective, so the first recorded loss is tsne_loss of that P at the initial encoder
+    (no exaggeration); and the full-batch fit reaches a class-separating train-set embedding in 30 steps."""
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x, lab = digits
+    m = reprkit.ParametricTSNE(perplexity=10, batch_size=600, n_epochs=30, early_exaggeration=1.0, random_state=0)
+    indptr, indices, data = m._global_p(x)
+    r, c, v = batch_affinities(torch.from_numpy(x), 10)
+    dense = torch.zeros(600, 600, dtype=torch.float64)
+    dense[r, c] = v
+    rows = torch.repeat_interleave(torch.arange(600), torch.diff(indptr))
+    got = torch.zeros(600, 600, dtype=torch.float64)
+    got[rows, indices] = data
+    torch.testing.assert_close(got, dense, rtol=1e-10, atol=1e-15)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(reprkit.manifold._estimator.seed_of(0))
+        sd = float(x.std())
+        enc0 = reprkit.manifold.parametric.default_encoder(64, 2, torch.float32, mean=x.mean(0), scale=sd)
+    emb = m.fit_transform(x)
+    with torch.no_grad():
+        first = tsne_loss(dense.to_sparse(), enc0(torch.from_numpy(x)))
+    assert m.kl_history_[0] == pytest.approx(float(first), rel=1e-5)
+    assert m.kl_history_[-1] < 0.5 * m.kl_history_[0]
+    acc = cross_val_score(KNeighborsClassifier(10), emb, lab, cv=5).mean()
+    assert acc > 0.75, acc  # 0.85 measured at 30 steps (chance: 0.1)
+
+
+def test_per_batch_affinities_mode(digits):
+    x, _ = digits
+    m = reprkit.ParametricTSNE(perplexity=5, affinities="batch", batch_size=100, n_epochs=2, random_state=0).fit(x[:300])
+    assert m.n_epochs_ == 2 and m.kl_history_[-1] < m.kl_history_[0] and np.isfinite(m.embedding_).all()
 
 
 def test_pickle_roundtrip_and_params(fitted, digits):
@@ -405,7 +491,15 @@ def test_custom_encoder_torch_io_verbose_and_ctrl_c(digits, capsys):
 def test_estimator_bad_input(digits):
     x, _ = digits
     with pytest.raises(errors.InvalidParameterError, match=r"batch_size=50.*3·perplexity = 90"):
-        reprkit.ParametricTSNE(batch_size=50).fit(x)
+        reprkit.ParametricTSNE(batch_size=50, affinities="batch").fit(x)
+    with pytest.raises(errors.InvalidParameterError, match=r"80 samples.*3·perplexity = 90"):
+        reprkit.ParametricTSNE().fit(x[:80])
+    with pytest.raises(errors.InvalidParameterError, match="affinities"):
+        reprkit.ParametricTSNE(affinities="local").fit(x)
+    with pytest.raises(errors.InvalidParameterError, match="early_exaggeration"):
+        reprkit.ParametricTSNE(early_exaggeration=0.5).fit(x)
+    with pytest.raises(errors.InvalidParameterError, match="weight_decay"):
+        reprkit.ParametricTSNE(weight_decay=-1).fit(x)
     xn = x[:200].copy()
     xn[5, 5] = np.nan
     with pytest.raises(errors.NonFiniteError):

@@ -36,6 +36,7 @@ def _estimators():
         reprkit.TSNE(2, method="exact", **FAST_SNE),
         reprkit.SymmetricSNE(2, **FAST_SNE),
         reprkit.SNE(2, **FAST_SNE),
+        reprkit.ParametricTSNE(2, perplexity=2.0, n_epochs=2, batch_size=64, random_state=0, n_jobs=1),
     ]
 
 

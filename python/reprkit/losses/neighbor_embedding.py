@@ -158,6 +158,41 @@ def batch_affinities(
     return rows, torch.from_numpy(indices.astype(np.int64)), torch.from_numpy(data)
 
 
+def _csr_fake(n: int, device: Any) -> Tuple[Any, Any, Any]:
+    nnz = torch.library.get_ctx().new_dynamic_size()
+    return (torch.empty(n + 1, dtype=torch.int64, device=device), torch.empty(nnz, dtype=torch.int64, device=device),
+            torch.empty(nnz, dtype=torch.float64, device=device))
+
+
+def _batch_p_fake(x, perplexity, k, normalization, n_threads):
+    return _csr_fake(x.shape[0], x.device)
+
+
+@_ops.op("tsne_batch_affinities", _batch_p_fake)
+def _batch_p(x: Tensor, perplexity: float, k: int, normalization: str, n_threads: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """A batch's P as a CSR (int64 indptr, int64 indices, float64 data) from its input rows: a custom
+    op, so the data-dependent calibration and symmetrisation are one opaque node under torch.compile
+    (the number of entries is a dynamic size in the fake)."""
+    n = x.shape[0]
+    indptr, indices, data, kidx, pcond = _core.tsne_affinities(_ops.np_(x), perplexity, k, "sqeuclidean", "exact", kernel_threads(n_threads), 0)
+    if normalization == "conditional":
+        return (torch.arange(0, n * k + 1, k, dtype=torch.int64), torch.from_numpy(kidx.astype(np.int64)).reshape(-1),
+                torch.from_numpy(np.ascontiguousarray(pcond)).reshape(-1))
+    return torch.from_numpy(indptr.astype(np.int64)), torch.from_numpy(indices.astype(np.int64)), torch.from_numpy(data)
+
+
+def _given_p_fake(rows, cols, vals, indices, n, normalization):
+    return _csr_fake(n, rows.device)
+
+
+@_ops.op("tsne_given_affinities", _given_p_fake)
+def _given_p(rows: Tensor, cols: Tensor, vals: Tensor, indices: Optional[Tensor], n: int, normalization: str) -> Tuple[Tensor, Tensor, Tensor]:
+    """:func:`prepare_affinities` of a (rows, cols, vals) P as a custom op returning a CPU CSR, so a given P
+    (restricted to a batch, renormalised: data-dependent sizes) compiles as one node."""
+    r, c, v = prepare_affinities((rows, cols, vals), n, normalization, indices, rows.device)
+    return _csr_from_coo(r, c, v, n)
+
+
 def contrastive_affinities(n: int, device: Any = None) -> Tuple[Any, Any, Any]:
     """The one-hot P of 2n augmented views (rows 0..n−1 the first views, n..2n−1 the second):
     row i's only neighbour is its other view, p_{i±n|i} = 1 (use with ``normalization="conditional"``)."""
@@ -269,8 +304,27 @@ def tsne_loss(
     if n < 2:
         raise ShapeError(f"outputs must have at least 2 rows, got {n}")
     given = affinities == "precomputed" or (affinities == "auto" and _is_p(inputs_or_p))
+    if given and _use_rust(y) and torch.compiler.is_compiling():
+        if not (isinstance(inputs_or_p, tuple) and isinstance(inputs_or_p[0], torch.Tensor)
+                and isinstance(inputs_or_p[1], torch.Tensor) and isinstance(inputs_or_p[2], torch.Tensor)):
+            raise InvalidParameterError(
+                "under torch.compile a given P must be a (rows, cols, vals) triple of tensors (convert a sparse or "
+                "dense P outside the compiled function: (P.indices()[0], P.indices()[1], P.values()) of a coalesced COO)"
+            )
+        idx = None if indices is None else torch.as_tensor(indices)
+        indptr, ind, dat = _given_p(*inputs_or_p, idx, n, normalization)
+        return _NE.apply(yc, indptr, ind, dat, kernel, dof, normalization, alpha, _ops.needs_grad(yc), op_threads(n_jobs))[0]
     if given:
         rows, cols, vals = prepare_affinities(inputs_or_p, n, normalization, indices, y.device)
+    elif _use_rust(y) and _use_rust(inputs_or_p if isinstance(inputs_or_p, torch.Tensor) else y):
+        if indices is not None:
+            raise InvalidParameterError("indices= restricts a given P; it has no meaning with input rows")
+        x = V.check_embeddings(inputs_or_p, "inputs")
+        if x.shape[0] != n:
+            raise ShapeError(f"inputs has {x.shape[0]} rows but outputs has {n}: one input row per output row")
+        k = _n_neighbors(n, V.check_positive("perplexity", perplexity), n_neighbors)
+        indptr, ind, dat = _batch_p(V.compute(x).detach(), float(perplexity), k, normalization, op_threads(n_jobs))
+        return _NE.apply(yc, indptr, ind, dat, kernel, dof, normalization, alpha, _ops.needs_grad(yc), op_threads(n_jobs))[0]
     else:
         if indices is not None:
             raise InvalidParameterError("indices= restricts a given P; it has no meaning with input rows")
@@ -286,6 +340,24 @@ def tsne_loss(
 
     return neighbor_embedding_loss_chunked(
         rows.to(y.device), cols.to(y.device), vals.to(device=y.device, dtype=yc.dtype), yc, kernel, dof, normalization, alpha
+    )
+
+
+def prepared_loss(y: Any, indptr: Any, indices: Any, data: Any, *, dof: float = 1.0, exaggeration: float = 1.0,
+                  kernel: str = "student", normalization: str = "joint", n_jobs: Optional[int] = None) -> Any:
+    """KL(P‖Q) for a P already normalised as a CSR over the batch rows (int64 indptr / indices, float64
+    data, on the CPU): the inner loop of :class:`reprkit.ParametricTSNE`, skipping the validation and
+    coalescing of :func:`tsne_loss` (the caller built P once, or built it duplicate-free)."""
+    (yc,) = V.common_dtype(y)
+    if _use_rust(y):
+        return _NE.apply(yc, indptr, indices, data, kernel, float(dof), normalization, float(exaggeration),
+                         _ops.needs_grad(yc), op_threads(n_jobs))[0]
+    from ..reference.neighbor_embedding import neighbor_embedding_loss_chunked
+
+    rows = torch.repeat_interleave(torch.arange(y.shape[0]), torch.diff(indptr))
+    return neighbor_embedding_loss_chunked(
+        rows.to(y.device), indices.to(y.device), data.to(device=y.device, dtype=yc.dtype), yc, kernel, float(dof),
+        normalization, float(exaggeration),
     )
 
 
