@@ -234,17 +234,23 @@ def run_one(loss: str, impl: str, b: int) -> dict:
     inputs, fn = make_case(loss, impl, b)
     mining = loss.startswith("mine_")
 
-    def call():
+    def call(fn=fn, inputs=inputs):
         out = fn(*inputs)
         if mining:  # indices: the value is the number of tuples
             return float(sum(t.numel() for t in out))
         out.backward()
         return float(out.detach())
 
-    # Warm-up outside the measurement (thread pools, allocator, first-call imports); the peak is then
-    # reset so that the reported memory is what one call adds (B >= 8192: a single measured call).
+    # Warm-up outside the measurement (thread pools, allocator, first-call imports: a torch.library
+    # operator's first call alone imports ~1 s of modules); the peak is then reset so that the
+    # reported memory is what one call adds. B >= 8192: a single measured call after a warm-up call
+    # of the same loss at B = 256.
     if b <= 4096:
         call()
+    else:
+        small, sfn = make_case(loss, impl, 256)
+        call(sfn, small)
+        del small, sfn
     for t in inputs:
         t.grad = None
     gc.collect()
@@ -270,6 +276,25 @@ def fmt_m(r):
     return f"{r['mem'] / 2**20:.0f}" if "time" in r else "—"
 
 
+def table(rows: list) -> None:
+    """The markdown table of (loss, B, results) rows."""
+    print("\n| loss | B | reprkit s | reprkit MB | reprkit OMP | torch s | torch MB | torch/reprkit | PML s | PML MB | PML/reprkit | max abs Δloss |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for loss, b, res in rows:
+        r = res["reprkit"]
+        cells = [loss, str(b), fmt_t(r), fmt_m(r), r.get("omp", "")]
+        diffs = []
+        for peer in ("torch", "pml"):
+            q = res[peer]
+            if "time" in q and "time" in r:
+                cells += [fmt_t(q), fmt_m(q), f"{q['time'] / r['time']:.1f}×"]
+                diffs.append(abs(q["loss"] - r["loss"]))
+            else:
+                cells += [f"skipped: {q.get('skip')}", "", ""]
+        cells.append(f"{max(diffs):.1e}" if diffs else "")
+        print("| " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--one", nargs=3, metavar=("LOSS", "IMPL", "B"))
@@ -281,9 +306,15 @@ def main() -> None:
         help="'best' (default): peers at the library default, reprkit the faster of the default and PASSIVE; "
         "otherwise the OMP_WAIT_POLICY of every subprocess ('' = library default)",
     )
+    ap.add_argument("--from-log", nargs="*", help="print the table of the ROW lines in these output files")
     ap.add_argument("--duplicates", nargs="*", type=int, default=[],
                     help="percentages of duplicate rows to add as cases (loss@dupP)")
     args = ap.parse_args()
+    if args.from_log:
+        # the table of the ROW lines of one or more earlier runs' output (e.g. an interrupted run)
+        rows = [json.loads(line[4:]) for f in args.from_log for line in open(f) if line.startswith("ROW ")]
+        table(rows)
+        return
     if args.one:
         loss, impl, b = args.one
         print(json.dumps(run_one(loss, impl, int(b))))
@@ -341,21 +372,7 @@ def main() -> None:
                 else:
                     line += f" | {peer} {q.get('skip')}"
             print(line, flush=True)
-    print("\n| loss | B | reprkit s | reprkit MB | reprkit OMP | torch s | torch MB | torch/reprkit | PML s | PML MB | PML/reprkit | max abs Δloss |")
-    print("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-    for loss, b, res in rows:
-        r = res["reprkit"]
-        cells = [loss, str(b), fmt_t(r), fmt_m(r), r.get("omp", "")]
-        diffs = []
-        for peer in ("torch", "pml"):
-            q = res[peer]
-            if "time" in q and "time" in r:
-                cells += [fmt_t(q), fmt_m(q), f"{q['time'] / r['time']:.1f}×"]
-                diffs.append(abs(q["loss"] - r["loss"]))
-            else:
-                cells += [f"skipped: {q.get('skip')}", "", ""]
-        cells.append(f"{max(diffs):.1e}" if diffs else "")
-        print("| " + " | ".join(cells) + " |")
+    table(rows)
     print(f"\n# load average at end: {os.getloadavg()}")
 
 
