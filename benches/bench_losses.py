@@ -30,10 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _util import OMP_HELP, PeakMemory, run_case  # noqa: E402
 
 SIZES = (1024, 4096, 8192, 16384)
 D = 128
@@ -208,27 +209,7 @@ def make_case(loss: str, impl: str, b: int):
     raise ValueError(loss)
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak() -> bool:
-    """Resets the process's RSS high-water mark (Linux: writing 5 to clear_refs resets VmHWM)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def run_one(loss: str, impl: str, b: int) -> dict:
-    import gc
-
     import torch
 
     inputs, fn = make_case(loss, impl, b)
@@ -253,9 +234,7 @@ def run_one(loss: str, impl: str, b: int) -> dict:
         del small, sfn
     for t in inputs:
         t.grad = None
-    gc.collect()
-    hwm = _reset_peak()
-    base = _status_kb("VmRSS") * 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = PeakMemory().start()
     reps = 3 if b <= 4096 else 1
     best, value = float("inf"), float("nan")
     for _ in range(reps):
@@ -264,8 +243,7 @@ def run_one(loss: str, impl: str, b: int) -> dict:
         t0 = time.perf_counter()
         value = call()
         best = min(best, time.perf_counter() - t0)
-    peak = _status_kb("VmHWM") * 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"time": best, "mem": peak - base, "loss": value, "threads": torch.get_num_threads()}
+    return {"time": best, "mem": peak.stop(), "loss": value, "threads": torch.get_num_threads()}
 
 
 def fmt_t(r):
@@ -301,11 +279,7 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="*", type=int, default=list(SIZES))
     ap.add_argument("--losses", nargs="*", default=list(LOSSES))
     ap.add_argument("--timeout", type=int, default=900)
-    ap.add_argument(
-        "--omp-wait-policy", default="best",
-        help="'best' (default): peers at the library default, reprkit the faster of the default and PASSIVE; "
-        "otherwise the OMP_WAIT_POLICY of every subprocess ('' = library default)",
-    )
+    ap.add_argument("--omp-wait-policy", default="best", help=OMP_HELP)
     ap.add_argument("--from-log", nargs="*", help="print the table of the ROW lines in these output files")
     ap.add_argument("--duplicates", nargs="*", type=int, default=[],
                     help="percentages of duplicate rows to add as cases (loss@dupP)")
@@ -319,18 +293,6 @@ def main() -> None:
         loss, impl, b = args.one
         print(json.dumps(run_one(loss, impl, int(b))))
         return
-    def env_for(policy: str) -> dict:
-        env = dict(os.environ)
-        env.pop("OMP_WAIT_POLICY", None)
-        if policy:
-            env["OMP_WAIT_POLICY"] = policy
-        return env
-
-    def policies(impl: str) -> list:
-        if args.omp_wait_policy != "best":
-            return [args.omp_wait_policy]
-        return ["", "PASSIVE"] if impl == "reprkit" else [""]
-
     print(f"# load average at start: {os.getloadavg()}; OMP_WAIT_POLICY={args.omp_wait_policy or '(default)'}", flush=True)
     rows = []
     cases = [lo if p == 0 else f"{lo}@dup{p}" for lo in args.losses for p in (args.duplicates or [0])]
@@ -347,20 +309,7 @@ def main() -> None:
                     res[impl] = {"skip": f"needs ~{est(b) / 1e9:.0f} GB"}
                     continue
                 cmd = [sys.executable, __file__, "--one", loss, impl, str(b)]
-                for policy in policies(impl):
-                    try:
-                        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env_for(policy))
-                        if p.returncode == 0:
-                            got = json.loads(p.stdout.strip().splitlines()[-1])
-                            got["omp"] = policy or "default"
-                            if "time" not in res.get(impl, {}) or got["time"] < res[impl]["time"]:
-                                res[impl] = got
-                        elif "time" not in res.get(impl, {}):
-                            tail = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
-                            res[impl] = {"skip": "failed: " + tail[:80]}
-                    except subprocess.TimeoutExpired:
-                        if "time" not in res.get(impl, {}):
-                            res[impl] = {"skip": f"> {args.timeout} s"}
+                res[impl] = run_case(cmd, impl == "reprkit", args.omp_wait_policy, args.timeout)
             rows.append((loss, b, res))
             print("ROW " + json.dumps([loss, b, res]), flush=True)
             r = res["reprkit"]

@@ -19,8 +19,9 @@ steadier comparison; a second table prints them.
     PYTHONPATH=python python benches/bench_margin.py [--classes 1000 10000 100000] [--threads 2]
     PYTHONPATH=python python benches/bench_margin.py --threads 1   # CPU-time comparison
 
-OMP_WAIT_POLICY=PASSIVE is set for reprkit's subprocess only (its rayon pool and torch's OpenMP
-pool share the cores there); the peers run with the environment as given (their defaults).
+Each side at its own best setting (``_util.run_case``): torch and PML at their library default,
+reprkit the faster of the default and OMP_WAIT_POLICY=PASSIVE (its rayon pool and torch's OpenMP pool
+share the cores); ``--omp-wait-policy PASSIVE`` (or ``''``) runs every side with that one setting.
 
 ``--quick`` runs C = 1,000 and 10,000 only.
 """
@@ -28,33 +29,17 @@ pool share the cores there); the peers run with the environment as given (their 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _util import OMP_HELP, PeakMemory, machine, run_case  # noqa: E402
+
 B, D, MARGIN, SCALE = 512, 512, 0.5, 64.0
 IMPLS = ("reprkit", "torch", "pml")
-
-
-def _rss_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
-def _reset_peak() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
 
 def make_case(impl: str, classes: int):
@@ -94,7 +79,7 @@ def make_case(impl: str, classes: int):
     return z, m.W, lambda: m(z, y)
 
 
-def run_case(impl: str, classes: int, threads: int, repeat: int) -> dict:
+def measure(impl: str, classes: int, threads: int, repeat: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -113,12 +98,10 @@ def run_case(impl: str, classes: int, threads: int, repeat: int) -> dict:
     step()  # warm-up (first-call allocations, operator registration)
     z.grad = None
     w.grad = None
-    _reset_peak()
-    before = _rss_kb("VmRSS")
+    peak = PeakMemory().start()
     loss = step()
-    peak = _rss_kb("VmHWM")
     grads_mb = (w.numel() + z.numel()) * 4 / 1e6
-    extra = (peak - before) / 1e3 - grads_mb
+    extra = peak.stop() / 1e6 - grads_mb
     times, cpus = [], []
     for _ in range(repeat):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -147,37 +130,31 @@ def main() -> None:
     ap.add_argument("--classes", type=int, nargs="+", default=[1000, 10000, 100000])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--omp-wait-policy", default="best", help=OMP_HELP)
     ap.add_argument("--case", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.case:
         impl, c = args.case[0], int(args.case[1])
-        print(json.dumps(run_case(impl, c, args.threads, 3 if c >= 100000 else 5)))
+        print(json.dumps(measure(impl, c, args.threads, 3 if c >= 100000 else 5)))
         return
     classes = [1000, 10000] if args.quick else args.classes
-    env = dict(os.environ)
-    env_rk = dict(env)
-    env_rk.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    sys.path.insert(0, os.path.dirname(__file__))
-    from _util import machine
-
-    print(f"machine: {machine()}; B = {B}, d = {D}, float32, {args.threads} threads, ArcFace m = {MARGIN}, s = {SCALE}")
+    print(f"machine: {machine()}; B = {B}, d = {D}, float32, {args.threads} threads, ArcFace m = {MARGIN}, s = {SCALE}; "
+          f"OMP_WAIT_POLICY={args.omp_wait_policy or '(default)'}")
     print()
-    print("| C | reprkit s | reprkit extra MB | GEMM floor s (3 products) | torch s | torch extra MB | torch / reprkit "
+    print("| C | reprkit s (OMP) | reprkit extra MB | GEMM floor s (3 products) | torch s | torch extra MB | torch / reprkit "
           "| torch MB / reprkit MB | PML s | PML extra MB | PML / reprkit | max \\|Δloss\\| |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     cpu_rows = []
     for c in classes:
         res = {}
         for impl in IMPLS:
-            out = subprocess.run(
-                [sys.executable, __file__, "--case", impl, str(c), "--threads", str(args.threads)],
-                env=env_rk if impl == "reprkit" else env, capture_output=True, text=True,
-            )
-            if out.returncode != 0:
+            got = run_case([sys.executable, __file__, "--case", impl, str(c), "--threads", str(args.threads)],
+                           impl == "reprkit", args.omp_wait_policy)
+            if "skip" in got:
                 res[impl] = None
-                print(f"<!-- {impl} C={c} failed: {out.stderr.strip().splitlines()[-1:]} -->")
+                print(f"<!-- {impl} C={c}: {got['skip']} -->")
                 continue
-            res[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+            res[impl] = got
         floor = 3 * 2.0 * B * D * c / gemm_rate(args.threads, c)
         r, t, p = res["reprkit"], res["torch"], res["pml"]
         dl = max(abs(r["loss"] - o["loss"]) for o in (t, p) if o) if r else float("nan")
@@ -186,7 +163,7 @@ def main() -> None:
             return format(v, fmt) if v is not None else "n/a"
 
         print(
-            f"| {c:,} | {f(r and r['time'], '.3f')} | {f(r and r['extra_mb'], '.0f')} | {floor:.3f} "
+            f"| {c:,} | {f(r and r['time'], '.3f')} ({r['omp'] if r else ''}) | {f(r and r['extra_mb'], '.0f')} | {floor:.3f} "
             f"| {f(t and t['time'], '.3f')} | {f(t and t['extra_mb'], '.0f')} "
             f"| **{t['time'] / r['time']:.2f}×** | {t['extra_mb'] / max(r['extra_mb'], 1.0):.1f}× "
             f"| {f(p and p['time'], '.3f')} | {f(p and p['extra_mb'], '.0f')} | **{p['time'] / r['time']:.2f}×** | {dl:.1e} |",

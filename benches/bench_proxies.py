@@ -17,8 +17,9 @@ process: a floor (reprkit's kernel does four, as its backward recomputes the cos
 
     PYTHONPATH=python python benches/bench_proxies.py [--classes 1000 10000 100000] [--losses anchor nca]
 
-Both sides run with OMP_WAIT_POLICY=PASSIVE (torch's idle OpenMP threads otherwise spin on the
-cores reprkit's pool runs on).
+Each side at its own best setting (``_util.run_case``): torch and PML at their library default,
+reprkit the faster of the default and OMP_WAIT_POLICY=PASSIVE (column "omp"); ``--omp-wait-policy
+PASSIVE`` (or ``''``) runs every side with that one setting.
 """
 
 from __future__ import annotations
@@ -26,28 +27,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _util import OMP_HELP, PeakMemory, run_case  # noqa: E402
 
 B, D = 512, 512
 CLASSES = (1_000, 10_000, 100_000)
 LOSSES = ("anchor", "nca")
 IMPLS = ("reprkit", "torch", "pml")
 MARGIN, ALPHA, SCALE = 0.1, 32.0, 8.0
-
-
-def _status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS
 
 
 def make_case(loss: str, impl: str, c: int, b: int = B):
@@ -117,8 +107,6 @@ def gemm_floor(c: int) -> float:
 
 
 def run_one(loss: str, impl: str, c: int, repeat: int) -> dict:
-    import gc
-
     import torch
 
     torch.set_num_threads(2)
@@ -139,11 +127,9 @@ def run_one(loss: str, impl: str, c: int, repeat: int) -> dict:
 
     # Peak extra memory of the first step (the gradients allocated inside it): later steps reuse
     # memory the allocator kept, which an RSS measurement would not see.
-    gc.collect()
-    base = _status("VmRSS")
-    _reset_peak()
+    peak = PeakMemory().start()
     step()
-    extra = _status("VmHWM") - base
+    extra = peak.stop()
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -164,38 +150,31 @@ def main() -> None:
     ap.add_argument("--impls", nargs="*", default=list(IMPLS))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument("--omp-wait-policy", default="best", help=OMP_HELP)
     args = ap.parse_args()
     if args.one:
         loss, impl, c = args.one
         print(json.dumps(run_one(loss, impl, int(c), args.repeat)))
         return
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    print(f"# B = {B}, d = {D}, float32, 2 threads; load average at start: {os.getloadavg()}", flush=True)
+    print(f"# B = {B}, d = {D}, float32, 2 threads; load average at start: {os.getloadavg()}; "
+          f"OMP_WAIT_POLICY={args.omp_wait_policy or '(default)'}", flush=True)
     rows = []
     for loss in args.losses:
         for c in args.classes:
             res = {}
             for impl in args.impls:
                 cmd = [sys.executable, __file__, "--one", loss, impl, str(c), "--repeat", str(args.repeat)]
-                try:
-                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-                    if p.returncode == 0:
-                        res[impl] = json.loads(p.stdout.strip().splitlines()[-1])
-                    else:
-                        tail = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
-                        res[impl] = {"skip": "failed: " + tail[:80]}
-                except subprocess.TimeoutExpired:
-                    res[impl] = {"skip": f"> {args.timeout} s"}
+                res[impl] = run_case(cmd, impl == "reprkit", args.omp_wait_policy, args.timeout)
             rows.append((loss, c, res))
             print("ROW " + json.dumps([loss, c, res]), flush=True)
     mb = lambda v: f"{v / 2**20:.0f}"  # noqa: E731
-    print("\n| loss | C | reprkit s | reprkit MB (net) | torch s | torch MB (net) | torch/reprkit | PML s | PML MB (net) "
+    print("\n| loss | C | reprkit s (OMP) | reprkit MB (net) | torch s | torch MB (net) | torch/reprkit | PML s | PML MB (net) "
           "| PML/reprkit | 3-GEMM floor s | max abs Δloss |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for loss, c, res in rows:
         r = res.get("reprkit", {})
         cells = [loss, f"{c:,}"]
-        cells += [f"{r['time']:.3f}", f"{mb(r['mem'])} ({mb(r['mem_net'])})"] if "time" in r else [r.get("skip", "—"), ""]
+        cells += [f"{r['time']:.3f} ({r['omp']})", f"{mb(r['mem'])} ({mb(r['mem_net'])})"] if "time" in r else [r.get("skip", "—"), ""]
         diffs = []
         for peer in ("torch", "pml"):
             q = res.get(peer, {})

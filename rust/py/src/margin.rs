@@ -11,11 +11,13 @@ use pyo3::IntoPyObjectExt;
 use reprkit_core::losses::{margin_backward, margin_forward, margin_fused, MarginKind, MarginSoftmax};
 use reprkit_core::Real;
 
+/// Borrows the arrays, checks W's shape against the embeddings and `sub_centers`, and hands
+/// the kernel's problem and W's row count (C·K) to `f`.
 #[allow(clippy::too_many_arguments)]
-fn margin_t<'py, T: numpy::Element + Real>(
+fn with_problem<'py, T: numpy::Element + Real, R>(
     py: Python<'py>, z: &Obj<'py>, w: &Obj<'py>, labels: &Obj<'py>, margins: &Obj<'py>, scale: f64, kind: MarginKind,
-    sub_centers: usize, back: Option<(&Obj<'py>, f64)>, n_threads: usize,
-) -> PyResult<Py<PyAny>> {
+    sub_centers: usize, f: impl FnOnce(&MarginSoftmax<'_, T>, usize) -> PyResult<R>,
+) -> PyResult<R> {
     let za = arr2::<T>(z, "embeddings")?;
     let wa = arr2::<T>(w, "weight")?;
     let la = arr1::<i64>(labels, "labels")?;
@@ -41,23 +43,36 @@ fn margin_t<'py, T: numpy::Element + Real>(
         scale,
         kind,
     };
-    match back {
-        None => {
-            let (loss, st) = run(py, n_threads, || margin_forward(&p))?;
-            (loss, vec1(py, st.lse)?).into_py_any(py)
+    f(&p, rw)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn margin_t<'py, T: numpy::Element + Real>(
+    py: Python<'py>, z: &Obj<'py>, w: &Obj<'py>, labels: &Obj<'py>, margins: &Obj<'py>, scale: f64, kind: MarginKind,
+    sub_centers: usize, back: Option<(&Obj<'py>, f64)>, n_threads: usize,
+) -> PyResult<Py<PyAny>> {
+    with_problem::<T, _>(py, z, w, labels, margins, scale, kind, sub_centers, |p, rw| {
+        let (n, d) = (p.n, p.d);
+        match back {
+            None => {
+                let (loss, st) = run(py, n_threads, || margin_forward(p))?;
+                (loss, vec1(py, st.lse)?).into_py_any(py)
+            }
+            Some((lse, g)) => {
+                let la = lse.cast::<PyArray1<T>>().map_err(|_| {
+                    pyo3::exceptions::PyTypeError::new_err("lse: expected a 1-D array of the embeddings' dtype")
+                })?;
+                let ls = s1(la, "lse")?;
+                let (gz, gw) = run(py, n_threads, || {
+                    let mut gz = vec![T::zero(); n * d];
+                    let mut gw = vec![T::zero(); rw * d];
+                    margin_backward(p, ls, g, &mut gz, &mut gw)?;
+                    Ok((gz, gw))
+                })?;
+                (to_pyarray(py, gz, n, d)?, to_pyarray(py, gw, rw, d)?).into_py_any(py)
+            }
         }
-        Some((lse, g)) => {
-            let la = lse.cast::<PyArray1<T>>().map_err(|_| pyo3::exceptions::PyTypeError::new_err("lse: expected a 1-D array of the embeddings' dtype"))?;
-            let ls = s1(la, "lse")?;
-            let (gz, gw) = run(py, n_threads, || {
-                let mut gz = vec![T::zero(); n * d];
-                let mut gw = vec![T::zero(); rw * d];
-                margin_backward(&p, ls, g, &mut gz, &mut gw)?;
-                Ok((gz, gw))
-            })?;
-            (to_pyarray(py, gz, n, d)?, to_pyarray(py, gw, rw, d)?).into_py_any(py)
-        }
-    }
+    })
 }
 
 /// margin_loss(z, w, labels, margins, scale, kind, easy_margin, sub_centers, lse, g, n_threads):
@@ -84,39 +99,17 @@ fn fused_t<'py, T: numpy::Element + Real>(
     py: Python<'py>, z: &Obj<'py>, w: &Obj<'py>, labels: &Obj<'py>, margins: &Obj<'py>, scale: f64, kind: MarginKind,
     sub_centers: usize, need_z: bool, need_w: bool, n_threads: usize,
 ) -> PyResult<Py<PyAny>> {
-    let za = arr2::<T>(z, "embeddings")?;
-    let wa = arr2::<T>(w, "weight")?;
-    let la = arr1::<i64>(labels, "labels")?;
-    let ma = arr1::<f64>(margins, "margin")?;
-    let (n, d) = (za.shape()[0], za.shape()[1]);
-    let (rw, dw) = (wa.shape()[0], wa.shape()[1]);
-    let k = sub_centers.max(1);
-    if dw != d || rw % k != 0 {
-        return Err(to_pyerr(
-            py,
-            reprkit_core::Error::Shape(format!("weight must be (num_classes·{k}, {d}), got ({rw}, {dw})")),
-        ));
-    }
-    let p = MarginSoftmax {
-        z: slice_of(&za, "embeddings")?,
-        n,
-        d,
-        w: slice_of(&wa, "weight")?,
-        classes: rw / k,
-        sub_centers: k,
-        labels: s1(&la, "labels")?,
-        margins: s1(&ma, "margin")?,
-        scale,
-        kind,
-    };
-    let (loss, gz, gw) = run(py, n_threads, || {
-        let mut gz = vec![T::zero(); if need_z { n * d } else { 0 }];
-        let mut gw = vec![T::zero(); if need_w { rw * d } else { 0 }];
-        let loss = margin_fused(&p, need_z.then_some(&mut gz[..]), need_w.then_some(&mut gw[..]))?;
-        Ok((loss, gz, gw))
-    })?;
-    (loss, to_pyarray(py, gz, if need_z { n } else { 0 }, d)?, to_pyarray(py, gw, if need_w { rw } else { 0 }, d)?)
-        .into_py_any(py)
+    with_problem::<T, _>(py, z, w, labels, margins, scale, kind, sub_centers, |p, rw| {
+        let (n, d) = (p.n, p.d);
+        let (loss, gz, gw) = run(py, n_threads, || {
+            let mut gz = vec![T::zero(); if need_z { n * d } else { 0 }];
+            let mut gw = vec![T::zero(); if need_w { rw * d } else { 0 }];
+            let loss = margin_fused(p, need_z.then_some(&mut gz[..]), need_w.then_some(&mut gw[..]))?;
+            Ok((loss, gz, gw))
+        })?;
+        (loss, to_pyarray(py, gz, if need_z { n } else { 0 }, d)?, to_pyarray(py, gw, if need_w { rw } else { 0 }, d)?)
+            .into_py_any(py)
+    })
 }
 
 /// margin_loss_fused(z, w, labels, margins, scale, kind, easy_margin, sub_centers, need_z, need_w, n_threads)

@@ -442,6 +442,27 @@ fn centre<T: Real>(x: &[T], n: usize, r: Option<(&[T], usize)>, d: usize) -> (Ve
     (shift(&x[..n * d]), r.map_or_else(Vec::new, |(rr, m)| shift(&rr[..m * d])))
 }
 
+/// Positions of `pairs` grouped by `key` (a row in 0..len), in CSR form: the pairs of row
+/// k are `idx[start[k]..start[k + 1]]`, in their order in `pairs` (so per-row sums are
+/// deterministic).
+pub(crate) fn group_pairs<T>(pairs: &[(u32, u32, T)], key: impl Fn(&(u32, u32, T)) -> usize, len: usize) -> (Vec<usize>, Vec<u32>) {
+    let mut start = vec![0usize; len + 1];
+    for p in pairs {
+        start[key(p) + 1] += 1;
+    }
+    for k in 0..len {
+        start[k + 1] += start[k];
+    }
+    let mut fill = start.clone();
+    let mut idx = vec![0u32; pairs.len()];
+    for (q, p) in pairs.iter().enumerate() {
+        let k = key(p);
+        idx[fill[k]] = q as u32;
+        fill[k] += 1;
+    }
+    (start, idx)
+}
+
 /// Gradient of a loss that depends on a sparse set of distances: each
 /// `(i, j, c)` adds c·(x_i − r_j) to ∂L/∂x_i and −c·(x_i − r_j) to ∂L/∂r_j.
 /// Contributions to one row are summed in the order of `pairs` (deterministic).
@@ -449,24 +470,7 @@ fn centre<T: Real>(x: &[T], n: usize, r: Option<(&[T], usize)>, d: usize) -> (Ve
 pub fn sparse_backward<T: Real>(
     x: &[T], n: usize, r: &[T], m: usize, d: usize, same: bool, pairs: &[(u32, u32, T)], gx: &mut [T], gr: &mut [T],
 ) {
-    let by = |key: &dyn Fn(&(u32, u32, T)) -> usize, len: usize| -> (Vec<usize>, Vec<u32>) {
-        let mut start = vec![0usize; len + 1];
-        for p in pairs {
-            start[key(p) + 1] += 1;
-        }
-        for k in 0..len {
-            start[k + 1] += start[k];
-        }
-        let mut fill = start.clone();
-        let mut idx = vec![0u32; pairs.len()];
-        for (q, p) in pairs.iter().enumerate() {
-            let k = key(p);
-            idx[fill[k]] = q as u32;
-            fill[k] += 1;
-        }
-        (start, idx)
-    };
-    let (rs, ri) = by(&|p| p.0 as usize, n);
+    let (rs, ri) = group_pairs(pairs, |p| p.0 as usize, n);
     gx[..n * d].par_chunks_mut(d).enumerate().for_each(|(i, g)| {
         let xi = &x[i * d..(i + 1) * d];
         for &q in &ri[rs[i]..rs[i + 1]] {
@@ -477,7 +481,7 @@ pub fn sparse_backward<T: Real>(
             }
         }
     });
-    let (cs, ci) = by(&|p| p.1 as usize, m);
+    let (cs, ci) = group_pairs(pairs, |p| p.1 as usize, m);
     let mut gcol = vec![T::zero(); m * d];
     gcol.par_chunks_mut(d).enumerate().for_each(|(j, g)| {
         let rj = &r[j * d..(j + 1) * d];

@@ -311,6 +311,28 @@ crate::simd::multiversion! {
     }
 }
 
+/// One row of a class tile, from ∂L/∂(class logit) `dc` (one per class) to the GEMM's
+/// coefficients in `raw` (the row's cosines on entry, one per W row): with K sub-centres only
+/// each class's dominant centre `arg[c]` gets a gradient, q_r += dc·cos_r and raw_r ← dc·iw_r;
+/// the others get zero.
+fn tile_coefs<T: Real>(raw: &mut [T], dc: &[T], q: &mut [T], iw: &[T], arg: &[u32], k: usize) {
+    if k == 1 {
+        return cos_coefs(raw, dc, q, iw);
+    }
+    for (c, &g) in dc.iter().enumerate() {
+        let bj = arg[c] as usize;
+        for j in 0..k {
+            let r = c * k + j;
+            if j == bj {
+                q[r] += g * raw[r];
+                raw[r] = g * iw[r];
+            } else {
+                raw[r] = T::zero();
+            }
+        }
+    }
+}
+
 /// The forward's O(n) state: per-row log-sum-exp and target logit.
 pub struct MarginState<T> {
     pub lse: Vec<T>,
@@ -425,23 +447,8 @@ pub fn margin_backward<T: Real>(p: &MarginSoftmax<T>, lse: &[T], g: f64, gz: &mu
                             let (_, df) = p.target(&pr.tgt[i], cy);
                             row[j] = (row[j] - gn * s) * df;
                         }
-                        if k == 1 {
-                            cos_coefs(rraw, row, &mut q, &pr.iw[c0..c1]);
-                        } else {
-                            for c in 0..nc {
-                                let bj = arg[ii * nc + c] as usize;
-                                let dc = row[c];
-                                for j in 0..k {
-                                    let r = c * k + j;
-                                    if j == bj {
-                                        q[r] += dc * rraw[r];
-                                        rraw[r] = dc * pr.iw[c0 * k + r];
-                                    } else {
-                                        rraw[r] = T::zero();
-                                    }
-                                }
-                            }
-                        }
+                        let ar = if k > 1 { &arg[ii * nc..(ii + 1) * nc] } else { &[][..] };
+                        tile_coefs(rraw, row, &mut q, &pr.iw[c0 * k..c1 * k], ar, k);
                     }
                     let am = MatRef::new(&raw[..nr * wr], nr, wr);
                     let wm = MatRef::new(&p.w[c0 * k * d..c1 * k * d], wr, d);
@@ -623,23 +630,8 @@ pub fn margin_fused<T: Real>(p: &MarginSoftmax<T>, mut gz: Option<&mut [T]>, mut
                             // The target's softmax is of its transformed logit.
                             row[j] = (rowops::exp1(tl[i] - lse[i]) * gs - gs) * df;
                         }
-                        if k == 1 {
-                            cos_coefs(rraw, row, qt, &pr.iw[c0..c1]);
-                        } else {
-                            for c in 0..nc {
-                                let bj = ab[ii * nc + c] as usize;
-                                let dc = row[c];
-                                for j in 0..k {
-                                    let r = c * k + j;
-                                    if j == bj {
-                                        qt[r] += dc * rraw[r];
-                                        rraw[r] = dc * pr.iw[c0 * k + r];
-                                    } else {
-                                        rraw[r] = T::zero();
-                                    }
-                                }
-                            }
-                        }
+                        let ar = if k > 1 { &ab[ii * nc..(ii + 1) * nc] } else { &[][..] };
+                        tile_coefs(rraw, row, qt, &pr.iw[c0 * k..c1 * k], ar, k);
                     }
                     let am = MatRef::new(&blk[..nr * wr], nr, wr);
                     if need_z {

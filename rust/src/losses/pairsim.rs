@@ -7,7 +7,7 @@
 //! anchor and evaluated pair by pair, O((P + N)·d), or, when they cover a good
 //! part of the n×m pairs (a miner's output often does), on the same tiles.
 
-use super::common::{Batch, Space};
+use super::common::{group_pairs, Batch, Space};
 use super::rowops;
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::linalg::dot;
@@ -508,24 +508,7 @@ pub(crate) fn given_backward<T: Real, L: RowLoss<T>>(
 pub(crate) fn sparse_dot_backward<T: Real>(
     x: &[T], n: usize, r: &[T], m: usize, d: usize, same: bool, pairs: &[(u32, u32, T)], gx: &mut [T], gr: &mut [T],
 ) {
-    let by = |key: &dyn Fn(&(u32, u32, T)) -> usize, len: usize| -> (Vec<usize>, Vec<u32>) {
-        let mut start = vec![0usize; len + 1];
-        for p in pairs {
-            start[key(p) + 1] += 1;
-        }
-        for k in 0..len {
-            start[k + 1] += start[k];
-        }
-        let mut fill = start.clone();
-        let mut idx = vec![0u32; pairs.len()];
-        for (q, p) in pairs.iter().enumerate() {
-            let k = key(p);
-            idx[fill[k]] = q as u32;
-            fill[k] += 1;
-        }
-        (start, idx)
-    };
-    let (rs, ri) = by(&|p| p.0 as usize, n);
+    let (rs, ri) = group_pairs(pairs, |p| p.0 as usize, n);
     gx[..n * d].par_chunks_mut(d).enumerate().for_each(|(i, g)| {
         for &q in &ri[rs[i]..rs[i + 1]] {
             let (_, j, c) = pairs[q as usize];
@@ -535,7 +518,7 @@ pub(crate) fn sparse_dot_backward<T: Real>(
             }
         }
     });
-    let (cs, ci) = by(&|p| p.1 as usize, m);
+    let (cs, ci) = group_pairs(pairs, |p| p.1 as usize, m);
     let target: &mut [T] = if same { gx } else { gr };
     target[..m * d].par_chunks_mut(d).enumerate().for_each(|(j, g)| {
         let mut acc = vec![T::zero(); d];
