@@ -61,6 +61,7 @@ def _loss_grad(torch: Any, Z: Any, y: Any, W: Any, b: Any, lam: float) -> Tuple[
     Wt = W.t().contiguous()
     gWt = torch.zeros_like(Wt)
     gb = torch.zeros_like(b)
+    ones = Z.new_ones(min(n, _CHUNK))
     total = 0.0
     # Fixed row tiles summed in order: the result does not depend on the thread count.
     for s in range(0, n, _CHUNK):
@@ -72,7 +73,7 @@ def _loss_grad(torch: Any, Z: Any, y: Any, W: Any, b: Any, lam: float) -> Tuple[
         L.sub_(lse).exp_()  # P = softmax, in place
         L.scatter_add_(1, yc[:, None], torch.full_like(ly, -1.0))  # P − Y
         gWt.addmm_(Zc.t(), L)
-        gb.add_(L.sum(0))
+        gb.addmv_(L.t(), ones[: L.shape[0]])  # column sums as a GEMV: L.sum(0) took ~5 % of the pass
     gW = gWt.t().contiguous()
     gW.div_(n).add_(W, alpha=lam)
     gb.div_(n)
