@@ -14,15 +14,17 @@ rows. At W = 0 the Hessian in W is (diag(p) − ppᵀ) ⊗ Σ + λI ≈ (Σ + λ
 its condition number carries the spread of Σ's spectrum (large for real
 embeddings, whose spectra decay fast); in V that factor is ≈ I. The change of
 variables is exact (the same f, the same optimum); it costs one m × d × d GEMM
-once and two C × d × d triangular solves per pass. The stopping rule is
-measured on the gradient in W (unaffected by the preconditioner).
+once and two C × d × d triangular solves per pass. The gradient rule (tol) is
+measured on the gradient in W, the loss rule (rtol) on f: neither depends on
+the preconditioner.
 
 Start: at W = 0, b = 0 every row's softmax is uniform, so f = log C and the
 gradient needs no GEMM (``_zero_start``: class sums of Z, one read). The first
 direction is the Newton step of that point, −C·g: in V the W-block of the
 Hessian there is (I − 11ᵀ/C)/C ⊗ I (Σ estimated), the b-block (I − 11ᵀ/C)/C, and
 g sums to zero over the classes, so −C·g solves H p = −g exactly up to the
-covariance estimate (a unit-length first step cost one to two more iterations).
+covariance estimate (a unit-length first step cost about one more iteration on the
+benchmark data).
 
 L-BFGS: Nocedal & Wright (2006), Algorithm 7.4 (two-loop recursion, memory 10,
 H₀ = γI with γ = sᵀy/yᵀy), backtracking Armijo line search (c₁ = 1e-4, step 1,
