@@ -112,7 +112,7 @@ def linear_probe(
     on the same mean objective) stops short of it: on three 40k × 768, 100-class data
     sets (benches/bench_metrics.py's ``embedding_like``, a Gaussian mixture, a
     low-rank signal in noise) its excess loss was 0.9–8 % and its test accuracy
-    0.13–1.7 points from the optimum's (early stopping acts as extra regularisation).
+    0.1–1.7 points from the optimum's (early stopping acts as extra regularisation).
     The same gradient rule stops this preconditioned solver early too (0.46 points off
     on ``embedding_like``). The windowed loss rule at 1e-3 stopped within 6e-4 relative
     excess loss and 0.07 points of the optimum's accuracy on those three and on the
