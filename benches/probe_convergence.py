@@ -16,7 +16,7 @@ class means, noise σ = 6), ``lowrank`` (class means 3 × N(0, 0.3²) in a 32-d
 subspace, unit noise, per-feature scale and offset), and ``bench`` (the 100k
 benchmark case itself, seed 0).
 
-    PYTHONPATH=python python benches/probe_convergence.py                 # 40k each + the 100k case (~15 CPU-min)
+    PYTHONPATH=python python benches/probe_convergence.py                 # 40k each + the 100k case (~6 CPU-min)
     PYTHONPATH=python python benches/probe_convergence.py --n 10000 --sets embedding_like mixture   # smoke run
 """
 
