@@ -23,9 +23,11 @@ call (on a loaded box the ratio of CPU times is the steadier one). float32.
   with a power-law spectrum λ_j ∝ 1/j in a random rotation, as the spectra of
   trained encoders decay, then a random scale and offset per feature). Both at
   l2 = 1e-4 on standardised features (scikit-learn's C = 1/(l2 · n_train)),
-  each at its defaults otherwise: both stop when the largest gradient entry of
-  the same mean objective is below tol (reprkit 1e-5, at most 200 L-BFGS steps;
-  scikit-learn 1e-4, max_iter=100). "diff" is |Δ top-1| in points (target ≤ 0.5).
+  each at its defaults otherwise: reprkit stops when the loss fell by less than
+  1e-3 relatively over 5 iterations (or max |gradient| ≤ 1e-5, at most 200
+  L-BFGS steps; see linear_probe and benches/probe_convergence.py), scikit-learn
+  at max |gradient| ≤ 1e-4 on the same mean objective (max_iter=100). "diff" is
+  |Δ top-1| in points (target ≤ 0.5).
 
     PYTHONPATH=python python benches/bench_metrics.py --full              # the sizes (BENCHMARKS.md)
     PYTHONPATH=python python benches/bench_metrics.py --small             # 10k / 2k / 50k / 10k smoke run

@@ -281,7 +281,7 @@ def test_linear_probe_matches_sklearn_logistic_regression():
     perm = rng.permutation(len(y))
     tr, te = perm[:1300], perm[1300:]
     l2 = 1e-3
-    res = M.linear_probe(X[tr], y[tr], X[te], y[te], l2=l2, max_iter=500, tol=1e-9, n_jobs=1)
+    res = M.linear_probe(X[tr], y[tr], X[te], y[te], l2=l2, max_iter=500, tol=1e-9, rtol=0, n_jobs=1)
     mu, sd = X[tr].mean(0), X[tr].std(0)
     sd[sd == 0] = 1
     C = 1.0 / (l2 * len(tr))
@@ -291,7 +291,7 @@ def test_linear_probe_matches_sklearn_logistic_regression():
     # Same optimum: the weights agree once mapped to standardised features.
     np.testing.assert_allclose(res.weight * sd, sk.coef_, atol=2e-3 * np.abs(sk.coef_).max())
     assert res.top5 >= res.top1 and res.weight.dtype == np.float64
-    # Both at their default stopping rule (max |gradient| of the mean objective < 1e-4).
+    # Both at their default stopping rules (reprkit: windowed relative loss decrease; scikit-learn: max |gradient| < 1e-4).
     quick = M.linear_probe(X[tr], y[tr], X[te], y[te], l2=l2, n_jobs=1)
     sk_quick = LogisticRegression(C=C).fit((X[tr] - mu) / sd, y[tr])
     assert abs(quick.top1 - sk_quick.score((X[te] - mu) / sd, y[te])) <= 0.005
@@ -333,6 +333,48 @@ def test_probe_fused_pass_equals_autograd_reference():
     torch.testing.assert_close(fb, gb, rtol=1e-10, atol=1e-12)
 
 
+def test_probe_zero_start_equals_the_fused_pass_at_zero():
+    """The GEMM-free start (P = 1/C at W = 0, b = 0) gives the loss and gradient of the full pass, over several
+    row tiles (the last partial) and with an empty class."""
+    from reprkit.metrics import _lbfgs
+
+    rng = np.random.default_rng(6)
+    n, d, C = 500, 9, 6
+    Z = torch.from_numpy(rng.normal(size=(n, d)) + 0.3)  # not centred: the colsum term matters
+    y = torch.from_numpy(rng.choice(C - 1, n))  # class C − 1 never occurs
+    old = _lbfgs._CHUNK
+    _lbfgs._CHUNK = 128
+    try:
+        f0, gW0, gb0 = _lbfgs._zero_start(torch, Z, y, C)
+        f, gW, gb = _lbfgs._loss_grad(torch, Z, y, torch.zeros(C, d, dtype=torch.float64), torch.zeros(C, dtype=torch.float64), 0.1)
+    finally:
+        _lbfgs._CHUNK = old
+    assert f0 == pytest.approx(f, rel=1e-13) and f0 == pytest.approx(np.log(C), rel=1e-13)
+    torch.testing.assert_close(gW0, gW, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(gb0, gb, rtol=1e-12, atol=1e-14)
+
+
+def test_probe_standardise_matches_numpy():
+    from reprkit.metrics import probe
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(1000, 5)) * [1, 10, 0.1, 3, 1] + [0, 100, -5, 2, 0]
+    x[:, 4] = 7.0  # constant column: σ = 0 → 1
+    old = probe._STAT_ROWS
+    probe._STAT_ROWS = 96  # several tiles, the last partial
+    try:
+        for dt, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+            mean, std, Z = probe.standardise(torch, torch.from_numpy(x.astype(dt)))
+            sd = x.std(0)
+            sd[sd == 0] = 1
+            np.testing.assert_allclose(mean.numpy(), x.mean(0), rtol=tol, atol=tol)
+            np.testing.assert_allclose(std.numpy(), sd, rtol=tol)
+            np.testing.assert_allclose(Z.numpy(), (x - x.mean(0)) / sd, rtol=0, atol=50 * tol)
+            assert Z.dtype == mean.dtype == std.dtype == torch.from_numpy(x.astype(dt)).dtype
+    finally:
+        probe._STAT_ROWS = old
+
+
 def test_probe_preconditioner_keeps_the_optimum():
     """W = V L⁻¹ is a change of variables: with and without it L-BFGS reaches the same minimiser, and the
     preconditioned run needs fewer iterations on strongly correlated features."""
@@ -354,16 +396,40 @@ def test_probe_preconditioner_keeps_the_optimum():
 
 
 def test_linear_probe_deterministic_across_thread_counts():
+    from reprkit.metrics import _lbfgs, probe
+
     rng = np.random.default_rng(5)
     n, d, C = 3000, 96, 12
     y = rng.integers(0, C, n)
     x = (0.6 * rng.normal(size=(C, d))[y] + rng.normal(size=(n, d))).astype(np.float32)
-    runs = [M.linear_probe(x[:2400], y[:2400], x[2400:], y[2400:], max_iter=40, n_jobs=j) for j in (1, 2, 1)]
+    old = _lbfgs._CHUNK, probe._STAT_ROWS
+    _lbfgs._CHUNK, probe._STAT_ROWS = 1000, 700  # several row tiles in every pass and in the statistics
+    try:
+        runs = [M.linear_probe(x[:2400], y[:2400], x[2400:], y[2400:], max_iter=40, n_jobs=j) for j in (1, 2, 1)]
+    finally:
+        _lbfgs._CHUNK, probe._STAT_ROWS = old
     for r in runs[1:]:
-        assert r.n_iter == runs[0].n_iter and r.top1 == runs[0].top1
+        assert r.n_iter == runs[0].n_iter and r.top1 == runs[0].top1 and r.loss == runs[0].loss
         np.testing.assert_array_equal(r.weight, runs[0].weight)
         np.testing.assert_array_equal(r.bias, runs[0].bias)
     assert runs[0].weight.dtype == np.float32 and runs[0].n_evals >= runs[0].n_iter
+
+
+def test_linear_probe_stopping_rules():
+    """rtol stops on the windowed loss decrease, near the tight solve's optimum; rtol = 0 leaves it to tol."""
+    rng = np.random.default_rng(8)
+    n, d, C = 2000, 40, 8
+    y = rng.integers(0, C, n)
+    x = 0.5 * rng.normal(size=(C, d))[y] + rng.normal(size=(n, d)) @ np.diag(np.logspace(0, -1.5, d))
+    tight = M.linear_probe(x[:1600], y[:1600], x[1600:], y[1600:], l2=1e-3, max_iter=1000, tol=1e-10, rtol=0, n_jobs=1)
+    loose = M.linear_probe(x[:1600], y[:1600], x[1600:], y[1600:], l2=1e-3, max_iter=1000, tol=1e-10, rtol=1e-3, n_jobs=1)
+    assert loose.n_iter < tight.n_iter
+    assert tight.loss <= loose.loss <= tight.loss * (1 + 1e-3)
+    assert abs(loose.top1 - tight.top1) <= 0.01
+    with pytest.raises(InvalidParameterError, match="rtol"):
+        M.linear_probe(x[:100], y[:100], x[100:200], y[100:200], rtol=-1.0)
+    with pytest.raises(InvalidParameterError, match="tol"):
+        M.linear_probe(x[:100], y[:100], x[100:200], y[100:200], tol=float("nan"))
 
 
 # ---------------------------------------------------------------- statistics
