@@ -225,6 +225,9 @@ impl<T: Real> Row<T> {
     }
 }
 
+/// `feed(state, row, first column, distances)`: see [`symmetric`].
+pub(super) type Feed<'a, S, T> = dyn Fn(&mut S, usize, usize, &[T]) + Sync + 'a;
+
 fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
     // A feed never panics; were one to, its row states are still whole values.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -242,8 +245,7 @@ fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
 /// half mirrored, so d(i, j) and d(j, i) are one value; the diagonal entry
 /// (a row's self-match) is never fed.
 pub(super) fn symmetric<T: Real, S: Send>(
-    s: &SqEuclid<'_, T>, n: usize, rows: &[Mutex<Vec<S>>], want: &(dyn Fn(usize) -> bool + Sync),
-    feed: &(dyn Fn(&mut S, usize, usize, &[T]) + Sync),
+    s: &SqEuclid<'_, T>, n: usize, rows: &[Mutex<Vec<S>>], want: &(dyn Fn(usize) -> bool + Sync), feed: &Feed<'_, S, T>,
 ) {
     let nb = n.div_ceil(SYM_TILE);
     debug_assert_eq!(rows.len(), nb);
