@@ -3,10 +3,16 @@
 //! definitions), kNN between two sets, and the neighbour ranks behind
 //! trustworthiness and continuity (Venna & Kaski 2001).
 //!
-//! Every search walks fixed query tiles against fixed candidate blocks of the
-//! guarded GEMM of [`SqEuclid`]; a query's result depends only on its own row
-//! of distances, so the output is bit-identical for any thread count. Ties go
-//! to the lower reference index, as in [`crate::knn`].
+//! A set searched against itself (retrieval and kNN with `reference=None`)
+//! goes through the symmetric scan of [`scan::symmetric`]: each block of the
+//! guarded GEMM of [`SqEuclid`] is computed once for both of its row blocks
+//! (half the arithmetic) while every row's candidate buffer stays alive, up
+//! to [`scan::SYM_BUDGET`] bytes. Otherwise (a separate reference set, or
+//! buffers above the budget) fixed query tiles stream against fixed
+//! candidate blocks. Either way a row keeps the exact top k of its pairs in
+//! the (distance, index) order whatever order they arrive in, so the output
+//! is bit-identical for any thread count. Ties go to the lower reference
+//! index, as in [`crate::knn`].
 
 use crate::distances::{unit_rows, Metric, SqEuclid};
 use crate::error::{check_finite, check_len, Error, Result};
@@ -16,56 +22,27 @@ use crate::Real;
 use rayon::prelude::*;
 use std::cmp::Ordering;
 
+mod scan;
+
+use scan::{before, blocked, cmp_pair, symmetric, unblocked, Best, Row, SYM_BUDGET};
+use std::sync::Mutex;
+
 const QUERY_TILE: usize = 256;
 const CAND_BLOCK: usize = 2048;
 /// Candidate slots per query tile: a tile of queries keeping R neighbours each
-/// holds at most ~2R of them, so big classes shrink the tile instead of
+/// holds at most ~1.25R of them, so big classes shrink the tile instead of
 /// asking for tile × n memory.
 const TILE_SLOTS: usize = 1 << 22;
 
+/// `vals` (distances to columns c0..) without column `skip`, as the one or two
+/// runs around it: a self-match is cut out once per block row, not tested per entry.
 #[inline]
-fn cmp_pair<T: Real>(a: &(T, u32), b: &(T, u32)) -> Ordering {
-    a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal).then(a.1.cmp(&b.1))
-}
-
-/// The `cap` smallest (distance, index) pairs seen so far. Pairs are buffered
-/// below a running threshold and cut back to `cap` when the buffer doubles:
-/// amortised O(1) per candidate for any cap (a sorted insert is O(cap)).
-/// Candidates arrive in increasing index, so a pair equal to the threshold
-/// loses the tie and is rejected by the strict comparison.
-struct Best<T> {
-    buf: Vec<(T, u32)>,
-    cap: usize,
-    thr: T,
-}
-
-impl<T: Real> Best<T> {
-    fn new(cap: usize) -> Self {
-        Best { buf: Vec::new(), cap, thr: T::infinity() }
-    }
-    #[inline]
-    fn push(&mut self, d: T, j: u32) {
-        if d < self.thr {
-            self.buf.push((d, j));
-            if self.buf.len() >= 2 * self.cap + 32 {
-                self.cut();
-                self.thr = self.buf[self.cap - 1].0;
-            }
-        }
-    }
-    fn cut(&mut self) {
-        if self.buf.len() > self.cap {
-            self.buf.select_nth_unstable_by(self.cap - 1, cmp_pair);
-            self.buf.truncate(self.cap);
-        }
-    }
-    fn finish(mut self) -> Vec<(T, u32)> {
-        if self.cap == 0 {
-            return Vec::new();
-        }
-        self.cut();
-        self.buf.sort_unstable_by(cmp_pair);
-        self.buf
+fn runs<T>(c0: usize, vals: &[T], skip: usize) -> [(usize, &[T]); 2] {
+    if skip >= c0 && skip < c0 + vals.len() {
+        let t = skip - c0;
+        [(c0, &vals[..t]), (skip + 1, &vals[t + 1..])]
+    } else {
+        [(c0, vals), (c0 + vals.len(), &vals[..0])]
     }
 }
 
@@ -157,6 +134,15 @@ fn check_exclude(exclude: Option<&[u32]>, nq: usize, nr: usize) -> Result<()> {
 pub fn knn_cross<T: Real>(
     q: &[T], nq: usize, r: Option<(&[T], usize)>, d: usize, k: usize, metric: Metric, exclude: Option<&[u32]>,
 ) -> Result<Knn<T>> {
+    knn_cross_in(q, nq, r, d, k, metric, exclude, SYM_BUDGET)
+}
+
+/// [`knn_cross`] with the memory the symmetric scan may take (0: always stream).
+#[allow(clippy::too_many_arguments)]
+fn knn_cross_in<T: Real>(
+    q: &[T], nq: usize, r: Option<(&[T], usize)>, d: usize, k: usize, metric: Metric, exclude: Option<&[u32]>,
+    budget: usize,
+) -> Result<Knn<T>> {
     let p = prepare(q, nq, r, d, metric)?;
     let s = scan(&p, q, nq, r, d);
     let same = r.is_none();
@@ -179,34 +165,39 @@ pub fn knn_cross<T: Real>(
     };
     let mut indices = vec![0u32; nq * k];
     let mut distances = vec![T::zero(); nq * k];
+    // Exact distances of the winners (the GEMM form rounds at eps·‖x‖²), re-sorted.
+    let write = |i: usize, b: Best<T>, it: &mut [u32], dt: &mut [T]| {
+        let xi = &s.q[i * d..(i + 1) * d];
+        let mut pairs: Vec<(T, u32)> =
+            b.finish().into_iter().map(|(_, j)| (sq_dist(xi, &s.r[j as usize * d..(j as usize + 1) * d]), j)).collect();
+        pairs.sort_unstable_by(cmp_pair);
+        for (c, &(v, j)) in pairs.iter().enumerate() {
+            it[c] = j;
+            dt[c] = to_metric(v, metric);
+        }
+    };
+    if same && nq * Best::<T>::slots(k) * std::mem::size_of::<(T, u32)>() <= budget {
+        // A set against itself: each distance block once, fed to both of its row blocks.
+        let rows = blocked(nq, |_| Best::new(k));
+        symmetric(&s.prep, nq, &rows, &|_| true, &|b: &mut Best<T>, _, c0, vals| b.offer(c0, vals));
+        let best = unblocked(rows);
+        indices.par_chunks_mut(k).zip(distances.par_chunks_mut(k)).zip(best).enumerate().for_each(
+            |(i, ((it, dt), b))| write(i, b, it, dt),
+        );
+        return Ok(Knn { n: nq, k, indices, distances });
+    }
     indices.par_chunks_mut(QUERY_TILE * k).zip(distances.par_chunks_mut(QUERY_TILE * k)).enumerate().for_each(
         |(t, (it, dt))| {
             let r0 = t * QUERY_TILE;
             let r1 = (r0 + QUERY_TILE).min(nq);
             let mut best: Vec<Best<T>> = (r0..r1).map(|_| Best::new(k)).collect();
             s.blocks(r0, r1, |qi, c0, row| {
-                let skip = skip_of(r0 + qi);
-                let b = &mut best[qi];
-                for (jj, &v) in row.iter().enumerate() {
-                    if v < b.thr && c0 + jj != skip {
-                        b.push(v, (c0 + jj) as u32);
-                    }
+                for (c, v) in runs(c0, row, skip_of(r0 + qi)) {
+                    best[qi].offer(c, v);
                 }
             });
             for (qi, b) in best.into_iter().enumerate() {
-                let i = r0 + qi;
-                let xi = &s.q[i * d..(i + 1) * d];
-                // Exact distances of the winners (the GEMM form rounds at eps·‖x‖²), re-sorted.
-                let mut pairs: Vec<(T, u32)> = b
-                    .finish()
-                    .into_iter()
-                    .map(|(_, j)| (sq_dist(xi, &s.r[j as usize * d..(j as usize + 1) * d]), j))
-                    .collect();
-                pairs.sort_unstable_by(cmp_pair);
-                for (c, &(v, j)) in pairs.iter().enumerate() {
-                    it[qi * k + c] = j;
-                    dt[qi * k + c] = to_metric(v, metric);
-                }
+                write(r0 + qi, b, &mut it[qi * k..(qi + 1) * k], &mut dt[qi * k..(qi + 1) * k]);
             }
         },
     );
@@ -239,6 +230,15 @@ pub struct Retrieval {
 pub fn retrieval<T: Real>(
     q: &[T], nq: usize, q_labels: &[u32], r: Option<(&[T], usize, &[u32])>, d: usize, k: Option<usize>, metric: Metric,
 ) -> Result<Retrieval> {
+    retrieval_in(q, nq, q_labels, r, d, k, metric, SYM_BUDGET)
+}
+
+/// [`retrieval`] with the memory the symmetric scan may take (0: always stream).
+#[allow(clippy::too_many_arguments)]
+fn retrieval_in<T: Real>(
+    q: &[T], nq: usize, q_labels: &[u32], r: Option<(&[T], usize, &[u32])>, d: usize, k: Option<usize>, metric: Metric,
+    budget: usize,
+) -> Result<Retrieval> {
     let rr = r.map(|(a, n, _)| (a, n));
     let p = prepare(q, nq, rr, d, metric)?;
     let s = scan(&p, q, nq, rr, d);
@@ -269,101 +269,105 @@ pub fn retrieval<T: Real>(
             (rc, None) => rc as usize,
         }
     };
-    let max_cap = (0..nq).map(cap_of).max().unwrap_or(0);
-    // The tile shrinks with the largest R so that its candidate buffers stay bounded.
-    let tile = (TILE_SLOTS / (2 * max_cap + 32)).clamp(1, QUERY_TILE);
-    let n_tiles = nq.div_ceil(tile);
-    let per_tile: Vec<Vec<[f64; 4]>> = (0..n_tiles)
-        .into_par_iter()
-        .map(|t| {
-            let r0 = t * tile;
-            let r1 = (r0 + tile).min(nq);
-            let mut best: Vec<Best<T>> = (r0..r1).map(|i| Best::new(cap_of(i))).collect();
-            // Nearest reference of the query's own label over the whole set (k = None only).
-            let mut near: Vec<(T, u32)> = vec![(T::infinity(), u32::MAX); r1 - r0];
-            s.blocks(r0, r1, |qi, c0, row| {
-                let i = r0 + qi;
-                let b = &mut best[qi];
-                if b.cap == 0 {
-                    return;
-                }
-                let skip = if same { i } else { usize::MAX };
-                let lq = q_labels[i];
-                let labs = &r_labels[c0..c0 + row.len()];
-                let nr_q = &mut near[qi];
-                for (jj, (&v, &lj)) in row.iter().zip(labs).enumerate() {
-                    let j = c0 + jj;
-                    if j == skip {
-                        continue;
-                    }
-                    if v < b.thr {
-                        b.push(v, j as u32);
-                    }
-                    if k.is_none() && lj == lq && v < nr_q.0 {
-                        *nr_q = (v, j as u32);
-                    }
-                }
-            });
-            let mut out = vec![[0.0f64; 4]; r1 - r0];
-            let mut second: Vec<usize> = Vec::new();
-            for (qi, b) in best.into_iter().enumerate() {
-                let i = r0 + qi;
-                let rc = r_of(i) as usize;
-                if rc == 0 {
-                    continue;
-                }
-                let lq = q_labels[i];
-                let top = b.finish();
-                let hit = |c: usize| r_labels[top[c].1 as usize] == lq;
-                let r_eff = rc.min(top.len());
-                let (mut cum, mut ap) = (0usize, 0.0f64);
-                for c in 0..r_eff {
-                    if hit(c) {
-                        cum += 1;
-                        ap += cum as f64 / (c + 1) as f64;
-                    }
-                }
-                let first = (0..top.len()).find(|&c| hit(c));
-                let rr = match first {
-                    Some(c) => 1.0 / (c + 1) as f64,
-                    None if k.is_none() => {
-                        second.push(qi);
-                        0.0
-                    }
-                    None => 0.0,
-                };
-                // PML divides MAP@R by the full R even when k clips the ranking (R-precision by min(R, k)).
-                out[qi] = [f64::from(u8::from(hit(0))), cum as f64 / r_eff as f64, ap / rc as f64, rr];
+    let track = k.is_none();
+    // Scores of a query from its top list; `None` in the last place: no match in the top R
+    // (k = None), the reciprocal rank needs the second pass.
+    let score = |i: usize, st: Row<T>| -> ([f64; 4], bool) {
+        let rc = r_of(i) as usize;
+        if rc == 0 {
+            return ([0.0; 4], false);
+        }
+        let lq = q_labels[i];
+        let top = st.best.finish();
+        let hit = |c: usize| r_labels[top[c].1 as usize] == lq;
+        let r_eff = rc.min(top.len());
+        let (mut cum, mut ap) = (0usize, 0.0f64);
+        for c in 0..r_eff {
+            if hit(c) {
+                cum += 1;
+                ap += cum as f64 / (c + 1) as f64;
             }
-            if !second.is_empty() {
-                // Rank of the nearest match = 1 + references before it in (distance, index) order.
-                let mut closer = vec![0usize; r1 - r0];
-                let mut wanted = vec![false; r1 - r0];
-                for &qi in &second {
-                    wanted[qi] = true;
+        }
+        let first = (0..top.len()).find(|&c| hit(c));
+        let rr = first.map_or(0.0, |c| 1.0 / (c + 1) as f64);
+        // PML divides MAP@R by the full R even when k clips the ranking (R-precision by min(R, k)).
+        ([f64::from(u8::from(hit(0))), cum as f64 / r_eff as f64, ap / rc as f64, rr], first.is_none() && track)
+    };
+    // Rank of the nearest match = 1 + references before it in (distance, index) order.
+    let count_before = |near: (T, u32), c0: usize, vals: &[T]| -> usize {
+        vals.iter().enumerate().filter(|&(t, &v)| before((v, (c0 + t) as u32), near)).count()
+    };
+    let slots: usize = (0..nq).map(|i| Best::<T>::slots(cap_of(i))).sum();
+    let out: Vec<[f64; 4]> = if same && slots * std::mem::size_of::<(T, u32)>() <= budget {
+        // Queries = references: each distance block once, fed to both of its row blocks.
+        let rows = blocked(nq, |i| Row::new(cap_of(i)));
+        let feed = |st: &mut Row<T>, i: usize, c0: usize, vals: &[T]| {
+            st.offer(c0, vals, &r_labels[c0..c0 + vals.len()], q_labels[i], track);
+        };
+        symmetric(&s.prep, nq, &rows, &|_| true, &feed);
+        let states = unblocked(rows);
+        let nears: Vec<(T, u32)> = states.iter().map(|st| st.near).collect();
+        let (mut out, second): (Vec<[f64; 4]>, Vec<bool>) =
+            states.into_par_iter().enumerate().map(|(i, st)| score(i, st)).unzip();
+        if second.iter().any(|&w| w) {
+            // The rare queries with no match in their top R: the blocks of their row blocks again.
+            let counts: Vec<Mutex<Vec<usize>>> = blocked(nq, |_| 0usize);
+            let wanted_block: Vec<bool> = second.chunks(scan::SYM_TILE).map(|c| c.iter().any(|&w| w)).collect();
+            let feed = |c: &mut usize, i: usize, c0: usize, vals: &[T]| {
+                if second[i] {
+                    *c += count_before(nears[i], c0, vals);
                 }
+            };
+            symmetric(&s.prep, nq, &counts, &|b| wanted_block[b], &feed);
+            for (i, c) in unblocked(counts).into_iter().enumerate() {
+                if second[i] {
+                    out[i][3] = 1.0 / (c + 1) as f64;
+                }
+            }
+        }
+        out
+    } else {
+        let max_cap = (0..nq).map(cap_of).max().unwrap_or(0);
+        // The tile shrinks with the largest R so that its candidate buffers stay bounded.
+        let tile = (TILE_SLOTS / Best::<T>::slots(max_cap).max(1)).clamp(1, QUERY_TILE);
+        let n_tiles = nq.div_ceil(tile);
+        let per_tile: Vec<Vec<[f64; 4]>> = (0..n_tiles)
+            .into_par_iter()
+            .map(|t| {
+                let r0 = t * tile;
+                let r1 = (r0 + tile).min(nq);
+                let mut rows: Vec<Row<T>> = (r0..r1).map(|i| Row::new(cap_of(i))).collect();
                 s.blocks(r0, r1, |qi, c0, row| {
-                    if !wanted[qi] {
-                        return;
-                    }
-                    let skip = if same { r0 + qi } else { usize::MAX };
-                    let (dm, jm) = near[qi];
-                    for (jj, &v) in row.iter().enumerate() {
-                        let j = c0 + jj;
-                        if j != skip && (v < dm || (v == dm && (j as u32) < jm)) {
-                            closer[qi] += 1;
-                        }
+                    let i = r0 + qi;
+                    for (c, v) in runs(c0, row, if same { i } else { usize::MAX }) {
+                        rows[qi].offer(c, v, &r_labels[c..c + v.len()], q_labels[i], track);
                     }
                 });
-                for &qi in &second {
-                    out[qi][3] = 1.0 / (closer[qi] + 1) as f64;
+                let nears: Vec<(T, u32)> = rows.iter().map(|st| st.near).collect();
+                let (mut out, second): (Vec<[f64; 4]>, Vec<bool>) =
+                    rows.into_iter().enumerate().map(|(qi, st)| score(r0 + qi, st)).unzip();
+                if second.iter().any(|&w| w) {
+                    let mut closer = vec![0usize; r1 - r0];
+                    s.blocks(r0, r1, |qi, c0, row| {
+                        if second[qi] {
+                            for (c, v) in runs(c0, row, if same { r0 + qi } else { usize::MAX }) {
+                                closer[qi] += count_before(nears[qi], c, v);
+                            }
+                        }
+                    });
+                    for (qi, c) in closer.into_iter().enumerate() {
+                        if second[qi] {
+                            out[qi][3] = 1.0 / (c + 1) as f64;
+                        }
+                    }
                 }
-            }
-            out
-        })
-        .collect();
+                out
+            })
+            .collect();
+        per_tile.into_iter().flatten().collect()
+    };
     let mut res = Retrieval::default();
-    for (i, v) in per_tile.into_iter().flatten().enumerate() {
+    for (i, v) in out.into_iter().enumerate() {
         res.r_count.push(r_of(i));
         res.precision_at_1.push(v[0]);
         res.r_precision.push(v[1]);
@@ -574,7 +578,7 @@ mod tests {
 
     #[test]
     fn retrieval_against_loop() {
-        let (n, d) = (400, 3);
+        let (n, d) = (1100, 3);
         let x = data(n, d, 5);
         let labels: Vec<u32> = (0..n as u32).map(|i| (i * 13 % 7) % 5).collect();
         for k in [None, Some(20)] {
@@ -594,6 +598,117 @@ mod tests {
                 assert!((res.r_precision[i] - rp).abs() < 1e-12 && (res.map_at_r[i] - ap).abs() < 1e-12, "row {i}");
                 assert!((res.reciprocal_rank[i] - rr).abs() < 1e-12, "row {i} rr {} {rr}", res.reciprocal_rank[i]);
             }
+        }
+    }
+
+    /// Small integers and their negatives (column mean exactly 0): the centred GEMM
+    /// distances are exact, so the data's many ties are exact ties.
+    fn grid(n: usize, d: usize, seed: u64) -> Vec<f64> {
+        let h: Vec<f64> = data(n / 2, d, seed).iter().map(|v| (v * 5.0).floor() - 2.0).collect();
+        let mut x: Vec<f64> = h.iter().copied().chain(h.iter().map(|v| -v)).collect();
+        // Interleave the halves so both reach every block.
+        for i in (0..n / 2).step_by(3) {
+            for c in 0..d {
+                x.swap(i * d + c, (n / 2 + i) * d + c);
+            }
+        }
+        x
+    }
+
+    fn grid_labels(n: usize) -> Vec<u32> {
+        let mut y: Vec<u32> = (0..n as u32).map(|i| (i * 7 + i / 13) % 8).collect();
+        y[5] = 100; // present once: left out
+        y[40] = 101; // a class of two across blocks: second pass
+        y[900] = 101;
+        for i in (700..n).step_by(37) {
+            y[i] = 102;
+        }
+        y
+    }
+
+    fn assert_same(a: &Retrieval, b: &Retrieval, what: &str) {
+        assert_eq!(a.r_count, b.r_count, "{what}");
+        assert_eq!(a.precision_at_1, b.precision_at_1, "{what}");
+        assert_eq!(a.r_precision, b.r_precision, "{what}");
+        assert_eq!(a.map_at_r, b.map_at_r, "{what}");
+        assert_eq!(a.reciprocal_rank, b.reciprocal_rank, "{what}");
+    }
+
+    #[test]
+    fn symmetric_scan_equals_streaming_with_exact_ties() {
+        let (n, d) = (1300, 3);
+        let x = grid(n, d, 7);
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let y = grid_labels(n);
+        for k in [None, Some(9)] {
+            let sym = retrieval_in(&x, n, &y, None, d, k, Metric::Euclidean, usize::MAX).unwrap();
+            let st = retrieval_in(&x, n, &y, None, d, k, Metric::Euclidean, 0).unwrap();
+            assert_same(&sym, &st, "f64");
+            assert!(sym.reciprocal_rank.iter().zip(&sym.r_count).any(|(&rr, &rc)| rc > 0 && rr < 1.0 / rc as f64 - 1e-12 && rr > 0.0)
+                || k.is_some(), "some query needs the second pass");
+            let sym = retrieval_in(&xf, n, &y, None, d, k, Metric::Euclidean, usize::MAX).unwrap();
+            let st = retrieval_in(&xf, n, &y, None, d, k, Metric::Euclidean, 0).unwrap();
+            assert_same(&sym, &st, "f32");
+            // Cosine: unit rows through the same scan (random rows: no ties within rounding).
+            let z = data(n, d, 8);
+            let sym = retrieval_in(&z, n, &y, None, d, k, Metric::Cosine, usize::MAX).unwrap();
+            let st = retrieval_in(&z, n, &y, None, d, k, Metric::Cosine, 0).unwrap();
+            assert_same(&sym, &st, "cosine");
+        }
+        let a = knn_cross_in(&x, n, None, d, 6, Metric::Euclidean, None, usize::MAX).unwrap();
+        let b = knn_cross_in(&x, n, None, d, 6, Metric::Euclidean, None, 0).unwrap();
+        assert_eq!(a.indices, b.indices);
+        assert_eq!(a.distances, b.distances);
+        for i in [0usize, 5, 511, 512, 1299] {
+            let want: Vec<u32> = sorted_row(&x, d, i, n)[..6].iter().map(|p| p.1).collect();
+            assert_eq!(&a.indices[i * 6..(i + 1) * 6], &want[..], "row {i}");
+        }
+    }
+
+    #[test]
+    fn symmetric_scan_thread_count_invariant() {
+        let (n, d) = (1200, 5);
+        let x: Vec<f32> = data(n, d, 9).iter().map(|&v| v as f32).collect();
+        let y: Vec<u32> = (0..n as u32).map(|i| (i * 31 % 11) % 6).collect();
+        let in_pool = |t: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+            pool.install(|| {
+                (retrieval(&x, n, &y, None, d, None, Metric::Euclidean).unwrap(), knn_cross(&x, n, None, d, 4, Metric::Euclidean, None).unwrap())
+            })
+        };
+        let (r1, k1) = in_pool(1);
+        for t in [2, 4] {
+            let (r, kk) = in_pool(t);
+            assert_same(&r, &r1, "threads");
+            assert_eq!(kk.indices, k1.indices);
+            assert_eq!(kk.distances, k1.distances);
+        }
+    }
+
+    #[test]
+    fn best_keeps_the_top_in_any_arrival_order() {
+        // Many exact ties: the kept set is the first `cap` by (distance, index) whatever the order.
+        let pairs: Vec<(f64, u32)> = (0..3000u32).map(|j| (f64::from((j * 7919) % 97 / 3), j)).collect();
+        let mut want = pairs.clone();
+        want.sort_by(cmp_pair);
+        for cap in [1usize, 5, 40, 333] {
+            for seed in 0..4u64 {
+                let mut order = pairs.clone();
+                let r = data(order.len(), 1, seed);
+                let mut keyed: Vec<(f64, (f64, u32))> = r.into_iter().zip(order.drain(..)).collect();
+                keyed.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+                let mut b = Best::new(cap);
+                for (_, (v, j)) in keyed {
+                    b.push(v, j);
+                }
+                assert_eq!(b.finish(), want[..cap].to_vec(), "cap {cap} seed {seed}");
+            }
+            // Block-row offers (the vectorised filter) in index order agree too.
+            let vals: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+            let mut b = Best::new(cap);
+            b.offer(0, &vals[..1234]);
+            b.offer(1234, &vals[1234..]);
+            assert_eq!(b.finish(), want[..cap].to_vec(), "offer cap {cap}");
         }
     }
 

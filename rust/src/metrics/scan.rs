@@ -1,0 +1,316 @@
+//! The two building blocks of the exact searches in [`super`]:
+//!
+//! * [`Best`], the `cap` smallest (distance, index) pairs of a row whatever
+//!   order its candidates arrive in (ties: lower index first), fed a block row
+//!   at a time through a vectorised threshold filter ([`Best::offer`],
+//!   [`Row::offer`]): chunks of 16 are tested with one compare per lane and
+//!   only a chunk holding a candidate goes to the scalar pass;
+//! * [`symmetric`], the scan of a set against itself that computes every
+//!   distance block once (block i ≤ block j) and feeds it to the rows of
+//!   block i and, transposed, to the rows of block j: half the GEMM of a
+//!   row-wise stream, with one computed value per pair (i, j) for both rows.
+//!
+//! Determinism: the blocks reach a row in an order that depends on the
+//! thread schedule, so every per-row state here is a function of the *set*
+//! of pairs it was fed (a top-k by the total (distance, index) order, a
+//! minimum by that order, a count), never of their order. Results are
+//! bit-identical for any thread count.
+
+use crate::distances::SqEuclid;
+use crate::Real;
+use rayon::prelude::*;
+use std::cmp::Ordering;
+use std::sync::{Mutex, MutexGuard};
+
+/// Rows and columns of a square block of the symmetric scan: square so the
+/// GEMM packs both operands at full rate (k = d ≈ 384 fits one panel), small
+/// enough that the block and its transpose (1 MiB each in f32) stay in cache.
+pub(super) const SYM_TILE: usize = 512;
+/// Bytes of candidate buffers the symmetric scan may hold (every row's `Best`
+/// is alive at once): 100k rows keeping R ≈ 1000 need ~1 GiB in f32. Above
+/// it the searches stream query tiles instead (each row's state lives only
+/// while its tile is scanned: the full GEMM, bounded memory).
+pub(super) const SYM_BUDGET: usize = 2 << 30;
+/// Lanes of the threshold filter.
+const CHUNK: usize = 16;
+
+#[inline]
+pub(super) fn cmp_pair<T: Real>(a: &(T, u32), b: &(T, u32)) -> Ordering {
+    a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal).then(a.1.cmp(&b.1))
+}
+
+/// The (distance, index) order as one integer, for distances ≥ 0 (squared
+/// distances, clamped at +0 by the GEMM's finishing pass): the bit patterns
+/// of non-negative f64 order as the values do (`+ 0.0` turns a −0 into +0).
+#[inline(always)]
+fn key<T: Real>(p: &(T, u32)) -> u128 {
+    (u128::from((p.0.to_f64_() + 0.0).to_bits()) << 32) | u128::from(p.1)
+}
+
+/// Whether `a` comes strictly before `b` in the (distance, index) order.
+#[inline]
+pub(super) fn before<T: Real>(a: (T, u32), b: (T, u32)) -> bool {
+    a.0 < b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+/// Whether any of the 16 values is ≤ t: branch-free, so it compiles to a few
+/// vector compares and an or-reduction.
+#[inline(always)]
+fn any_le<T: Real>(v: &[T; CHUNK], t: T) -> bool {
+    v.iter().fold(false, |a, &x| a | (x <= t))
+}
+
+/// Bit o set iff v[o] ≤ t (branch-free: a chunk's candidates are then visited
+/// by their set bits, with no mispredicted branch per rejected lane).
+#[inline(always)]
+fn mask_le<T: Real>(v: &[T; CHUNK], t: T) -> u32 {
+    v.iter().enumerate().fold(0u32, |m, (o, &x)| m | (u32::from(x <= t) << o))
+}
+
+/// The `cap` smallest (distance, index) pairs seen so far, in the total order
+/// (distance, then index). Pairs before a running threshold — the cap-th pair
+/// of the last cut — are buffered and cut back to `cap` when the buffer holds
+/// `cap + cap/4 + 16`: amortised O(1) per candidate, and ~1.25·cap slots per
+/// row (the symmetric scan keeps every row's buffer alive). Any pair rejected
+/// has `cap` pairs before it, so the result is the exact top `cap` for any
+/// arrival order: a pair tied with the threshold wins iff its index is lower.
+pub(super) struct Best<T> {
+    buf: Vec<(T, u32)>,
+    pub cap: usize,
+    lim: usize,
+    pub thr: (T, u32),
+}
+
+impl<T: Real> Best<T> {
+    pub fn new(cap: usize) -> Self {
+        Best { buf: Vec::new(), cap, lim: Self::slots(cap), thr: (T::infinity(), u32::MAX) }
+    }
+
+    /// Buffer slots a row keeping `cap` pairs may hold.
+    pub fn slots(cap: usize) -> usize {
+        if cap == 0 {
+            0
+        } else {
+            cap + cap / 4 + 16
+        }
+    }
+
+    #[inline]
+    pub fn push(&mut self, d: T, j: u32) {
+        if before((d, j), self.thr) {
+            if self.buf.capacity() == 0 {
+                // Exact size once: growth by doubling would overshoot to 2·lim.
+                self.buf.reserve_exact(self.lim);
+            }
+            self.buf.push((d, j));
+            if self.buf.len() >= self.lim {
+                self.cut();
+                self.thr = self.buf[self.cap - 1];
+            }
+        }
+    }
+
+    /// Offers the distances `vals` to columns `c0, c0 + 1, ...`.
+    #[inline]
+    pub fn offer(&mut self, c0: usize, vals: &[T]) {
+        if self.cap == 0 {
+            return;
+        }
+        let chunks = vals.chunks_exact(CHUNK);
+        let rest = chunks.remainder();
+        let mut j0 = c0;
+        for v in chunks {
+            if let Ok(v) = <&[T; CHUNK]>::try_from(v) {
+                if any_le(v, self.thr.0) {
+                    let mut m = mask_le(v, self.thr.0);
+                    while m != 0 {
+                        let o = m.trailing_zeros() as usize;
+                        self.push(v[o], (j0 + o) as u32);
+                        m &= m - 1;
+                    }
+                }
+            }
+            j0 += CHUNK;
+        }
+        for (o, &x) in rest.iter().enumerate() {
+            self.push(x, (j0 + o) as u32);
+        }
+    }
+
+    fn cut(&mut self) {
+        if self.buf.len() > self.cap {
+            // Integer keys: one u128 compare per step instead of a float compare and a tie test.
+            self.buf.select_nth_unstable_by_key(self.cap - 1, key);
+            self.buf.truncate(self.cap);
+        }
+    }
+
+    /// The kept pairs in (distance, index) order.
+    pub fn finish(mut self) -> Vec<(T, u32)> {
+        if self.cap == 0 {
+            return Vec::new();
+        }
+        self.cut();
+        self.buf.sort_unstable_by_key(key);
+        self.buf
+    }
+}
+
+/// A retrieval query's state: its top `cap` and, when `track` (k = None),
+/// its nearest reference of the same label over the whole set (for the
+/// reciprocal rank of a query with no match in its top R).
+pub(super) struct Row<T> {
+    pub best: Best<T>,
+    pub near: (T, u32),
+}
+
+impl<T: Real> Row<T> {
+    pub fn new(cap: usize) -> Self {
+        Row { best: Best::new(cap), near: (T::infinity(), u32::MAX) }
+    }
+
+    /// Offers the distances `vals` to columns `c0, ...` whose labels are `labs`.
+    /// A chunk goes to the scalar pass only if one of its values is within the
+    /// threshold or is a same-label value within the nearest match so far;
+    /// once the nearest match is found (early, for all but outliers) the
+    /// second test is almost never true.
+    #[inline]
+    pub fn offer(&mut self, c0: usize, vals: &[T], labs: &[u32], lq: u32, track: bool) {
+        if self.best.cap == 0 {
+            return;
+        }
+        if !track {
+            return self.best.offer(c0, vals);
+        }
+        let n = vals.len().min(labs.len());
+        let full = n - n % CHUNK;
+        let mut j0 = 0;
+        while j0 < full {
+            let v = <&[T; CHUNK]>::try_from(&vals[j0..j0 + CHUNK]);
+            let l = <&[u32; CHUNK]>::try_from(&labs[j0..j0 + CHUNK]);
+            if let (Ok(v), Ok(l)) = (v, l) {
+                let (t, nd) = (self.best.thr.0, self.near.0);
+                // A same-label value that improves the nearest match lies below it; once the
+                // nearest match is within the threshold, the threshold test alone finds it.
+                let same = nd > t && v.iter().zip(l).fold(false, |a, (&x, &y)| a | ((y == lq) & (x <= nd)));
+                if any_le(v, t) | same {
+                    let mut m = mask_le(v, t);
+                    if same {
+                        m |= v.iter().zip(l).enumerate().fold(0u32, |m, (o, (&x, &y))| m | (u32::from((y == lq) & (x <= nd)) << o));
+                    }
+                    while m != 0 {
+                        let o = m.trailing_zeros() as usize;
+                        self.one((v[o], (c0 + j0 + o) as u32), l[o] == lq);
+                        m &= m - 1;
+                    }
+                }
+            }
+            j0 += CHUNK;
+        }
+        self.scalar(c0 + full, &vals[full..n], &labs[full..n], lq);
+    }
+
+    #[inline]
+    fn one(&mut self, p: (T, u32), same_label: bool) {
+        self.best.push(p.0, p.1);
+        if same_label && before(p, self.near) {
+            self.near = p;
+        }
+    }
+
+    fn scalar(&mut self, c0: usize, vals: &[T], labs: &[u32], lq: u32) {
+        for (o, (&x, &y)) in vals.iter().zip(labs).enumerate() {
+            self.one((x, (c0 + o) as u32), y == lq);
+        }
+    }
+}
+
+/// `feed(state, row, first column, distances)`: see [`symmetric`].
+pub(super) type Feed<'a, S, T> = dyn Fn(&mut S, usize, usize, &[T]) + Sync + 'a;
+
+fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
+    // A feed never panics; were one to, its row states are still whole values.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Feeds every pair (i, j ≠ i) of the `n` rows of `s` (a set against itself)
+/// to row i's state: `feed(state, i, c0, vals)` with `vals[t]` the squared
+/// distance of row i to row c0 + t. States are held per [`SYM_TILE`] rows in
+/// `rows` (rows[b][t] is row b·SYM_TILE + t). Only blocks b with `want(b)`
+/// are fed (the pairs touching no wanted block are not computed).
+///
+/// Each block pair a ≤ b is one GEMM; it is fed to block a's rows, then,
+/// transposed, to block b's rows, each under that block's lock (one at a
+/// time: no lock order to keep). A diagonal block's lower half is its upper
+/// half mirrored, so d(i, j) and d(j, i) are one value; the diagonal entry
+/// (a row's self-match) is never fed.
+pub(super) fn symmetric<T: Real, S: Send>(
+    s: &SqEuclid<'_, T>, n: usize, rows: &[Mutex<Vec<S>>], want: &(dyn Fn(usize) -> bool + Sync), feed: &Feed<'_, S, T>,
+) {
+    let nb = n.div_ceil(SYM_TILE);
+    debug_assert_eq!(rows.len(), nb);
+    let pairs: Vec<(usize, usize)> =
+        (0..nb).flat_map(|a| (a..nb).map(move |b| (a, b))).filter(|&(a, b)| want(a) || want(b)).collect();
+    let span = |b: usize| (b * SYM_TILE, ((b + 1) * SYM_TILE).min(n));
+    let tt = SYM_TILE.min(n);
+    pairs.par_iter().for_each_init(
+        || (vec![T::zero(); tt * tt], vec![T::zero(); tt * (tt + 16)]),
+        |(blk, tr), &(a, b)| {
+            let ((r0, r1), (c0, c1)) = (span(a), span(b));
+            let (h, w) = (r1 - r0, c1 - c0);
+            let blk = &mut blk[..h * w];
+            s.fill_block_sq(r0, r1, c0, c1, blk);
+            if a == b {
+                for i in 1..h {
+                    for j in 0..i {
+                        blk[i * w + j] = blk[j * w + i];
+                    }
+                }
+                let mut g = lock(&rows[a]);
+                for (t, st) in g.iter_mut().enumerate().take(h) {
+                    let row = &blk[t * w..(t + 1) * w];
+                    feed(st, r0 + t, c0, &row[..t]);
+                    feed(st, r0 + t, c0 + t + 1, &row[t + 1..]);
+                }
+                return;
+            }
+            if want(a) {
+                let mut g = lock(&rows[a]);
+                for (t, st) in g.iter_mut().enumerate().take(h) {
+                    feed(st, r0 + t, c0, &blk[t * w..(t + 1) * w]);
+                }
+            }
+            if want(b) {
+                // Transposed in 32 × 32 squares, rows padded by 16 values: at a stride of 512
+                // floats (2 KiB) every column of a square would fall in the same few cache sets.
+                let ht = h + 16;
+                let tr = &mut tr[..w * ht];
+                for i0 in (0..h).step_by(32) {
+                    for j0 in (0..w).step_by(32) {
+                        for i in i0..(i0 + 32).min(h) {
+                            for j in j0..(j0 + 32).min(w) {
+                                tr[j * ht + i] = blk[i * w + j];
+                            }
+                        }
+                    }
+                }
+                let mut g = lock(&rows[b]);
+                for (t, st) in g.iter_mut().enumerate().take(w) {
+                    feed(st, c0 + t, r0, &tr[t * ht..t * ht + h]);
+                }
+            }
+        },
+    );
+}
+
+/// Per-row states grouped in [`SYM_TILE`] blocks for [`symmetric`].
+pub(super) fn blocked<S>(n: usize, mut make: impl FnMut(usize) -> S) -> Vec<Mutex<Vec<S>>> {
+    (0..n.div_ceil(SYM_TILE))
+        .map(|b| Mutex::new((b * SYM_TILE..((b + 1) * SYM_TILE).min(n)).map(&mut make).collect()))
+        .collect()
+}
+
+/// The states of [`blocked`] back in row order.
+pub(super) fn unblocked<S>(rows: Vec<Mutex<Vec<S>>>) -> Vec<S> {
+    rows.into_iter().flat_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).collect()
+}
