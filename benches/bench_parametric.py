@@ -11,17 +11,21 @@ training-set neighbours in input space:
 
 Methods: (p) reprkit.ParametricTSNE trained on the 80% with its defaults (global P, perplexity 30,
 full batch on digits / batches of 1024 edges drawn by p_ij on the mixture, 500 AdamW steps, early
-exaggeration in the first quarter) and ``transform`` of the 20%;
+exaggeration 4 in the first quarter, input noise at each row's nearest-neighbour distance) and
+``transform`` of the 20%;
 (a) reprkit.TSNE fitted on all points (the held-out points were seen: an upper reference);
 (b) openTSNE fitted on the 80% and its ``transform`` of the 20% (its defaults, n_jobs=2).
+Each of (p), (a), (b) runs once per seed (``--seeds``: random_state of the method; the split is
+fixed); with several seeds a mean and a min row per method follow the per-seed rows.
 Timings: ``transform`` of 100,000 new points (best of 3), fit times, and TorchDR's TSNE fit (CPU,
 its defaults, the training set) when it imports. Every case runs in its own subprocess.
 
 Data: the package's digits (1,797 × 64) and a 30-cluster anisotropic Gaussian mixture
 (25,000 × 50, 20,000 for training), as in bench_tsne.py.
 
-    python benches/bench_parametric.py            # digits + mixture 25k
-    python benches/bench_parametric.py --quick    # digits only, fewer epochs
+    python benches/bench_parametric.py                          # digits + mixture 25k, seed 0
+    python benches/bench_parametric.py --seeds 0 1 2 --digits   # digits only, 3 seeds
+    python benches/bench_parametric.py --quick                  # digits only, fewer epochs
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ def quality(x_tr, x_te, e_tr, e_te, y_tr, y_te) -> dict:
     return {"recall10": recall, "trust": trust, "knn_acc": acc}
 
 
-def case(method: str, data: str, epochs: str) -> dict:
+def case(method: str, data: str, epochs: str, seed: int = 0) -> dict:
     import torch
 
     torch.set_num_threads(N_JOBS)
@@ -83,9 +87,9 @@ def case(method: str, data: str, epochs: str) -> dict:
 
     x, y = load(data)
     tr, te = split(len(x))
-    out: dict = {"method": method, "data": data}
+    out: dict = {"method": method, "data": data, "seed": seed}
     if method == "parametric":
-        m = reprkit.ParametricTSNE(n_epochs=epochs if epochs == "auto" else int(epochs), random_state=0, n_jobs=N_JOBS)
+        m = reprkit.ParametricTSNE(n_epochs=epochs if epochs == "auto" else int(epochs), random_state=seed, n_jobs=N_JOBS)
         t = time.perf_counter()
         e_tr = m.fit_transform(x[tr])
         out["fit_s"] = time.perf_counter() - t
@@ -102,7 +106,7 @@ def case(method: str, data: str, epochs: str) -> dict:
         out["embed_100k_s"] = min(ts)
     elif method == "tsne_all":
         t = time.perf_counter()
-        e = reprkit.TSNE(perplexity=30, random_state=0, n_jobs=N_JOBS).fit_transform(x.astype(np.float64))
+        e = reprkit.TSNE(perplexity=30, random_state=seed, n_jobs=N_JOBS).fit_transform(x.astype(np.float64))
         out["fit_s"] = time.perf_counter() - t
         e_tr, e_te = e[tr], e[te]
         out["train_cv_acc"] = train_cv_acc(e_tr, y[tr])
@@ -110,7 +114,7 @@ def case(method: str, data: str, epochs: str) -> dict:
         import openTSNE
 
         t = time.perf_counter()
-        emb = openTSNE.TSNE(perplexity=30, n_jobs=N_JOBS, random_state=0).fit(x[tr].astype(np.float64))
+        emb = openTSNE.TSNE(perplexity=30, n_jobs=N_JOBS, random_state=seed).fit(x[tr].astype(np.float64))
         out["fit_s"] = time.perf_counter() - t
         t = time.perf_counter()
         e_te = np.asarray(emb.transform(x[te].astype(np.float64)))
@@ -121,7 +125,7 @@ def case(method: str, data: str, epochs: str) -> dict:
         import torchdr
 
         t = time.perf_counter()
-        torchdr.TSNE(perplexity=30, device="cpu", random_state=0).fit_transform(torch.from_numpy(x[tr]))
+        torchdr.TSNE(perplexity=30, device="cpu", random_state=seed).fit_transform(torch.from_numpy(x[tr]))
         out["fit_s"] = time.perf_counter() - t
         return out
     else:
@@ -138,11 +142,12 @@ def train_cv_acc(e_tr, y_tr) -> float:
     return float(cross_val_score(KNeighborsClassifier(10), np.asarray(e_tr, np.float64), y_tr, cv=5).mean())
 
 
-def run_case(method: str, data: str, epochs: str) -> dict:
-    cmd = [sys.executable, __file__, "--case", method, data, str(epochs)]
+def run_case(method: str, data: str, epochs: str, seed: int = 0) -> dict:
+    cmd = [sys.executable, __file__, "--case", method, data, str(epochs), str(seed)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
-        return {"method": method, "data": data, "error": r.stderr.strip().splitlines()[-1] if r.stderr else "failed"}
+        return {"method": method, "data": data, "seed": seed,
+                "error": r.stderr.strip().splitlines()[-1] if r.stderr else "failed"}
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -152,20 +157,37 @@ def fmt(v):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--case", nargs=3)
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--case", nargs="+", help="METHOD DATA EPOCHS [SEED]: one case in this process")
+    ap.add_argument("--quick", action="store_true", help="digits only, 100 steps")
+    ap.add_argument("--digits", action="store_true", help="digits only, default schedule")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="random_state of each method (default: 0)")
+    ap.add_argument("--no-torchdr", action="store_true")
     a = ap.parse_args()
     if a.case:
-        print(json.dumps(case(a.case[0], a.case[1], a.case[2])))
+        print(json.dumps(case(a.case[0], a.case[1], a.case[2], int(a.case[3]) if len(a.case) > 3 else 0)))
         return
     # The estimator's default schedule (500 steps); --quick: 100 full-batch steps on digits.
-    sets = [("digits", "100" if a.quick else "auto")] + ([] if a.quick else [("mixture_25000", "auto")])
-    cols = ["data", "method", "knn_acc", "train_cv_acc", "recall10", "trust", "fit_s", "transform_heldout_s", "embed_100k_s", "error"]
+    only_digits = a.quick or a.digits
+    sets = [("digits", "100" if a.quick else "auto")] + ([] if only_digits else [("mixture_25000", "auto")])
+    cols = ["data", "method", "seed", "knn_acc", "train_cv_acc", "recall10", "trust", "fit_s", "transform_heldout_s",
+            "embed_100k_s", "error"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for data, ep in sets:
-        for method in ("parametric", "tsne_all", "opentsne", "torchdr"):
-            r = run_case(method, data, ep)
+        for method in ("parametric", "tsne_all", "opentsne"):
+            rows = []
+            for seed in a.seeds:
+                r = run_case(method, data, ep, seed)
+                rows.append(r)
+                print("| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |", flush=True)
+            ok = [r for r in rows if "error" not in r]
+            if len(ok) > 1:
+                for agg, f in (("mean", np.mean), ("min", np.min)):
+                    vals = {c: float(f([r[c] for r in ok])) for c in ("knn_acc", "train_cv_acc", "recall10", "trust")}
+                    print("| " + " | ".join(fmt({**vals, "data": data, "method": method, "seed": agg}.get(c, ""))
+                                            for c in cols) + " |", flush=True)
+        if not a.no_torchdr:
+            r = run_case("torchdr", data, ep, a.seeds[0])
             print("| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |", flush=True)
 
 

@@ -373,7 +373,9 @@ def digits():
 @pytest.fixture(scope="module")
 def fitted(digits):
     x, _ = digits
-    m = reprkit.ParametricTSNE(perplexity=10, batch_size=200, n_epochs=10, early_exaggeration=1.0, random_state=0)
+    # No input noise: kl_history_ is then the KL of the clean batches, which the fit must lower.
+    m = reprkit.ParametricTSNE(perplexity=10, batch_size=200, n_epochs=10, early_exaggeration=1.0, input_noise=0.0,
+                               random_state=0)
     emb = m.fit_transform(x)
     return m, emb
 
@@ -404,8 +406,10 @@ def test_global_p_and_full_batch_objective(digits):
     from sklearn.neighbors import KNeighborsClassifier
 
     x, lab = digits
-    m = reprkit.ParametricTSNE(perplexity=10, batch_size=600, n_epochs=30, early_exaggeration=1.0, random_state=0)
-    indptr, indices, data = m._global_p(x)
+    # input_noise=0: each step is then the exact objective of the clean rows.
+    m = reprkit.ParametricTSNE(perplexity=10, batch_size=600, n_epochs=30, early_exaggeration=1.0, input_noise=0.0,
+                               random_state=0)
+    indptr, indices, data, r1 = m._global_p(x)
     r, c, v = batch_affinities(torch.from_numpy(x), 10)
     dense = torch.zeros(600, 600, dtype=torch.float64)
     dense[r, c] = v
@@ -424,6 +428,37 @@ def test_global_p_and_full_batch_objective(digits):
     assert m.kl_history_[-1] < 0.5 * m.kl_history_[0]
     acc = cross_val_score(KNeighborsClassifier(10), emb, lab, cv=5).mean()
     assert acc > 0.75, acc  # 0.85 measured at 30 steps (chance: 0.1)
+
+
+def test_input_noise_scale_is_the_nearest_neighbour_distance(digits):
+    """r_i (the noise unit) is the distance to the nearest other row, from the global kNN (global P)
+    or a separate search (batch P): both against scikit-learn's exact search."""
+    from sklearn.neighbors import NearestNeighbors
+
+    x, _ = digits
+    xu = np.unique(x, axis=0)  # ties between equidistant neighbours do not change the distance, duplicates would
+    ref = NearestNeighbors(n_neighbors=2).fit(xu).kneighbors(xu)[0][:, 1]
+    m = reprkit.ParametricTSNE(perplexity=10, random_state=0)
+    np.testing.assert_allclose(m._global_p(xu)[3], ref, rtol=1e-5)
+    np.testing.assert_allclose(m._nn_dist(xu), ref, rtol=1e-5)
+
+
+def test_input_noise_improves_held_out_embedding(digits):
+    """The point of the noise: points not seen in training land among their own class. Same seed,
+    same schedule, 480 training rows, mean over two seeds of the 10-NN accuracy of the other 120
+    (deterministic on the CPU; measured 0.763 without noise, 0.829 with)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x, lab = digits
+    accs = {}
+    for nz in (0.0, 1.0):
+        acc = []
+        for seed in (0, 1):
+            m = reprkit.ParametricTSNE(perplexity=10, n_epochs=100, input_noise=nz, random_state=seed, n_jobs=1)
+            e = m.fit_transform(x[:480])
+            acc.append(KNeighborsClassifier(10).fit(e, lab[:480]).score(m.transform(x[480:]), lab[480:]))
+        accs[nz] = float(np.mean(acc))
+    assert accs[1.0] > accs[0.0] + 0.03, accs
 
 
 def test_per_batch_affinities_mode(digits):
@@ -498,6 +533,8 @@ def test_estimator_bad_input(digits):
         reprkit.ParametricTSNE(affinities="local").fit(x)
     with pytest.raises(errors.InvalidParameterError, match="early_exaggeration"):
         reprkit.ParametricTSNE(early_exaggeration=0.5).fit(x)
+    with pytest.raises(errors.InvalidParameterError, match=r"input_noise must be a finite number >= 0"):
+        reprkit.ParametricTSNE(input_noise=-0.5).fit(x)
     with pytest.raises(errors.InvalidParameterError, match="weight_decay"):
         reprkit.ParametricTSNE(weight_decay=-1).fit(x)
     xn = x[:200].copy()

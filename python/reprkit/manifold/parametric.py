@@ -10,6 +10,11 @@ use the full set when it fits in a batch, else batches made of edges drawn with 
 p_ij (see :class:`ParametricTSNE`). ``affinities="batch"`` keeps vdM 2009's per-batch P, which
 sees only the batch's neighbours: a batch of B rows out of N resolves structure at the scale of
 the data's N/B-th nearest neighbour.
+
+Generalisation to new points is what ``transform`` is for, so the encoder trains on noisy copies
+of its rows (noise at each row's nearest-neighbour distance: new points lie about that far from
+the training set; Bishop 1995) — on the package's digits this lifts the held-out 10-NN accuracy
+from 0.949 to 0.98 (see :class:`ParametricTSNE`).
 """
 
 from __future__ import annotations
@@ -52,6 +57,15 @@ def default_encoder(n_features: int, n_components: int = 2, dtype: Any = None, m
     return net.to(dtype) if dtype is not None else net
 
 
+def _row_dist(xa: np.ndarray, nn: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """‖x_i − x_{nn[i]}‖ in float64, in chunks (no (N, D) float64 copy)."""
+    out = np.empty(xa.shape[0])
+    for s in range(0, xa.shape[0], chunk):
+        diff = xa[s : s + chunk].astype(np.float64) - xa[nn[s : s + chunk]]
+        out[s : s + chunk] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return out
+
+
 class ParametricTSNE(Estimator):
     """Parametric t-SNE (van der Maaten 2009) with scikit-learn's fit / fit_transform / transform.
 
@@ -75,6 +89,21 @@ class ParametricTSNE(Estimator):
     the heavy-tailed repulsion spreads them). The default encoder standardises its input
     (training mean, one overall scale) so the defaults work for any scale of X.
 
+    Input noise (``input_noise``, on by default): at every step the encoder sees
+    x̃_i = x_i + ε_i, ε_i ~ N(0, σ_i² I), σ_i = input_noise · r_i / √D, with r_i the distance
+    from x_i to its nearest other training row — so ‖ε_i‖ ≈ input_noise · r_i — while P stays
+    that of the clean rows. A new point lies, typically, about one nearest-neighbour distance away
+    from the training set; without noise the encoder is only constrained *at* the N training
+    points and may bend arbitrarily between them. Training on noisy copies is Tikhonov
+    regularisation of the map's Jacobian at the scale of the data's own spacing (Bishop 1995,
+    "Training with noise is equivalent to Tikhonov regularization"), i.e. exactly the
+    generalisation ``transform`` needs, and adapts to local density through r_i. With the
+    noise, the milder exaggeration 4 of van der Maaten & Hinton 2008 works better than the 12
+    of Barnes–Hut t-SNE (van der Maaten 2014): on the package's digits (train 80 %, 10-NN
+    accuracy of the held-out 20 %, mean of seeds 0–2) no noise / α = 12: 0.949; no noise /
+    α = 4: 0.944; noise / α = 12: 0.969; noise / α = 4: 0.98 (non-parametric t-SNE on all the
+    points: 0.989; openTSNE's ``transform``: 0.969).
+
     Parameters
     ----------
     n_components : output dimension of the default encoder.
@@ -88,7 +117,11 @@ class ParametricTSNE(Estimator):
         batch: the data are split into ⌊N / batch_size⌋ shuffled batches each epoch).
     n_epochs : passes over the data; an epoch is ⌈N / batch_size⌉ steps. ``"auto"``: enough
         epochs for 500 steps (at least 5 epochs).
-    early_exaggeration : factor on the attraction during the first quarter of the steps (1 = none).
+    early_exaggeration : factor on the attraction during the first quarter of the steps (1 = none;
+        default 4, van der Maaten & Hinton 2008).
+    input_noise : std of the training noise in units of each row's nearest-neighbour distance
+        (above; 0 = none). Needs a training set without exact duplicates to act on every row
+        (a row with a duplicate has r_i = 0 and is not perturbed).
     optimizer : ``"adam"`` (AdamW: Adam with decoupled weight decay, Loshchilov & Hutter 2019), ``"sgd"``
         (momentum 0.9), or a callable ``params -> torch.optim.Optimizer``.
     lr : learning rate of the named optimizers.
@@ -109,7 +142,7 @@ class ParametricTSNE(Estimator):
 
     def __init__(
         self, n_components: int = 2, encoder: Any = None, perplexity: float = 30.0, affinities: str = "global",
-        batch_size: int = 2048, n_epochs: Union[int, str] = "auto", early_exaggeration: float = 12.0,
+        batch_size: int = 2048, n_epochs: Union[int, str] = "auto", early_exaggeration: float = 4.0, input_noise: float = 1.0,
         optimizer: Union[str, Callable] = "adam", lr: float = 1e-2, weight_decay: float = 0.05, dof: float = 1.0,
         device: Any = None, random_state: Any = None, verbose: bool = False, n_jobs: Optional[int] = None,
     ) -> None:
@@ -120,6 +153,7 @@ class ParametricTSNE(Estimator):
         self.batch_size = batch_size
         self.n_epochs = n_epochs
         self.early_exaggeration = early_exaggeration
+        self.input_noise = input_noise
         self.optimizer = optimizer
         self.lr = lr
         self.weight_decay = weight_decay
@@ -147,6 +181,9 @@ class ParametricTSNE(Estimator):
         ee = self.early_exaggeration
         if not isinstance(ee, (int, float)) or isinstance(ee, bool) or not math.isfinite(ee) or ee < 1:
             raise InvalidParameterError(f"early_exaggeration must be a finite number >= 1, got {ee!r}")
+        nz = self.input_noise
+        if not isinstance(nz, (int, float)) or isinstance(nz, bool) or not math.isfinite(nz) or nz < 0:
+            raise InvalidParameterError(f"input_noise must be a finite number >= 0, got {nz!r}")
         wd = self.weight_decay
         if not isinstance(wd, (int, float)) or isinstance(wd, bool) or not math.isfinite(wd) or wd < 0:
             raise InvalidParameterError(f"weight_decay must be a finite number >= 0, got {wd!r}")
@@ -180,8 +217,9 @@ class ParametricTSNE(Estimator):
 
         return torch.device("cpu") if self.device is None else torch.device(self.device)
 
-    def _global_p(self, xa: np.ndarray) -> Tuple[Any, Any, Any]:
-        """The training set's joint P as a CSR (int64, int64, float64 torch tensors), summing to 1."""
+    def _global_p(self, xa: np.ndarray) -> Tuple[Any, Any, Any, np.ndarray]:
+        """The training set's joint P as a CSR (int64, int64, float64 torch tensors), summing to 1,
+        and each row's distance to its nearest other row (float64, (N,))."""
         import torch
 
         from .. import _core
@@ -190,12 +228,24 @@ class ParametricTSNE(Estimator):
 
         n = xa.shape[0]
         nb = "exact" if n <= AUTO_EXACT_MAX_N else "approx"
-        indptr, indices, data, _, _ = _core.tsne_affinities(
+        indptr, indices, data, knn_i, p_cond = _core.tsne_affinities(
             np.ascontiguousarray(xa), float(self.perplexity), int(3 * self.perplexity), "sqeuclidean", nb,
             kernel_threads(op_threads(self.n_jobs)), seed_of(self.random_state),
         )
+        nn1 = knn_i[np.arange(n), np.argmax(p_cond, axis=1)]  # p_{j|i} falls with distance: the nearest
         return (torch.from_numpy(indptr.astype(np.int64)), torch.from_numpy(indices.astype(np.int64)),
-                torch.from_numpy(data / data.sum()))
+                torch.from_numpy(data / data.sum()), _row_dist(xa, nn1))
+
+    def _nn_dist(self, xa: np.ndarray) -> np.ndarray:
+        """Each row's distance to its nearest other row (``affinities="batch"``: no global kNN otherwise)."""
+        from .. import _core
+        from .._threads import kernel_threads, op_threads
+        from .sne import AUTO_EXACT_MAX_N
+
+        nb = "exact" if xa.shape[0] <= AUTO_EXACT_MAX_N else "approx"
+        nn1 = _core.knn_search(np.ascontiguousarray(xa), 1, "euclidean", nb, seed_of(self.random_state),
+                               kernel_threads(op_threads(self.n_jobs)))[0][:, 0].astype(np.int64)
+        return _row_dist(xa, nn1)
 
     # ------------------------------------------------------------------ API
     def fit(self, X: Any, y: Any = None) -> "ParametricTSNE":
@@ -226,7 +276,7 @@ class ParametricTSNE(Estimator):
         gen = torch.Generator().manual_seed(seed)
         glob = self.affinities == "global"
         if glob:
-            indptr, indices, data = self._global_p(xa)
+            indptr, indices, data, r1 = self._global_p(xa)
             full = n <= b
             steps_per_epoch = 1 if full else -(-n // b)
             if not full:
@@ -239,6 +289,18 @@ class ParametricTSNE(Estimator):
                 b_data = torch.full((2 * m,), 0.5 / m, dtype=torch.float64)
         else:
             steps_per_epoch = max(1, n // b)
+            r1 = self._nn_dist(xa) if self.input_noise > 0 else None
+        # Per-row noise std: input_noise · r1_i / √D, so the noise vector's norm is ≈ input_noise · r1_i.
+        sig = (torch.from_numpy(r1 * (float(self.input_noise) / math.sqrt(dim)))[:, None].to(device=dev, dtype=pdtype)
+               if self.input_noise > 0 else None)
+
+        def noisy(idx: Any) -> Any:
+            xb = xt if idx is None else xt[idx]
+            if sig is None:
+                return xb
+            sb = sig if idx is None else sig[idx]
+            # Drawn on the CPU from the fit's generator: the same noise for a seed on any device.
+            return xb + sb * torch.randn(xb.shape, generator=gen, dtype=pdtype).to(dev)
         n_epochs = max(5, -(-500 // steps_per_epoch)) if self.n_epochs == "auto" else int(self.n_epochs)
         ee_steps = (n_epochs * steps_per_epoch) // 4 if self.early_exaggeration > 1 else 0
         step = 0
@@ -256,15 +318,16 @@ class ParametricTSNE(Estimator):
                     alpha = float(self.early_exaggeration) if step < ee_steps else 1.0
                     opt.zero_grad(set_to_none=True)
                     if not glob:
-                        xb = xt[chunk.to(dev)]
-                        loss = tsne_loss(xb, enc(xb), perplexity=self.perplexity, dof=self.dof,
+                        idx = chunk.to(dev)
+                        # P from the clean rows; the encoder sees the noisy ones.
+                        loss = tsne_loss(xt[idx], enc(noisy(idx)), perplexity=self.perplexity, dof=self.dof,
                                          exaggeration=alpha, n_jobs=self.n_jobs)
                     elif full:
-                        loss = prepared_loss(enc(xt), indptr, indices, data, dof=self.dof, exaggeration=alpha, n_jobs=self.n_jobs)
+                        loss = prepared_loss(enc(noisy(None)), indptr, indices, data, dof=self.dof, exaggeration=alpha, n_jobs=self.n_jobs)
                     else:
                         e = torch.multinomial(data, m, replacement=True, generator=gen)
                         pts = torch.cat([rows[e], indices[e]]).to(dev)
-                        loss = prepared_loss(enc(xt[pts]), b_indptr, b_indices, b_data, dof=self.dof,
+                        loss = prepared_loss(enc(noisy(pts)), b_indptr, b_indices, b_data, dof=self.dof,
                                              exaggeration=alpha, n_jobs=self.n_jobs)
                     loss.backward()
                     opt.step()
@@ -287,11 +350,13 @@ class ParametricTSNE(Estimator):
         self.embedding_ = self._embed(xt)
         return self
 
-    def _embed(self, xt: Any, chunk: int = 65536) -> np.ndarray:
+    def _embed(self, xt: Any, chunk: int = 16384) -> np.ndarray:
         import torch
 
-        with torch.no_grad():
-            outs = [self.encoder_(xt[s : s + chunk]).detach().cpu() for s in range(0, xt.shape[0], chunk)]
+        # inference_mode: no autograd bookkeeping; chunks of 16k rows bound the activations
+        # (16k × 4w floats = 16 MB at w = 64) while every GEMM stays large enough to run at speed.
+        with torch.inference_mode():
+            outs = [self.encoder_(xt[s : s + chunk]).cpu() for s in range(0, xt.shape[0], chunk)]
         return torch.cat(outs).numpy()
 
     def transform(self, X: Any) -> Any:

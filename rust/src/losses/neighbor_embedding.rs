@@ -155,6 +155,32 @@ pub fn neighbor_embedding_loss<T: Real>(p: &NeighborEmbedding<T>, grad: Option<&
             for (a, slot) in l.iter_mut().enumerate() {
                 let i = t * TILE + a;
                 let yi = &yr[i * d..(i + 1) * d];
+                // t-SNE's kernel w = 1/(1 + d²) lies in (0, 1]: its sum needs no max shift, so one
+                // pass with a division per pair replaces the ln + 2 exp of the general path (≈ 5×
+                // faster at full batch). Rows whose sum underflows (points ~1e154 apart) fall through.
+                if kn == NeKernel::StudentT(1.0) {
+                    let (mut s, mut ri) = (0.0f64, [0.0f64; 8]);
+                    let ri = &mut ri[..if keep_r && d <= 8 { d } else { 0 }];
+                    let direct_r = !keep_r || d <= 8;
+                    if direct_r {
+                        for j in (0..n).filter(|&j| j != i) {
+                            let yj = &yr[j * d..(j + 1) * d];
+                            let w = 1.0 / (1.0 + sqdist(yi, yj));
+                            s += w;
+                            let c = 2.0 * w * w;
+                            for (k, v) in ri.iter_mut().enumerate() {
+                                *v += c * (yi[k] - yj[k]);
+                            }
+                        }
+                        if s > 0.0 && s.is_finite() {
+                            *slot = (0.0, s);
+                            if let Some(rr) = rr.as_deref_mut() {
+                                rr[a * d..(a + 1) * d].copy_from_slice(ri);
+                            }
+                            continue;
+                        }
+                    }
+                }
                 let mut m = f64::NEG_INFINITY;
                 for j in 0..n {
                     if j == i {
