@@ -99,9 +99,12 @@ class _OffdiagSq(torch.autograd.Function):
         ctx.has_b = inputs[1] is not None
         ctx.save_for_backward(output[1], output[2], inputs[0], inputs[1])
         ctx.mark_non_differentiable(output[1], output[2])
+        ctx.set_materialize_grads(False)  # else backward is handed zero tensors the size of the kept gradients
 
     @staticmethod
     def backward(ctx: Any, g: Any, _ga: Any, _gb: Any) -> Any:  # type: ignore[override]
+        if g is None:  # grads are not materialised: an unused statistic has no gradient
+            return (None,) * 5
         ga, gb, a, b = ctx.saved_tensors
         ta, tb = _offdiag_backward(*_ops.detached(g, ga, gb, a, b))
         grads = _ops.refuse_double_backward("barlow_twins_loss / vicreg_loss", (ta, tb if ctx.has_b else None), (a, b))
@@ -189,6 +192,8 @@ def _vicreg_cpu(
 
 
 def _loss_backward(ctx: Any, g: Any, name: str) -> Any:
+    if g is None:  # grads are not materialised: an unused loss has no gradient
+        return (None, None)
     ga, gb, a, b = ctx.saved_tensors
     ta, tb = _offdiag_backward(*_ops.detached(g, ga, gb, a, b))
     return _ops.refuse_double_backward(name, (ta, tb), (a, b))
@@ -203,6 +208,7 @@ class _BarlowCPU(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
         ctx.save_for_backward(output[1], output[2], inputs[0], inputs[1])
         ctx.mark_non_differentiable(output[1], output[2])
+        ctx.set_materialize_grads(False)  # else backward is handed zero tensors the size of the kept gradients
 
     @staticmethod
     def backward(ctx: Any, g: Any, _ga: Any, _gb: Any) -> Any:  # type: ignore[override]
@@ -220,6 +226,7 @@ class _VICRegCPU(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
         ctx.save_for_backward(output[1], output[2], inputs[0], inputs[1])
         ctx.mark_non_differentiable(output[1], output[2])
+        ctx.set_materialize_grads(False)  # else backward is handed zero tensors the size of the kept gradients
 
     @staticmethod
     def backward(ctx: Any, g: Any, _ga: Any, _gb: Any) -> Any:  # type: ignore[override]
