@@ -10,6 +10,7 @@ benches/bench_tsne.py --large). ``--outliers M`` (openTSNE #174): from the fitte
     python benches/profile_tsne_stages.py --n 1000000 --iters 50
     python benches/profile_tsne_stages.py --n 100000 --iters 750
     python benches/profile_tsne_stages.py --n 100000 --iters 300 --outliers 5
+    python benches/profile_tsne_stages.py --n 1000000 --iters 750 --plot docs/tsne_1m.png
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--outliers", type=int, default=0, help="move this many points 1e4 units out after exaggeration")
+    ap.add_argument("--save", help="save the embedding to this .npy")
+    ap.add_argument("--plot", help="plot the embedding, coloured by mixture component, to this .png")
     args = ap.parse_args()
     print(f"load: {os.getloadavg()}", flush=True)
-    X, _ = mixture(args.n, 50)
+    X, lab = mixture(args.n, 50)
     print(f"data {X.shape} {X.dtype}: VmHWM {vmhwm_mib():.0f} MiB", flush=True)
     stage = {}
     orig = _core.tsne_p_held
@@ -73,6 +76,12 @@ def main() -> None:
           f"({opt_wall / max(args.iters, 1) * 1e3:.0f} ms wall / iteration)")
     print(f"  total                    {wall:8.2f} s wall {cpu:8.2f} s CPU")
     print(f"  peak RSS after affinities {stage['aff_hwm']:.0f} MiB, after the fit {vmhwm_mib():.0f} MiB")
+    if args.save:
+        np.save(args.save, np.asarray(est.embedding_, dtype=np.float32))
+    if args.plot:
+        from bench_tsne import _plot_embedding
+
+        _plot_embedding(est.embedding_, lab, args.plot, f"reprkit t-SNE (fft), {args.n:,} × 50 mixture")
     if args.outliers:
         outlier_run(est, args)
     print(f"load: {os.getloadavg()}", flush=True)
