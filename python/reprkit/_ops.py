@@ -49,6 +49,7 @@ def op(name: str, fake: Callable) -> Callable:
     def wrap(fn: Callable) -> Any:
         custom = torch.library.custom_op(f"reprkit::{name}", mutates_args=())(fn)
         custom.register_fake(fake)
+        custom._reprkit_impl = fn  # for eager calls that need not go through the dispatcher (see fused_function)
         return custom
 
     return wrap
@@ -144,11 +145,14 @@ def fused_function(fused: Any, loss: str) -> Any:
     retained graph recomputes them (the same fused call: the same bits)."""
 
     name = fused._opoverload.__name__.split(".")[0]  # reached through torch.ops (a closure over the op breaks dynamo)
+    impl = fused._reprkit_impl  # eager: the implementation itself, ~0.1 ms less per call than the dispatcher
 
     class Fused(torch.autograd.Function):
         @staticmethod
         def forward(*inputs: Any) -> Any:  # type: ignore[override]
-            return getattr(torch.ops.reprkit, name).default(*inputs)
+            if traced(inputs[0], inputs[1]):
+                return getattr(torch.ops.reprkit, name).default(*inputs)
+            return impl(*inputs)
 
         @staticmethod
         def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
@@ -184,7 +188,7 @@ def fused_function(fused: Any, loss: str) -> Any:
                     gx, gw = gx * g, gw * g
             else:  # a retained graph's second backward: the same fused call again (same bits)
                 it = iter(detached(*saved))
-                _, gx, gw = getattr(torch.ops.reprkit, name).default(*[next(it) if t else v for v, t in zip(ctx.cfg, ctx.is_t)])
+                _, gx, gw = impl(*[next(it) if t else v for v, t in zip(ctx.cfg, ctx.is_t)])
                 gx, gw = gx * g, gw * g
             grads = (gx if nx else None, gw if nw else None)
             return refuse_double_backward(loss, grads, (saved[0], saved[1])) + (None,) * (ctx.n_in - 2)
