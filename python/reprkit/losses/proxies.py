@@ -24,11 +24,15 @@ definitions of pytorch-metric-learning's ``ProxyAnchorLoss`` and ``ProxyNCALoss`
   log-sum-exp and never overflows, so every sample counts.)
 
 Labels must lie in [0, C): anything else is an :class:`~reprkit.errors.InvalidInputError`.
-CPU tensors run one Rust kernel per pass: cosine tiles (B rows × 256 classes) by GEMM on
-normalised rows, the proxies normalised tile by tile (no normalised copy of W), per-class
-(Proxy-Anchor) or per-row online (Proxy-NCA) log-sum-exps as the only state kept for
-backward, which recomputes the tiles; no B×C matrix is stored, results are bit-identical
-for any ``n_jobs``. Other devices run :mod:`reprkit.reference.proxies` in chunks of
+On CPU tensors, when a gradient is needed, one fused Rust call computes the loss and both
+gradients with three B×C×d products (cos, ∂x, ∂W, as autograd does), and backward only scales
+them by the upstream value: Proxy-Anchor class-tile-major (a tile of 256 classes against the
+whole batch per running task: its per-class log-sum-exps, then the coefficients in the same
+buffer), Proxy-NCA through the margin-softmax fused kernel (a normalised softmax with scale 2s;
+``reduction="none"`` and weights that need a gradient take the two-pass path). Without a
+gradient, the forward kernel alone runs: cosine tiles (256 rows × 256 classes) by GEMM, the
+proxies normalised tile by tile (no normalised copy of W), online log-sum-exps. No B×C
+matrix is stored, results are bit-identical for any ``n_jobs``. Other devices run :mod:`reprkit.reference.proxies` in chunks of
 classes with the same recomputing backward. float16/bfloat16 compute in float32; the
 gradient of the proxies comes back in the proxies' own dtype (W is never cast in place).
 """
