@@ -3,7 +3,7 @@ against the plain torch a user writes and against pytorch-metric-learning (PML).
 
 One training step: loss of (B, d) embeddings against the (C, d) proxies, then ``backward()``
 computing the gradient of both (the proxies' gradient included). B = 512, d = 512, float32,
-2 threads, labels uniform over the C classes, C = 1,000 / 10,000 / 100,000.
+2 threads (``--threads``), labels uniform over the C classes, C = 1,000 / 10,000 / 100,000.
 
 Every (loss, implementation, C) runs in a fresh subprocess. Peak extra memory is the growth of
 the resident set over the step: the peak (VmHWM) is reset through /proc/self/clear_refs just
@@ -13,9 +13,10 @@ used), and the table also gives it net of the gradients every implementation mus
 steps after the first (the one whose memory is measured; a tiny step runs before it, so that
 one-off costs — imports, operator registration, thread pools — are not counted). The GEMM column is the time of the three B×C×d products any
 implementation needs (cosines, ∂/∂embeddings, ∂/∂proxies) as torch.mm runs them in the same
-process: a floor (reprkit's kernel does four, as its backward recomputes the cosines).
+process: a floor (reprkit's fused kernels do these three in one call). Beside each wall time the
+table gives the step's CPU time (all threads, ``time.process_time``), steadier on a loaded box.
 
-    PYTHONPATH=python python benches/bench_proxies.py [--classes 1000 10000 100000] [--losses anchor nca]
+    PYTHONPATH=python python benches/bench_proxies.py [--classes 1000 10000 100000] [--losses anchor nca] [--threads 2]
 
 Each side at its own best setting (``_util.run_case``): torch and PML at their library default,
 reprkit the faster of the default and OMP_WAIT_POLICY=PASSIVE (column "omp"); ``--omp-wait-policy
@@ -106,10 +107,10 @@ def gemm_floor(c: int) -> float:
     return best
 
 
-def run_one(loss: str, impl: str, c: int, repeat: int) -> dict:
+def run_one(loss: str, impl: str, c: int, repeat: int, threads: int = 2) -> dict:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
 
     def stepper(x, w, fn):
         def step():
@@ -130,13 +131,13 @@ def run_one(loss: str, impl: str, c: int, repeat: int) -> dict:
     peak = PeakMemory().start()
     step()
     extra = peak.stop()
-    best = float("inf")
+    best = cpu = float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         value = step()
-        best = min(best, time.perf_counter() - t0)
+        best, cpu = min(best, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
     grads = (B + c) * D * 4
-    out = {"time": best, "mem": extra, "mem_net": extra - grads, "loss": value, "threads": torch.get_num_threads()}
+    out = {"time": best, "cpu": cpu, "mem": extra, "mem_net": extra - grads, "loss": value, "threads": torch.get_num_threads()}
     if impl == "torch":
         out["gemm3"] = gemm_floor(c)
     return out
@@ -149,38 +150,39 @@ def main() -> None:
     ap.add_argument("--losses", nargs="*", default=list(LOSSES))
     ap.add_argument("--impls", nargs="*", default=list(IMPLS))
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument("--omp-wait-policy", default="best", help=OMP_HELP)
     args = ap.parse_args()
     if args.one:
         loss, impl, c = args.one
-        print(json.dumps(run_one(loss, impl, int(c), args.repeat)))
+        print(json.dumps(run_one(loss, impl, int(c), args.repeat, args.threads)))
         return
-    print(f"# B = {B}, d = {D}, float32, 2 threads; load average at start: {os.getloadavg()}; "
+    print(f"# B = {B}, d = {D}, float32, {args.threads} threads; load average at start: {os.getloadavg()}; "
           f"OMP_WAIT_POLICY={args.omp_wait_policy or '(default)'}", flush=True)
     rows = []
     for loss in args.losses:
         for c in args.classes:
             res = {}
             for impl in args.impls:
-                cmd = [sys.executable, __file__, "--one", loss, impl, str(c), "--repeat", str(args.repeat)]
+                cmd = [sys.executable, __file__, "--one", loss, impl, str(c), "--repeat", str(args.repeat), "--threads", str(args.threads)]
                 res[impl] = run_case(cmd, impl == "reprkit", args.omp_wait_policy, args.timeout)
             rows.append((loss, c, res))
             print("ROW " + json.dumps([loss, c, res]), flush=True)
     mb = lambda v: f"{v / 2**20:.0f}"  # noqa: E731
-    print("\n| loss | C | reprkit s (OMP) | reprkit MB (net) | torch s | torch MB (net) | torch/reprkit | PML s | PML MB (net) "
+    print("\n| loss | C | reprkit s (OMP) / CPU s | reprkit MB (net) | torch s / CPU s | torch MB (net) | torch/reprkit | PML s / CPU s | PML MB (net) "
           "| PML/reprkit | 3-GEMM floor s | max abs Δloss |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for loss, c, res in rows:
         r = res.get("reprkit", {})
         cells = [loss, f"{c:,}"]
-        cells += [f"{r['time']:.3f} ({r['omp']})", f"{mb(r['mem'])} ({mb(r['mem_net'])})"] if "time" in r else [r.get("skip", "—"), ""]
+        cells += [f"{r['time']:.3f} ({r['omp']}) / {r['cpu']:.3f}", f"{mb(r['mem'])} ({mb(r['mem_net'])})"] if "time" in r else [r.get("skip", "—"), ""]
         diffs = []
         for peer in ("torch", "pml"):
             q = res.get(peer, {})
             if "time" in q:
                 ratio = f"{q['time'] / r['time']:.1f}×" if "time" in r else ""
-                cells += [f"{q['time']:.3f}", f"{mb(q['mem'])} ({mb(q['mem_net'])})", ratio]
+                cells += [f"{q['time']:.3f} / {q['cpu']:.3f}", f"{mb(q['mem'])} ({mb(q['mem_net'])})", ratio]
                 if "time" in r:
                     diffs.append(abs(q["loss"] - r["loss"]))
             else:

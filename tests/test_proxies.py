@@ -268,6 +268,66 @@ def test_results_do_not_depend_on_the_thread_count():
             assert torch.equal(s, t)
 
 
+# ----------------------------------------------------------------- the fused kernels (loss and gradients in one call)
+
+
+def _two_pass_anchor(x, y, w, margin=0.1, alpha=32.0):
+    import reprkit.losses.proxies as LP
+
+    pos, neg, cnt = LP._ProxyAnchor.apply(F.normalize(x, dim=1), w, y, margin, alpha, 2)
+    return RP.anchor_loss_from_terms(pos, neg, cnt)
+
+
+def _two_pass_nca(x, y, w, scale, reduction="mean", weights=None):
+    import reprkit.losses.proxies as LP
+
+    per, _ = LP._ProxyNCA.apply(F.normalize(x, dim=1), w, y, 2.0 * scale, 2)
+    return RP.reduce(per, reduction, weights)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_fused_kernels_match_the_two_pass_kernels(dtype, tol):
+    # Several class tiles and groups, a batch wider than a row tile, tiny and large embedding norms.
+    x, y, w = batch(n=300, d=16, c=1500, k=900, seed=21, dtype=dtype)
+    x[0] *= 1e-6
+    x[1] *= 1e3
+    close(lambda a, b: Fn.proxy_anchor_loss(a, y, b, 0.2, 16.0), lambda a, b: _two_pass_anchor(a, y, b, 0.2, 16.0), x, w,
+          rtol=tol, atol=tol * 1e-2)
+    wt = torch.rand(300, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    for red, wts in (("mean", None), ("sum", None), ("mean", wt), ("sum", wt), ("mean", torch.zeros(300, dtype=dtype))):
+        close(lambda a, b: Fn.proxy_nca_loss(a, y, b, 4.0, reduction=red, weights=wts),
+              lambda a, b: _two_pass_nca(a, y, b, 4.0, red, wts), x, w, rtol=tol, atol=tol * 1e-2)
+
+
+@pytest.mark.parametrize("kind", ["anchor", "nca"])
+def test_fused_path_one_gradient_upstream_scale_and_retained_graph(kind):
+    x, y, w = batch(n=40, d=6, c=30, seed=22)
+    fn = (lambda a, b: Fn.proxy_anchor_loss(a, y, b)) if kind == "anchor" else (lambda a, b: Fn.proxy_nca_loss(a, y, b, 3.0))
+    xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    want = torch.autograd.grad(fn(xr, wr), (xr, wr))
+    # One input needing a gradient: the same bits as with both.
+    (gx,) = torch.autograd.grad(fn(xr, w), xr)
+    (gw,) = torch.autograd.grad(fn(x, wr), wr)
+    assert torch.equal(gx, want[0]) and torch.equal(gw, want[1])
+    # An upstream gradient other than 1, and a second backward through a retained graph.
+    loss = fn(xr, wr)
+    (2.5 * loss).backward(retain_graph=True)
+    torch.testing.assert_close(xr.grad, 2.5 * want[0], rtol=1e-12, atol=0)
+    xr.grad, wr.grad = None, None
+    loss.backward()
+    assert torch.equal(xr.grad, want[0]) and torch.equal(wr.grad, want[1])
+    # Without a gradient, the forward-only kernel gives the same value.
+    with torch.no_grad():
+        torch.testing.assert_close(fn(x, w), loss.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_proxy_nca_weights_that_need_a_gradient_take_the_two_pass_path():
+    x, y, w = batch(n=20, d=4, c=9, seed=23)
+    wt = torch.rand(20, dtype=x.dtype, generator=torch.Generator().manual_seed(1))
+    close(lambda a, b, c: Fn.proxy_nca_loss(a, y, b, 2.0, weights=c), lambda a, b, c: RP.proxy_nca_loss(a, y, b, 2.0, weights=c),
+          x, w, wt)
+
+
 # ----------------------------------------------------------------- errors
 
 

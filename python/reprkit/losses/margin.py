@@ -173,66 +173,8 @@ def _margin_fused(
     return torch.tensor(loss, dtype=z.dtype), torch.from_numpy(gz), torch.from_numpy(gw)
 
 
-def _traced(*ts: Any) -> bool:
-    """Whether these tensors belong to a compile trace or a torch.func transform."""
-    from torch._subclasses.fake_tensor import FakeTensor
-    from torch._subclasses.functional_tensor import FunctionalTensor
-
-    return torch.compiler.is_compiling() or any(
-        isinstance(t, (FakeTensor, FunctionalTensor)) or torch._C._functorch.is_functorch_wrapped_tensor(t) for t in ts
-    )
-
-
-class _MarginSoftmaxFused(torch.autograd.Function):
-    """The loss when a gradient is needed: forward computes the gradients too (they are what
-    every implementation holds after backward) and backward scales them.
-
-    In eager mode the gradients are handed over once, not kept as saved tensors: a saved
-    tensor still referenced when autograd accumulates W.grad makes it copy the C×d gradient.
-    A second backward through a retained graph recomputes them (the same fused call)."""
-
-    @staticmethod
-    def forward(z: Any, w: Any, labels: Any, margins: Any, scale: float, kind: str, easy: bool, k: int, need_z: bool, need_w: bool, n_threads: int) -> Any:  # type: ignore[override]
-        return _margin_fused(z, w, labels, margins, scale, kind, easy, k, need_z, need_w, n_threads)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
-        z, w, labels, margins, scale, kind, easy, k, nz, nw, nt = inputs
-        ctx.cfg = (scale, kind, easy, k, nt)
-        ctx.need = nz, nw
-        ctx.mark_non_differentiable(output[1], output[2])
-        ctx.set_materialize_grads(False)  # else autograd hands backward a C×d zero tensor for the gW output
-        ctx.traced = _traced(z, w, output[1], output[2])
-        if ctx.traced:
-            ctx.save_for_backward(output[1], output[2], z, w, labels, margins)
-            ctx.held = None
-        else:
-            ctx.save_for_backward(z, w, labels, margins)
-            ctx.held = [output[1], output[2]]
-
-    @staticmethod
-    def backward(ctx: Any, g: Any, _gz: Any, _gw: Any) -> Any:  # type: ignore[override]
-        nz, nw = ctx.need
-        if g is None:  # the loss itself took no part in what is differentiated
-            return (None,) * 11
-        g = g.detach()
-        if ctx.traced:
-            gz, gw, z, w, labels, margins = ctx.saved_tensors
-            gz, gw = gz * g, gw * g
-        else:
-            z, w, labels, margins = ctx.saved_tensors
-            if ctx.held is not None:
-                gz, gw = ctx.held
-                ctx.held = None
-                if g.requires_grad or float(g) != 1.0:
-                    gz, gw = gz * g, gw * g
-            else:  # a retained graph's second backward: the same fused call again (same bits)
-                _, gz, gw = _margin_fused._opoverload(*_ops.detached(z, w, labels, margins), *ctx.cfg[:4], nz, nw, ctx.cfg[4])
-                gz, gw = gz * g, gw * g
-        grads = (gz if nz else None, gw if nw else None)
-        return _ops.refuse_double_backward("the margin-softmax losses", grads, (z, w)) + (None,) * 9
-
-    vmap = _ops.no_vmap("the margin-softmax losses (arcface_loss, cosface_loss, ...)")
+#: The loss when a gradient is needed (see :func:`reprkit._ops.fused_function`).
+_MarginSoftmaxFused = _ops.fused_function(_margin_fused, "the margin-softmax losses (arcface_loss, cosface_loss, ...)")
 
 
 # --- validation and dispatch --------------------------------------------------------------

@@ -24,11 +24,15 @@ definitions of pytorch-metric-learning's ``ProxyAnchorLoss`` and ``ProxyNCALoss`
   log-sum-exp and never overflows, so every sample counts.)
 
 Labels must lie in [0, C): anything else is an :class:`~reprkit.errors.InvalidInputError`.
-CPU tensors run one Rust kernel per pass: cosine tiles (B rows × 256 classes) by GEMM on
-normalised rows, the proxies normalised tile by tile (no normalised copy of W), per-class
-(Proxy-Anchor) or per-row online (Proxy-NCA) log-sum-exps as the only state kept for
-backward, which recomputes the tiles; no B×C matrix is stored, results are bit-identical
-for any ``n_jobs``. Other devices run :mod:`reprkit.reference.proxies` in chunks of
+On CPU tensors, when a gradient is needed, one fused Rust call computes the loss and both
+gradients with three B×C×d products (cos, ∂x, ∂W, as autograd does), and backward only scales
+them by the upstream value: Proxy-Anchor class-tile-major (a tile of 256 classes against the
+whole batch per running task: its per-class log-sum-exps, then the coefficients in the same
+buffer), Proxy-NCA through the margin-softmax fused kernel (a normalised softmax with scale 2s;
+``reduction="none"`` and weights that need a gradient take the two-pass path). Without a
+gradient, the forward kernel alone runs: cosine tiles (256 rows × 256 classes) by GEMM, the
+proxies normalised tile by tile (no normalised copy of W), online log-sum-exps. No B×C
+matrix is stored, results are bit-identical for any ``n_jobs``. Other devices run :mod:`reprkit.reference.proxies` in chunks of
 classes with the same recomputing backward. float16/bfloat16 compute in float32; the
 gradient of the proxies comes back in the proxies' own dtype (W is never cast in place).
 """
@@ -163,6 +167,44 @@ class _ProxyNCA(torch.autograd.Function):
     vmap = _ops.no_vmap("proxy_nca_loss")
 
 
+def _fused_fake(x: Any, w: Any, *rest: Any) -> Tuple[Any, Any, Any]:
+    need_x, need_w = rest[-3], rest[-2]
+    return x.new_empty(()), _ops.empty_like_rows(x, x.shape[0] if need_x else 0), _ops.empty_like_rows(w, w.shape[0] if need_w else 0)
+
+
+@_ops.op("proxy_anchor_fused", _fused_fake)
+def _anchor_fused(
+    x: Tensor, w: Tensor, y: Tensor, margin: float, alpha: float, need_x: bool, need_w: bool, nt: int
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """(loss, ∂L/∂x, ∂L/∂w) of the raw embeddings x in one pass (three GEMMs, class-tile-major)."""
+    loss, gx, gw = _core.proxy_anchor_loss_fused(np_(x), np_(w), np_(y), margin, alpha, need_x, need_w, kernel_threads(nt))
+    return torch.tensor(loss, dtype=x.dtype), torch.from_numpy(gx), torch.from_numpy(gw)
+
+
+@_ops.op("proxy_nca_fused", _fused_fake)
+def _nca_fused(
+    x: Tensor, w: Tensor, y: Tensor, c: Tensor, sigma: float, need_x: bool, need_w: bool, nt: int
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """(Σ_i c_i·ℓ_i, its ∂/∂x, ∂/∂w) of the raw embeddings x in one pass (the margin-softmax fused kernel)."""
+    loss, gx, gw = _core.proxy_nca_loss_fused(np_(x), np_(w), np_(y), sigma, np_(c), need_x, need_w, kernel_threads(nt))
+    return torch.tensor(loss, dtype=x.dtype), torch.from_numpy(gx), torch.from_numpy(gw)
+
+
+_AnchorFused = _ops.fused_function(_anchor_fused, "proxy_anchor_loss")
+_NCAFused = _ops.fused_function(_nca_fused, "proxy_nca_loss")
+
+
+def _row_weights(n: int, reduction: str, wt: Optional[Any], device: Any) -> Any:
+    """c with Σ_i c_i·ℓ_i = the reduction of ℓ (:func:`reprkit.reference.proxies.reduce`), float64."""
+    if wt is None:
+        return torch.full((n,), 1.0 / n if reduction == "mean" else 1.0, dtype=torch.float64, device=device)
+    c = wt.detach().to(torch.float64)
+    if reduction == "mean":
+        tot = c.sum()
+        c = torch.where(tot > 0, c / torch.where(tot > 0, tot, torch.ones_like(tot)), c * 0.0)
+    return c
+
+
 # ----------------------------------------------------------------- functions
 
 
@@ -187,6 +229,9 @@ def proxy_anchor_loss(
         from ..reference import proxies as ref
 
         return ref.proxy_anchor_loss(x, y, w, margin, alpha, chunk_size=_chunk(x.shape[0]))
+    if _ops.needs_grad(x, w):  # loss and gradients in one pass: 3 GEMMs, not 4
+        nx, nw = x.requires_grad, w.requires_grad
+        return _AnchorFused.apply(x, w, y, margin, alpha, nx, nw, op_threads(n_jobs))[0]
     from ..reference.proxies import anchor_loss_from_terms
 
     u = F.normalize(x, dim=1)
@@ -226,6 +271,10 @@ def proxy_nca_loss(
 
     if not (use_rust(backend, x) and _on_cpu(x)):
         return ref.proxy_nca_loss(x, y, w, scale, reduction=reduction, weights=wt, chunk_size=_chunk(x.shape[0]))
+    if _ops.needs_grad(x, w) and reduction != "none" and not (wt is not None and _ops.needs_grad(wt)):
+        nx, nw = x.requires_grad, w.requires_grad
+        c = _row_weights(x.shape[0], reduction, wt, x.device)
+        return _NCAFused.apply(x, w, y, c, 2.0 * scale, nx, nw, op_threads(n_jobs))[0]
     u = F.normalize(x, dim=1)
     per, _ = _ProxyNCA.apply(u, w, y, 2.0 * scale, op_threads(n_jobs))
     return ref.reduce(per, reduction, wt)

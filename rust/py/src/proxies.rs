@@ -156,7 +156,63 @@ fn proxy_nca_loss_backward<'py>(
     }
 }
 
+/// (loss, ∂x or a 0×d array, ∂w or a 0×d array) of a fused kernel `f(p, gx, gw)`.
+fn fused_t<'py, T: numpy::Element + Real>(
+    py: Python<'py>, u: &Obj<'py>, w: &Obj<'py>, y: &Obj<'py>, need_x: bool, need_w: bool, nt: usize,
+    f: impl FnOnce(&Proxies<'_, T>, Option<&mut [T]>, Option<&mut [T]>) -> reprkit_core::Result<f64> + Send,
+) -> PyResult<Py<PyAny>> {
+    let v = Views::<T>::new(u, w, y)?;
+    let p = v.problem()?;
+    let (n, c, d) = (p.n, p.c, p.d);
+    let (loss, gx, gw) = run(py, nt, || {
+        let mut gx = vec![T::zero(); if need_x { n * d } else { 0 }];
+        let mut gw = vec![T::zero(); if need_w { c * d } else { 0 }];
+        let loss = f(&p, need_x.then_some(&mut gx[..]), need_w.then_some(&mut gw[..]))?;
+        Ok((loss, gx, gw))
+    })?;
+    (loss, to_pyarray(py, gx, if need_x { n } else { 0 }, d)?, to_pyarray(py, gw, if need_w { c } else { 0 }, d)?)
+        .into_py_any(py)
+}
+
+/// proxy_anchor_loss_fused(x, w, labels, margin, alpha, need_x, need_w, n_threads) -> (loss, ∂x, ∂w):
+/// the loss of the *raw* embeddings x (normalised in the kernel) and its gradients in one pass;
+/// a gradient not needed is a 0×d array.
+#[pyfunction]
+#[pyo3(signature = (x, w, labels, margin, alpha, need_x, need_w, n_threads))]
+#[allow(clippy::too_many_arguments)]
+fn proxy_anchor_loss_fused<'py>(
+    py: Python<'py>, x: &Obj<'py>, w: &Obj<'py>, labels: &Obj<'py>, margin: f64, alpha: f64, need_x: bool,
+    need_w: bool, n_threads: usize,
+) -> PyResult<Py<PyAny>> {
+    if is_f64(x)? {
+        fused_t::<f64>(py, x, w, labels, need_x, need_w, n_threads, |p, gx, gw| L::proxy_anchor_fused(p, margin, alpha, gx, gw))
+    } else {
+        fused_t::<f32>(py, x, w, labels, need_x, need_w, n_threads, |p, gx, gw| L::proxy_anchor_fused(p, margin, alpha, gx, gw))
+    }
+}
+
+/// proxy_nca_loss_fused(x, w, labels, sigma, row_weights, need_x, need_w, n_threads) -> (loss, ∂x, ∂w):
+/// Σ_i c_i·per_i (row_weights c, float64, length B) of the raw embeddings x with logits σ·cos,
+/// and its gradients in one pass; a gradient not needed is a 0×d array.
+#[pyfunction]
+#[pyo3(signature = (x, w, labels, sigma, row_weights, need_x, need_w, n_threads))]
+#[allow(clippy::too_many_arguments)]
+fn proxy_nca_loss_fused<'py>(
+    py: Python<'py>, x: &Obj<'py>, w: &Obj<'py>, labels: &Obj<'py>, sigma: f64, row_weights: &Obj<'py>,
+    need_x: bool, need_w: bool, n_threads: usize,
+) -> PyResult<Py<PyAny>> {
+    let ca = arr1::<f64>(row_weights, "row_weights")?;
+    let c = s1(&ca, "row_weights")?;
+    if is_f64(x)? {
+        fused_t::<f64>(py, x, w, labels, need_x, need_w, n_threads, |p, gx, gw| L::proxy_nca_fused(p, sigma, c, gx, gw))
+    } else {
+        fused_t::<f32>(py, x, w, labels, need_x, need_w, n_threads, |p, gx, gw| L::proxy_nca_fused(p, sigma, c, gx, gw))
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(proxy_anchor_loss_fused, m)?)?;
+    m.add_function(wrap_pyfunction!(proxy_nca_loss_fused, m)?)?;
     m.add_function(wrap_pyfunction!(proxy_anchor_loss, m)?)?;
     m.add_function(wrap_pyfunction!(proxy_anchor_loss_backward, m)?)?;
     m.add_function(wrap_pyfunction!(proxy_nca_loss, m)?)?;

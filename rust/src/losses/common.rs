@@ -568,6 +568,33 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     if x < -87.0 { 0.0 } else { e * scale }
 }
 
+/// The floor of a norm in [`unit_rows`] (torch.nn.functional.normalize's eps).
+pub const UNIT_EPS: f64 = 1e-12;
+
+/// Unit rows x̂ = x / max(‖x‖, 1e-12) of `x` (rows of `d`), as `F.normalize`, and the 1/max(‖x‖, eps).
+pub fn unit_rows<T: Real>(x: &[T], d: usize) -> (Vec<T>, Vec<T>) {
+    let eps = T::c(UNIT_EPS);
+    let mut xh = x.to_vec();
+    let mut inv = vec![T::one(); x.len() / d.max(1)];
+    xh.par_chunks_mut(d).zip(inv.par_iter_mut()).for_each(|(row, iv)| {
+        let nr = crate::linalg::dot(row, row).sqrt();
+        *iv = T::one() / if nr > eps { nr } else { eps };
+        super::rowops::scale(row, *iv);
+    });
+    (xh, inv)
+}
+
+/// ∂/∂x from ∂/∂x̂ in place, for [`unit_rows`]' x̂ and `inv`: (g − (g·x̂)x̂)/‖x‖, or g/eps below eps.
+pub fn unit_rows_backward<T: Real>(g: &mut [T], xh: &[T], inv: &[T], d: usize) {
+    g.par_chunks_mut(d).zip(xh.par_chunks(d)).zip(inv.par_iter()).for_each(|((gr, zr), &iv)| {
+        if iv < T::one() / T::c(UNIT_EPS) {
+            let pd = crate::linalg::dot(zr, gr);
+            super::rowops::axpy(gr, -pd, zr);
+        }
+        super::rowops::scale(gr, iv);
+    });
+}
+
 /// Sum of f64 partials in order (deterministic reduction of per-tile results).
 pub fn ordered_sum<I: IntoIterator<Item = f64>>(it: I) -> f64 {
     it.into_iter().fold(0.0, |a, b| a + b)

@@ -22,7 +22,7 @@
 //! No n×C matrix exists at any time. Tiles, row blocks and groups are fixed sizes, and partial
 //! sums are reduced in a fixed order, so results are bit-identical for any thread count.
 
-use super::common::ordered_sum;
+use super::common::{ordered_sum, unit_rows, unit_rows_backward};
 use super::rowops;
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::linalg::{gemm, MatRef};
@@ -146,15 +146,7 @@ impl<'a, T: Real> MarginSoftmax<'a, T> {
         let (n, d) = (self.n, self.d);
         let eps = T::c(NORM_EPS);
         let norm = self.kind.normalizes();
-        let mut zh = self.z[..n * d].to_vec();
-        let mut inz = vec![T::one(); n];
-        if norm {
-            zh.par_chunks_mut(d).zip(inz.par_iter_mut()).for_each(|(row, iv)| {
-                let nr = crate::linalg::dot(row, row).sqrt();
-                *iv = T::one() / if nr > eps { nr } else { eps };
-                rowops::scale(row, *iv);
-            });
-        }
+        let (zh, inz) = if norm { unit_rows(&self.z[..n * d], d) } else { (self.z[..n * d].to_vec(), vec![T::one(); n]) };
         let rw = self.rows_w();
         let mut iw = vec![T::one(); rw];
         if norm {
@@ -525,8 +517,25 @@ crate::simd::multiversion! {
 /// the result is bit-identical for any thread count. Extra memory beyond the gradients:
 /// STRIP·C·K values (+ STRIP·C u32 sub-centre indices when K > 1), ẑ (n×d),
 /// MAX_GROUPS partials of STRIP×d, one float per W row. `gz`/`gw` None skip that gradient.
-pub fn margin_fused<T: Real>(p: &MarginSoftmax<T>, mut gz: Option<&mut [T]>, mut gw: Option<&mut [T]>) -> Result<f64> {
+pub fn margin_fused<T: Real>(p: &MarginSoftmax<T>, gz: Option<&mut [T]>, gw: Option<&mut [T]>) -> Result<f64> {
+    margin_fused_weighted(p, None, gz, gw)
+}
+
+/// [`margin_fused`] for the weighted sum Σ_i c_i·ℓ_i of the per-row losses (`row_weights` c,
+/// length n) instead of their mean (None: c_i = 1/n, the same bits as [`margin_fused`]).
+/// Proxy-NCA's reductions and sample weights are such sums.
+pub fn margin_fused_weighted<T: Real>(
+    p: &MarginSoftmax<T>, row_weights: Option<&[f64]>, mut gz: Option<&mut [T]>, mut gw: Option<&mut [T]>,
+) -> Result<f64> {
     p.validate()?;
+    if let Some(c) = row_weights {
+        if c.len() != p.n {
+            return Err(Error::Shape(format!("row weights have length {}, expected {}", c.len(), p.n)));
+        }
+        if c.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite("row weights contain NaN or infinity".into()));
+        }
+    }
     let (n, d, k, rw) = (p.n, p.d, p.sub_centers, p.rows_w());
     if let Some(g) = gz.as_deref() {
         check_len("grad_embeddings", g.len(), n, d)?;
@@ -541,6 +550,8 @@ pub fn margin_fused<T: Real>(p: &MarginSoftmax<T>, mut gz: Option<&mut [T]>, mut
     let ng = nt.div_ceil(tpg);
     let s = T::c(p.scale);
     let gs = T::c(p.scale / n as f64);
+    // The upstream scale of row i's logits: s·c_i.
+    let gsr = |i: usize| row_weights.map_or(gs, |c| T::c(p.scale * c[i]));
     let norm = p.kind.normalizes();
     let sh = STRIP.min(n);
     let mut buf = vec![T::zero(); sh * rw];
@@ -614,6 +625,7 @@ pub fn margin_fused<T: Real>(p: &MarginSoftmax<T>, mut gz: Option<&mut [T]>, mut
                         let i = r0 + ii;
                         let rraw = &mut blk[ii * wr..(ii + 1) * wr];
                         let row = &mut lg[..nc];
+                        let gs = gsr(i);
                         if k == 1 {
                             softmax_of(row, rraw, s, lse[i], gs);
                         } else {
@@ -665,21 +677,15 @@ pub fn margin_fused<T: Real>(p: &MarginSoftmax<T>, mut gz: Option<&mut [T]>, mut
             }
         });
     }
-    if let Some(gz) = gz {
+    if let (Some(gz), true) = (gz, norm) {
         // ∂ẑ → ∂z: project out ẑ and divide by ‖z‖.
-        gz[..n * d].par_chunks_mut(d).enumerate().for_each(|(i, gr)| {
-            if norm {
-                let zr = &pr.zh[i * d..(i + 1) * d];
-                let iv = pr.inz[i];
-                if iv < T::one() / T::c(NORM_EPS) {
-                    let pd = crate::linalg::dot(zr, gr);
-                    rowops::axpy(gr, -pd, zr);
-                }
-                rowops::scale(gr, iv);
-            }
-        });
+        unit_rows_backward(&mut gz[..n * d], &pr.zh, &pr.inz, d);
     }
-    Ok(ordered_sum((0..n).map(|i| (lse[i].to_f64_() - tl[i].to_f64_()).max(0.0))) / n as f64)
+    let per = |i: usize| (lse[i].to_f64_() - tl[i].to_f64_()).max(0.0);
+    Ok(match row_weights {
+        None => ordered_sum((0..n).map(per)) / n as f64,
+        Some(c) => ordered_sum((0..n).map(|i| c[i] * per(i))),
+    })
 }
 
 #[cfg(test)]

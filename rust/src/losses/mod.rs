@@ -32,7 +32,7 @@ pub use common::{Batch, Metric, Rows};
 pub use dino::{dino_backward, dino_forward, Dino, DinoState};
 pub use contrastive::{contrastive_backward, contrastive_forward, pair_tuple_backward, pair_tuple_forward};
 pub use lifted::{lifted_backward, lifted_forward, LiftedState};
-pub use margin::{margin_backward, margin_forward, margin_fused, Kind as MarginKind, MarginSoftmax, MarginState};
+pub use margin::{margin_backward, margin_forward, margin_fused, margin_fused_weighted, Kind as MarginKind, MarginSoftmax, MarginState};
 pub use miners::{
     mine_distance_weighted, mine_multi_similarity, mine_pair_margin, mine_triplet_margin, PairSets, TripletType,
 };
@@ -43,7 +43,8 @@ pub use multisim::{
 };
 pub use pairsim::GivenPairs;
 pub use proxies::{
-    proxy_anchor_backward, proxy_anchor_forward, proxy_anchor_loss, proxy_nca_backward, proxy_nca_forward, AnchorTerms,
+    proxy_anchor_backward, proxy_anchor_forward, proxy_anchor_fused, proxy_anchor_loss, proxy_nca_backward, proxy_nca_forward,
+    proxy_nca_fused, AnchorTerms,
     Proxies,
 };
 pub use triplet::{

@@ -22,7 +22,8 @@
 //! (per-class or per-row log-sum-exps), so no B×C matrix is ever stored; each task holds its
 //! own B×d share of ∂L/∂û, summed in group order. Results do not depend on the thread count.
 
-use super::common::ordered_sum;
+use super::common::{ordered_sum, unit_rows, unit_rows_backward};
+use super::margin::{margin_fused_weighted, Kind, MarginSoftmax};
 use super::rowops;
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::linalg::{dot, gemm, MatRef};
@@ -384,7 +385,6 @@ where
     let um = MatRef::new(p.u, n, d);
     let groups = p.groups();
     let mut gws = split_by(&mut gw[..c * d], &groups, d);
-    let eps = T::c(NORM_EPS);
     let parts: Vec<Vec<T>> = gws
         .par_iter_mut()
         .zip(groups.par_iter())
@@ -416,26 +416,36 @@ where
                     gemm(T::one(), sm, ur, beta, gwt);
                     gemm(T::one(), sm.t(), wm, T::one(), &mut gup[r0 * d..r1 * d]);
                 }
-                // Through ŵ = w / max(‖w‖, eps): (g − (g·ŵ)ŵ)/‖w‖, or g/eps below eps.
-                for k in 0..ct {
-                    let g = &mut gwt[k * d..(k + 1) * d];
-                    let wh = &wt[k * d..(k + 1) * d];
-                    let iv = inv[k];
-                    if T::one() / iv > eps {
-                        let gd = dot(g, wh);
-                        for (gv, &wv) in g.iter_mut().zip(wh) {
-                            *gv = (*gv - gd * wv) * iv;
-                        }
-                    } else {
-                        g.iter_mut().for_each(|gv| *gv *= iv);
-                    }
-                }
+                through_norm(gwt, &wt, &inv, d);
             }
             gup
         })
         .collect();
-    // ∂L/∂û: the groups' shares in group order, parallel over fixed row blocks.
-    gu[..n * d].par_chunks_mut(RB * d).enumerate().for_each(|(b, blk)| {
+    sum_parts(&mut gu[..n * d], &parts, d);
+    Ok(())
+}
+
+/// ∂L/∂w of a tile from ∂L/∂ŵ in place, through ŵ = w / max(‖w‖, eps) (`wt` the tile's ŵ,
+/// `inv` its 1/max(‖w‖, eps)): (g − (g·ŵ)ŵ)/‖w‖, or g/eps below eps.
+fn through_norm<T: Real>(gwt: &mut [T], wt: &[T], inv: &[T], d: usize) {
+    let eps = T::c(NORM_EPS);
+    for (k, g) in gwt.chunks_exact_mut(d).enumerate() {
+        let wh = &wt[k * d..(k + 1) * d];
+        let iv = inv[k];
+        if T::one() / iv > eps {
+            let gd = dot(g, wh);
+            for (gv, &wv) in g.iter_mut().zip(wh) {
+                *gv = (*gv - gd * wv) * iv;
+            }
+        } else {
+            g.iter_mut().for_each(|gv| *gv *= iv);
+        }
+    }
+}
+
+/// `out` ← Σ of the groups' shares `parts` in group order, parallel over fixed row blocks.
+fn sum_parts<T: Real>(out: &mut [T], parts: &[Vec<T>], d: usize) {
+    out.par_chunks_mut(RB * d).enumerate().for_each(|(b, blk)| {
         let off = b * RB * d;
         let len = blk.len();
         blk.copy_from_slice(&parts[0][off..off + len]);
@@ -443,7 +453,132 @@ where
             rowops::add(blk, &pt[off..off + len]);
         }
     });
-    Ok(())
+}
+
+/// Proxy-Anchor loss L = Σ pos / |classes present| + Σ neg / C and, optionally, its gradients
+/// with respect to the *raw* embeddings `p.u` (normalised here, as `F.normalize`) into `gx`
+/// (n×d) and to the proxies into `gw` (c×d), both overwritten, in one pass with three GEMMs
+/// (cos, ∂ŵ, ∂û) instead of the four of [`proxy_anchor_forward`] + [`proxy_anchor_backward`].
+///
+/// Proxy-Anchor's sums run over the batch per class, so the pass is class-tile-major: per
+/// group of class tiles (the layout of the two-pass kernels, fixed by C), per tile of [`CT`]
+/// classes, one GEMM gives the tile's cosines against all n rows (a CT×n buffer per running
+/// task, the only state beyond the gradients), each class's two log-sum-exps come from that
+/// buffer, which is then overwritten by ∂L/∂cos (the negatives' exponentials are already
+/// there: one exp per entry), and ∂W_tile = A·û, the group's ∂û += Aᵀ·ŵ_tile. The groups'
+/// ∂û shares are summed in group order: bit-identical for any thread count.
+pub fn proxy_anchor_fused<T: Real>(
+    p: &Proxies<T>, margin: f64, alpha: f64, mut gx: Option<&mut [T]>, mut gw: Option<&mut [T]>,
+) -> Result<f64> {
+    p.validate()?;
+    check_anchor_params(margin, alpha)?;
+    let (n, c, d) = (p.n, p.c, p.d);
+    if let Some(g) = gx.as_deref() {
+        check_len("grad_embeddings", g.len(), n, d)?;
+    }
+    if let Some(g) = gw.as_deref() {
+        check_len("grad_proxies", g.len(), c, d)?;
+    }
+    let (a, dl) = (T::c(alpha), T::c(margin));
+    let (uh, inx) = unit_rows(&p.u[..n * d], d);
+    let um = MatRef::new(&uh, n, d);
+    let mut terms = AnchorTerms { pos: vec![T::zero(); c], neg: vec![T::zero(); c], count: vec![T::zero(); c] };
+    for &y in p.labels {
+        terms.count[y as usize] += T::one();
+    }
+    // The upstream gradients of Σ pos / present and Σ neg / C.
+    let present = terms.count.iter().filter(|&&v| v > T::zero()).count().max(1);
+    let (gp, gn) = (T::c(1.0 / present as f64), T::c(1.0 / c as f64));
+    let need_x = gx.is_some();
+    let groups = p.groups();
+    let pos_s = split_by(&mut terms.pos, &groups, 1);
+    let neg_s = split_by(&mut terms.neg, &groups, 1);
+    let gw_s: Vec<Option<&mut [T]>> = match gw.as_deref_mut() {
+        Some(g) => split_by(&mut g[..c * d], &groups, d).into_iter().map(Some).collect(),
+        None => groups.iter().map(|_| None).collect(),
+    };
+    let parts: Vec<Vec<T>> = pos_s
+        .into_par_iter()
+        .zip(neg_s)
+        .zip(gw_s)
+        .zip(groups.par_iter())
+        .map(|(((pos, neg), mut gwg), &(g0, g1))| {
+            let mut gup = vec![T::zero(); if need_x { n * d } else { 0 }];
+            let mut wt = vec![T::zero(); CT * d];
+            let mut inv = vec![T::zero(); CT];
+            let mut s = vec![T::zero(); CT.min(g1 - g0) * n];
+            for t0 in (g0..g1).step_by(CT) {
+                let t1 = (t0 + CT).min(g1);
+                let ct = t1 - t0;
+                p.norm_tile(t0, t1, &mut wt, &mut inv);
+                let wm = MatRef::new(&wt[..ct * d], ct, d);
+                let st = &mut s[..ct * n];
+                gemm(T::one(), wm, um.t(), T::zero(), st);
+                // Positives: their terms, then −∞ so that the negatives' pass skips them.
+                let pc = positives_in(p.labels, 0, n, t0, t1);
+                let mut pm = vec![T::zero(); ct];
+                let mut ps = vec![T::one(); ct];
+                let pcos: Vec<T> = pc.iter().map(|&(i, k)| st[k * n + i]).collect();
+                for (&(i, k), &cos) in pc.iter().zip(&pcos) {
+                    push(&mut pm[k], &mut ps[k], -a * (cos - dl));
+                    st[k * n + i] = T::neg_infinity();
+                }
+                for (k, row) in st.chunks_exact_mut(n).enumerate() {
+                    // (max, sum) of the "1 + Σ" log-sum-exp, the 1 being e⁰; the row is left
+                    // holding e^{α(cos + δ) − max}, so ∂L/∂cos = gn·α·row / sum.
+                    let (mut nm, mut ns) = (T::zero(), T::one());
+                    affine(row, a, dl);
+                    merge_row(&mut nm, &mut ns, row);
+                    neg[t0 - g0 + k] = nm + ns.ln();
+                    pos[t0 - g0 + k] = pm[k] + ps[k].ln();
+                    rowops::scale(row, gn * a / ns);
+                }
+                for (&(i, k), &cos) in pc.iter().zip(&pcos) {
+                    st[k * n + i] = -gp * a * rowops::exp1(-a * (cos - dl) - pos[t0 - g0 + k]);
+                }
+                let sm = MatRef::new(st, ct, n);
+                if let Some(gwg) = gwg.as_deref_mut() {
+                    let gwt = &mut gwg[(t0 - g0) * d..(t1 - g0) * d];
+                    gemm(T::one(), sm, um, T::zero(), gwt);
+                    through_norm(gwt, &wt, &inv, d);
+                }
+                if need_x {
+                    gemm(T::one(), sm.t(), wm, T::one(), &mut gup);
+                }
+            }
+            gup
+        })
+        .collect();
+    if let Some(gx) = gx.as_deref_mut() {
+        sum_parts(&mut gx[..n * d], &parts, d);
+        unit_rows_backward(&mut gx[..n * d], &uh, &inx, d);
+    }
+    Ok(proxy_anchor_loss(&terms))
+}
+
+/// Proxy-NCA's weighted loss Σ_i c_i·per_i (`row_weights` c: the reduction and sample weights,
+/// e.g. 1/n for the mean) and, optionally, its gradients with respect to the *raw* embeddings
+/// `p.u` (normalised here) into `gx` and to the proxies into `gw`, in one pass with three GEMMs.
+/// Proxy-NCA is a normalised softmax with scale σ over all proxies (no margin), so this is
+/// the margin-softmax fused kernel ([`super::margin::margin_fused_weighted`]).
+pub fn proxy_nca_fused<T: Real>(
+    p: &Proxies<T>, sigma: f64, row_weights: &[f64], gx: Option<&mut [T]>, gw: Option<&mut [T]>,
+) -> Result<f64> {
+    p.validate()?;
+    check_nca_scale(sigma)?;
+    let m = MarginSoftmax {
+        z: p.u,
+        n: p.n,
+        d: p.d,
+        w: p.w,
+        classes: p.c,
+        sub_centers: 1,
+        labels: p.labels,
+        margins: &[0.0],
+        scale: sigma,
+        kind: Kind::Normalized,
+    };
+    margin_fused_weighted(&m, Some(row_weights), gx, gw)
 }
 
 /// The Proxy-Anchor loss from its per-class terms: Σ pos / |classes present| + Σ neg / C.
@@ -598,14 +733,88 @@ mod tests {
                 let g = vec![1.0f32; n];
                 let (mut hu, mut hw) = (vec![0.0f32; n * d], vec![0.0f32; c * d]);
                 proxy_nca_backward(&p, 16.0, &lse, &g, &mut hu, &mut hw).unwrap();
-                t.pos.iter().chain(&t.neg).chain(&gu).chain(&gw).chain(&per).chain(&lse).chain(&hu).chain(&hw)
-                    .map(|v| v.to_bits())
-                    .collect::<Vec<_>>()
+                let (mut fx, mut fw) = (vec![0.0f32; n * d], vec![0.0f32; c * d]);
+                let fa = proxy_anchor_fused(&p, 0.1, 32.0, Some(&mut fx), Some(&mut fw)).unwrap();
+                let cw = vec![1.0 / n as f64; n];
+                let (mut kx, mut kw) = (vec![0.0f32; n * d], vec![0.0f32; c * d]);
+                let fnca = proxy_nca_fused(&p, 16.0, &cw, Some(&mut kx), Some(&mut kw)).unwrap();
+                let mut bits: Vec<u64> = t.pos.iter().chain(&t.neg).chain(&gu).chain(&gw).chain(&per).chain(&lse)
+                    .chain(&hu).chain(&hw).chain(&fx).chain(&fw).chain(&kx).chain(&kw)
+                    .map(|v| v.to_bits() as u64)
+                    .collect();
+                bits.extend([fa.to_bits(), fnca.to_bits()]);
+                bits
             })
         };
         let one = run(1);
         assert_eq!(one, run(2));
         assert_eq!(one, run(3));
+    }
+
+    #[test]
+    fn fused_matches_brute_force_and_the_two_pass_kernels() {
+        let mut rng = Rng(17);
+        // (n, c, d): several class tiles and groups, a batch wider than a row tile, one class,
+        // absent classes; raw (unnormalised) embeddings, one of them tiny.
+        for &(n, c, d) in &[(7usize, 5usize, 3usize), (300, 9, 4), (20, 4200, 3), (5, 1, 2)] {
+            let mut x: Vec<f64> = rng.normal_vec(n * d).iter().map(|v| 2.0 * v).collect();
+            x[..d].iter_mut().for_each(|v| *v *= 1e-3);
+            let u = unit(&x, n, d);
+            let w = rng.normal_vec(c * d);
+            let y = rng.labels(n, c.min(4) as u64);
+            let px = Proxies { u: &x, n, w: &w, c, d, labels: &y };
+            let pu = Proxies { u: &u, ..px };
+            // Proxy-Anchor: the loss, and both gradients against finite differences of the brute
+            // force and against the two-pass kernels (∂û taken through the normalisation by hand).
+            let fa = |xx: &[f64], ww: &[f64]| brute_anchor(&unit(xx, n, d), n, ww, c, d, &y, 0.1, 8.0);
+            let (mut gx, mut gw) = (vec![7.0; n * d], vec![7.0; c * d]);
+            let v = proxy_anchor_fused(&px, 0.1, 8.0, Some(&mut gx), Some(&mut gw)).unwrap();
+            let want = fa(&x, &w);
+            assert!((v - want).abs() < 1e-10 * (1.0 + want.abs()), "{v} vs {want}");
+            let t = proxy_anchor_forward(&pu, 0.1, 8.0).unwrap();
+            assert!((proxy_anchor_loss(&t) - v).abs() < 1e-12 * (1.0 + v.abs()));
+            let (gp, gn) = anchor_up(&t);
+            let (mut gu2, mut gw2) = (vec![0.0; n * d], vec![0.0; c * d]);
+            proxy_anchor_backward(&pu, 0.1, 8.0, &t.pos, &t.neg, &gp, &gn, &mut gu2, &mut gw2).unwrap();
+            let inv: Vec<f64> = (0..n).map(|i| 1.0 / x[i * d..(i + 1) * d].iter().map(|v| v * v).sum::<f64>().sqrt()).collect();
+            unit_rows_backward(&mut gu2, &u, &inv, d);
+            assert_close(&gx, &gu2, 1e-10);
+            assert_close(&gw, &gw2, 1e-10);
+            let dx = rng.normal_vec(n * d);
+            assert_dir(&gx, &x, &dx, &|xx| fa(xx, &w), 1e-5);
+            let dw = rng.normal_vec(c * d);
+            assert_dir(&gw, &w, &dw, &|ww| fa(&x, ww), 1e-5);
+            // One gradient alone: the same bits.
+            let mut ox = vec![0.0; n * d];
+            assert_eq!(proxy_anchor_fused(&px, 0.1, 8.0, Some(&mut ox), None).unwrap().to_bits(), v.to_bits());
+            assert_eq!(ox, gx);
+            let mut ow = vec![0.0; c * d];
+            proxy_anchor_fused(&px, 0.1, 8.0, None, Some(&mut ow)).unwrap();
+            assert_eq!(ow, gw);
+            // Proxy-NCA with per-row weights.
+            let cw: Vec<f64> = (0..n).map(|i| 0.5 + (i % 3) as f64 * 0.25).collect();
+            let fnca = |xx: &[f64], ww: &[f64]| brute_nca(&unit(xx, n, d), n, ww, c, d, &y, 3.0, &cw);
+            let (mut hx, mut hw) = (vec![7.0; n * d], vec![7.0; c * d]);
+            let v = proxy_nca_fused(&px, 3.0, &cw, Some(&mut hx), Some(&mut hw)).unwrap();
+            let want = fnca(&x, &w);
+            assert!((v - want).abs() < 1e-10 * (1.0 + want.abs()), "{v} vs {want}");
+            let (_, lse) = proxy_nca_forward(&pu, 3.0).unwrap();
+            let (mut hu2, mut hw2) = (vec![0.0; n * d], vec![0.0; c * d]);
+            proxy_nca_backward(&pu, 3.0, &lse, &cw, &mut hu2, &mut hw2).unwrap();
+            unit_rows_backward(&mut hu2, &u, &inv, d);
+            assert_close(&hx, &hu2, 1e-10);
+            assert_close(&hw, &hw2, 1e-10);
+            assert_dir(&hx, &x, &dx, &|xx| fnca(xx, &w), 1e-5);
+            assert_dir(&hw, &w, &dw, &|ww| fnca(&x, ww), 1e-5);
+        }
+        let (x, w) = (vec![1.0f64; 4], vec![1.0f64; 6]);
+        let p = Proxies { u: &x, n: 2, w: &w, c: 3, d: 2, labels: &[0, 3] };
+        assert!(matches!(proxy_anchor_fused(&p, 0.1, 32.0, None, None), Err(Error::InvalidInput(_))));
+        assert!(matches!(proxy_nca_fused(&p, 1.0, &[0.5, 0.5], None, None), Err(Error::InvalidInput(_))));
+        let ok = Proxies { labels: &[0, 2], ..p };
+        let mut short = vec![0.0; 3];
+        assert!(matches!(proxy_anchor_fused(&ok, 0.1, 32.0, Some(&mut short), None), Err(Error::Shape(_))));
+        assert!(matches!(proxy_nca_fused(&ok, 1.0, &[0.5], None, None), Err(Error::Shape(_))));
     }
 
     #[test]
