@@ -197,7 +197,8 @@ def test_data_at_1e30_and_1e300_is_embedded_well(dtype, scale):
 
     X = _data(90)
     Xs = (X * scale).astype(dtype)
-    for est in [reprkit.TSNE(2, **FAST), reprkit.ClassicalMDS(2), reprkit.LaplacianEigenmaps(2, n_neighbors=8)]:
+    # t-SNE with enough iterations to be past the transient (40 give 0.78-0.84 depending on the gain rule).
+    for est in [reprkit.TSNE(2, **{**FAST, "max_iter": 150}), reprkit.ClassicalMDS(2), reprkit.LaplacianEigenmaps(2, n_neighbors=8)]:
         Z = est.fit_transform(Xs)
         assert np.isfinite(Z).all()
         Z = np.asarray(Z, dtype=np.float64)

@@ -222,6 +222,39 @@ def test_kl_does_not_increase_with_more_iterations():
     assert kls[2] <= kls[1] + 1e-6
 
 
+def test_update_rule_is_fitsne_and_opentsne_gradient_descent():
+    """The optimiser's update is FIt-SNE's / openTSNE's: gains +0.2 when sign(g) ≠ sign(u) (sign(0) = 0,
+    so every gain rises on the first step), else gain·0.8 + 0.01; u ← μu − η·gain·g; per-point step
+    capped at norm 5. Peer: openTSNE's own gradient_descent driven by the same exact gradient, through
+    both phases (exaggeration, then none; gains and velocities carry over) at a learning rate large
+    enough for the cap and the gain decrease to act. openTSNE re-centres every step: compare centred."""
+    gd_mod = pytest.importorskip("openTSNE.tsne")
+    X, _ = _blobs(150, 6, seed=12)
+    # Few iterations: at this step size the dynamics are chaotic, rounding differences grow ~10× per 5 steps.
+    n, lr, n_ex, n_it = 150, 400.0, 12, 25
+    Y0 = np.random.default_rng(4).normal(0, 1e-2, size=(n, 2))
+    est = reprkit.TSNE(perplexity=10, method="exact", init=Y0, learning_rate=lr, early_exaggeration=12.0,
+                       exaggeration_iter=n_ex, max_iter=n_it, n_jobs=1, random_state=0).fit(X)
+    P = est.affinities_
+    opt = _optimizer(P, Y0)
+
+    def objective(embedding, ex, dof, **_):
+        g, kl = opt.gradient(np.ascontiguousarray(embedding), float(ex[0]), 1)
+        return kl, g / 4.0  # openTSNE's unit (∂C/∂y / 4), as reprkit's learning rate
+
+    Y = Y0.copy()
+    gd, ex = gd_mod.gradient_descent(), np.ones(1)  # ex carries the exaggeration (openTSNE multiplies "P")
+    capped, low = 0, np.inf
+    for it in range(n_it):  # one iteration per call (gains and velocities persist) to watch the rule act
+        gd(Y, ex, 1, objective, learning_rate=lr, momentum=0.8, exaggeration=12.0 if it < n_ex else 1, max_step_norm=5)
+        capped += int(np.isclose(np.linalg.norm(gd.update, axis=1), 5.0).sum())
+        low = min(low, gd.gains.min())
+    # The schedule exercised every part of the rule: capped steps, decayed gains.
+    assert capped > 0 and low < 0.25, (capped, low)
+    ours = est.embedding_ - est.embedding_.mean(0)
+    np.testing.assert_allclose(ours, Y - Y.mean(0), rtol=0, atol=1e-6 * np.abs(Y).max())
+
+
 @pytest.mark.parametrize("method,neighbors", [("barnes_hut", "exact"), ("barnes_hut", "approx"), ("exact", "auto")])
 def test_n_jobs_does_not_change_the_result(method, neighbors):
     X, _ = _blobs(700 if neighbors == "approx" else 200, 12, seed=10)

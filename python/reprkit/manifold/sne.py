@@ -20,9 +20,10 @@ in both phases.
 
 Schedule (openTSNE's). ``exaggeration_iter`` iterations with P multiplied by
 ``early_exaggeration``, then the rest of ``max_iter`` without; momentum 0.8 in
-both phases (bhtsne / scikit-learn use 0.5 then 0.8); delta-bar-delta gains
-(+0.2 when the gradient changes sign against the velocity, ×0.8 otherwise,
-floor 0.01); each point's step is capped at norm 5.
+both phases (bhtsne / scikit-learn use 0.5 then 0.8); delta-bar-delta gains as
+in FIt-SNE / openTSNE (+0.2 where sign(gradient) ≠ sign(velocity), sign(0) = 0;
+else gain·0.8 + 0.01, which settles at 0.05 — bhtsne / scikit-learn floor at
+0.01 instead); each point's step is capped at norm 5.
 
 Reported KL: always against the true (unexaggerated) P, summed over P's support
 with the normaliser Z of the current gradient evaluation (exact for

@@ -5,8 +5,8 @@
 //!   A_i = Σ_j p_ij b_ij (y_i − y_j),  b = 1/(1 + d²/dof) (t-SNE) or 1 (Gaussian kernels),
 //! over the sparse symmetric P, and R_i from [`super::bh`], [`super::fft`] or [`super::exact`].
 //!
-//! Update per coordinate (delta-bar-delta gains, as in bhtsne / openTSNE):
-//!   gain ← gain + 0.2 if sign(g) ≠ sign(u) else gain·0.8, floored at 0.01;
+//! Update per coordinate (delta-bar-delta gains, as in FIt-SNE / openTSNE; sign(0) = 0):
+//!   gain ← gain + 0.2 if sign(g) ≠ sign(u) else gain·0.8 + 0.01;
 //!   u ← μ·u − η·gain·g;  u_i ← u_i·min(1, s_max/‖u_i‖);  y ← y + u.
 //!
 //! KL(P‖Q) = Σ p ln p − Σ p ln w + ln Z over P's support (exact given Z);
@@ -279,13 +279,26 @@ pub struct Schedule {
     pub max_step_norm: f64,
 }
 
+/// The additive term of the gain decrease (see [`step_point`]).
+pub const MIN_GAIN: f64 = 0.01;
+
+/// sign(x) ∈ {−1, 0, 1}, 0 for ±0 (as C's / numpy's sign in FIt-SNE and openTSNE).
+#[inline(always)]
+fn sgn(x: f64) -> i8 {
+    (x > 0.0) as i8 - (x < 0.0) as i8
+}
+
 /// Applies the gains / momentum / step-norm update to one point's coordinates.
+///
+/// The gains are FIt-SNE's and openTSNE's delta-bar-delta (the reference codes of the FFT
+/// method): +0.2 when sign(g) ≠ sign(u) — sign(0) = 0, so the first step raises every gain —
+/// else 0.8·gain + [`MIN_GAIN`], which settles at 5·MIN_GAIN = 0.05 instead of bhtsne's floor
+/// at 0.01 (a gain that low all but freezes a coordinate in the final phase).
 #[inline(always)]
 fn step_point(y: &mut [f64], u: &mut [f64], gains: &mut [f64], g: &[f64], momentum: f64, lr: f64, max_step: f64) {
     let mut nrm = 0.0;
     for d in 0..y.len() {
-        let gn = if (g[d] > 0.0) != (u[d] > 0.0) { gains[d] + 0.2 } else { gains[d] * 0.8 };
-        gains[d] = gn.max(0.01);
+        gains[d] = if sgn(g[d]) != sgn(u[d]) { gains[d] + 0.2 } else { gains[d] * 0.8 + MIN_GAIN };
         u[d] = momentum * u[d] - lr * gains[d] * g[d];
         nrm += u[d] * u[d];
     }
@@ -470,6 +483,29 @@ mod tests {
             // The optimiser's objective is the KL sum / n: gradient (÷4) ×4n = ∂(Σ_i KL_i)/∂y.
             assert!((4.0 * n as f64 * g[t] - fd).abs() < 1e-5 * (1.0 + fd.abs()), "{t}: {} vs {fd}", 4.0 * n as f64 * g[t]);
         }
+    }
+
+    #[test]
+    fn gains_follow_the_fitsne_rule() {
+        // First step from rest: sign(u) = 0 differs from either sign of g, so both gains rise.
+        let (mut y, mut u, mut gn) = (vec![0.0; 2], vec![0.0; 2], vec![1.0; 2]);
+        step_point(&mut y, &mut u, &mut gn, &[1.0, -2.0], 0.5, 0.1, f64::INFINITY);
+        assert_eq!(gn, vec![1.2, 1.2]);
+        assert_eq!(u, vec![-0.1 * 1.2, 0.2 * 1.2]);
+        assert_eq!(y, u);
+        // A gradient agreeing with the velocity (overshoot) shrinks the gain: g ← 0.8 g + 0.01,
+        // whose fixed point is 0.05 (not a floor at 0.01).
+        let mut want = 1.2f64;
+        for _ in 0..200 {
+            let g = [u[0].signum(), u[1].signum()]; // the same sign as the velocity
+            step_point(&mut y, &mut u, &mut gn, &g, 0.0, 1e-9, f64::INFINITY);
+            want = want * 0.8 + MIN_GAIN;
+        }
+        assert!((gn[0] - want).abs() < 1e-12 && (want - 0.05).abs() < 1e-12, "{gn:?} {want}");
+        // The step-norm cap scales the whole velocity of the point.
+        let (mut y, mut u, mut gn) = (vec![0.0; 2], vec![0.0; 2], vec![1.0; 2]);
+        step_point(&mut y, &mut u, &mut gn, &[-30.0, -40.0], 0.8, 1.0 / 1.2, 5.0);
+        assert!((u[0] - 3.0).abs() < 1e-12 && (u[1] - 4.0).abs() < 1e-12, "{u:?}");
     }
 
     #[test]
