@@ -201,7 +201,13 @@ fn sampled_thresholds<T: Real>(x: &[T], n: usize, d: usize, cap_of: &(dyn Fn(usi
 fn top_rows<T: Real>(
     s: &Scan<'_, T>, n: usize, d: usize, cap_of: &(dyn Fn(usize) -> usize + Sync), labels: Option<&[u32]>, sample: usize,
 ) -> Vec<Row<T>> {
-    let thr = sampled_thresholds(s.q, n, d, cap_of, sample);
+    top_rows_from(s, n, cap_of, labels, sampled_thresholds(s.q, n, d, cap_of, sample))
+}
+
+/// [`top_rows`] from given starting thresholds (any: exact whatever they are).
+fn top_rows_from<T: Real>(
+    s: &Scan<'_, T>, n: usize, cap_of: &(dyn Fn(usize) -> usize + Sync), labels: Option<&[u32]>, thr: Vec<T>,
+) -> Vec<Row<T>> {
     let rows = blocked(n, |i| Row::below(cap_of(i), thr[i]));
     drop(thr);
     symmetric_rows(&s.prep, n, &rows, labels);
@@ -754,6 +760,63 @@ mod tests {
         for i in [0usize, 5, 511, 512, 1299] {
             let want: Vec<u32> = sorted_row(&x, d, i, n)[..6].iter().map(|p| p.1).collect();
             assert_eq!(&a.indices[i * 6..(i + 1) * 6], &want[..], "row {i}");
+        }
+    }
+
+    /// Rows whose starting threshold is too tight (here: forced) are rescanned: the
+    /// result equals the scan from +∞ and the streaming scan, for k = None (near
+    /// tracking, classes of varying R) and a fixed k, on label-sorted data with
+    /// duplicate rows.
+    #[test]
+    fn tight_thresholds_are_redone_exactly() {
+        let (n, d) = (1500, 4);
+        let mut x = grid(n, d, 21);
+        // Sorted by label (R varies per class), duplicates across blocks.
+        let mut y: Vec<u32> = (0..n as u32).map(|i| (i * i / 997) % 9).collect();
+        y.sort_unstable();
+        for (a, b) in [(3usize, 1400usize), (600, 601), (10, 1000)] {
+            let r = x[a * d..(a + 1) * d].to_vec();
+            x[b * d..(b + 1) * d].copy_from_slice(&r);
+        }
+        let p = prepare(&x, n, None, d, Metric::Euclidean).unwrap();
+        let s = scan(&p, &x, n, None, d);
+        let mut counts = [0usize; 9];
+        y.iter().for_each(|&l| counts[l as usize] += 1);
+        for fixed_k in [None, Some(7usize)] {
+            let cap_of = |i: usize| fixed_k.unwrap_or(counts[y[i] as usize] - 1);
+            let labels = fixed_k.is_none().then_some(&y[..]);
+            let free = top_rows_from(&s, n, &cap_of, labels, vec![f64::INFINITY; n]);
+            // Too tight for every third row (0: only exact duplicates pass), loose elsewhere.
+            let thr: Vec<f64> = (0..n).map(|i| if i % 3 == 0 { 0.0 } else { 1e9 }).collect();
+            let tight = top_rows_from(&s, n, &cap_of, labels, thr);
+            for (i, (a, b)) in free.into_iter().zip(tight).enumerate() {
+                assert_eq!(a.near, b.near, "row {i}");
+                assert_eq!(a.best.finish(), b.best.finish(), "row {i}");
+            }
+        }
+        // Through the public path (sampled thresholds) against the streaming scan.
+        for k in [None, Some(5)] {
+            let sym = retrieval_in(&x, n, &y, None, d, k, Metric::Euclidean, usize::MAX, 64).unwrap();
+            let st = retrieval_in(&x, n, &y, None, d, k, Metric::Euclidean, 0, 64).unwrap();
+            assert_same(&sym, &st, "sorted labels");
+        }
+        let a = knn_cross_in(&x, n, None, d, 3, Metric::Euclidean, None, usize::MAX, 64).unwrap();
+        let b = knn_cross_in(&x, n, None, d, 3, Metric::Euclidean, None, 0, 64).unwrap();
+        assert_eq!(a.indices, b.indices);
+        assert_eq!(a.distances, b.distances);
+    }
+
+    /// Tiny sets (no sample) and a sample that covers most of a small set.
+    #[test]
+    fn symmetric_scan_tiny_sets() {
+        for n in [2usize, 3, 17, 40, 70] {
+            let x = data(n, 2, n as u64);
+            let y: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+            for k in [None, Some(1)] {
+                let sym = retrieval_in(&x, n, &y, None, 2, k, Metric::Euclidean, usize::MAX, SAMPLE).unwrap();
+                let st = retrieval_in(&x, n, &y, None, 2, k, Metric::Euclidean, 0, SAMPLE).unwrap();
+                assert_same(&sym, &st, "tiny");
+            }
         }
     }
 

@@ -356,11 +356,12 @@ pub(super) fn unblocked<S>(rows: Vec<Mutex<Vec<S>>>) -> Vec<S> {
 #[inline(always)]
 fn fused_row<T: Real, const TRACK: bool>(
     ri: &mut Row<T>, i: usize, li: u32, vals: &[T], c0: usize, cols: &mut [Row<T>], ct: &mut [T], cn: &mut [T],
-    labs: &[u32],
+    labs: &[u32], col_near: &mut bool,
 ) {
     let w = vals.len();
     debug_assert!(cols.len() == w && ct.len() == w && cn.len() == w && (!TRACK || labs.len() == w));
     let (mut rt, mut rn) = ri.filt(TRACK);
+    let ninf = T::neg_infinity();
     let full = w - w % CHUNK;
     let mut j0 = 0;
     while j0 < full {
@@ -369,8 +370,10 @@ fn fused_row<T: Real, const TRACK: bool>(
         let u = <&[T; CHUNK]>::try_from(&cn[j0..j0 + CHUNK]);
         if let (Ok(v), Ok(t), Ok(u)) = (v, t, u) {
             // Branch-free: one or-reduction over the chunk; the rare chunks holding a
-            // candidate for either side build their bit masks.
-            let hit = if TRACK {
+            // candidate for either side build their bit masks. The label test is
+            // needed only while some nearest match lies beyond its row's threshold
+            // (`rn`, `col_near`): early in the scan, for a few outliers later.
+            let hit = if TRACK && (rn > ninf || *col_near) {
                 let l = <&[u32; CHUNK]>::try_from(&labs[j0..j0 + CHUNK]).unwrap_or(&[u32::MAX; CHUNK]);
                 (0..CHUNK).fold(false, |a, o| {
                     let x = v[o];
@@ -402,6 +405,7 @@ fn fused_row<T: Real, const TRACK: bool>(
                     let c = &mut cols[j0 + o];
                     c.one((v[o], i as u32), same(o));
                     (ct[j0 + o], cn[j0 + o]) = c.filt(TRACK);
+                    *col_near |= cn[j0 + o] > ninf;
                     mc &= mc - 1;
                 }
             }
@@ -418,6 +422,7 @@ fn fused_row<T: Real, const TRACK: bool>(
         if (x <= ct[o]) | (s & (x <= cn[o])) {
             cols[o].one((x, i as u32), s);
             (ct[o], cn[o]) = cols[o].filt(TRACK);
+            *col_near |= cn[o] > ninf;
         }
     }
 }
@@ -459,12 +464,14 @@ fn symmetric_rows_in<T: Real, const TRACK: bool>(s: &SqEuclid<'_, T>, n: usize, 
                 for (u, st) in g.iter().enumerate().take(w) {
                     (ct[u], cn[u]) = st.filt(TRACK);
                 }
+                // Conservative: whether any row of the block still tracks its nearest match.
+                let mut col_near = cn.iter().any(|&x| x > T::neg_infinity());
                 for t in 0..h {
                     let (left, right) = g.split_at_mut(t + 1);
                     let vals = &blk[t * w + t + 1..(t + 1) * w];
                     fused_row::<T, TRACK>(
                         &mut left[t], r0 + t, li(r0 + t), vals, c0 + t + 1, &mut right[..w - t - 1],
-                        &mut ct[t + 1..], &mut cn[t + 1..], pad(c0, c1, t + 1),
+                        &mut ct[t + 1..], &mut cn[t + 1..], pad(c0, c1, t + 1), &mut col_near,
                     );
                 }
                 return;
@@ -474,9 +481,10 @@ fn symmetric_rows_in<T: Real, const TRACK: bool>(s: &SqEuclid<'_, T>, n: usize, 
             for (u, st) in gb.iter().enumerate().take(w) {
                 (ct[u], cn[u]) = st.filt(TRACK);
             }
+            let mut col_near = cn.iter().any(|&x| x > T::neg_infinity());
             for (t, ri) in ga.iter_mut().enumerate().take(h) {
                 let vals = &blk[t * w..(t + 1) * w];
-                fused_row::<T, TRACK>(ri, r0 + t, li(r0 + t), vals, c0, &mut gb[..w], ct, cn, lab(c0, c1));
+                fused_row::<T, TRACK>(ri, r0 + t, li(r0 + t), vals, c0, &mut gb[..w], ct, cn, lab(c0, c1), &mut col_near);
             }
         },
     );
