@@ -24,8 +24,13 @@ use std::cmp::Ordering;
 
 mod scan;
 
-use scan::{before, blocked, cmp_pair, symmetric, unblocked, Best, Row, SYM_BUDGET};
+use scan::{before, blocked, cmp_pair, symmetric, symmetric_rows, unblocked, Best, Row, SYM_BUDGET};
 use std::sync::Mutex;
+
+/// Reference rows sampled to start each row of the symmetric scan at a bound
+/// on its cap-th distance: at most n/32 of them (their distances cost 2s/n of
+/// the scan's GEMM), none below 32.
+const SAMPLE: usize = 2048;
 
 const QUERY_TILE: usize = 256;
 const CAND_BLOCK: usize = 2048;
@@ -127,6 +132,104 @@ fn check_exclude(exclude: Option<&[u32]>, nq: usize, nr: usize) -> Result<()> {
     Ok(())
 }
 
+/// A starting threshold per row for the symmetric scan: the j-th smallest
+/// distance of row i to a fixed random sample of `s` rows (itself left out),
+/// j = ⌈μ + 4√μ + 4⌉ with μ = s·cap/(n − 1) the expected number of sampled
+/// rows among its `cap` nearest, so that the threshold lies above the cap-th
+/// distance but for ~4σ events; +∞ where j would exceed the sample. Rows then
+/// buffer ~1.5–2·cap candidates instead of several cap, and cut a few times
+/// instead of ~15–20. A row the bound leaves with fewer than `cap` pairs is
+/// redone exactly ([`top_rows`]). The sample is drawn with a fixed seed:
+/// thresholds do not depend on the thread count.
+fn sampled_thresholds<T: Real>(x: &[T], n: usize, d: usize, cap_of: &(dyn Fn(usize) -> usize + Sync), sample: usize) -> Vec<T> {
+    let s = sample.min(n / 32);
+    if s < 32 {
+        return vec![T::infinity(); n];
+    }
+    // Partial Fisher–Yates with splitmix64 (fixed seed).
+    let mut idx: Vec<u32> = (0..n as u32).collect();
+    let mut z = 0x5eed_5eed_u64;
+    for c in 0..s {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut r = z;
+        r = (r ^ (r >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        r = (r ^ (r >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        r ^= r >> 31;
+        let pick = c + (r % (n - c) as u64) as usize;
+        idx.swap(c, pick);
+    }
+    let picked = &idx[..s];
+    let mut col_of = vec![u32::MAX; n];
+    for (c, &j) in picked.iter().enumerate() {
+        col_of[j as usize] = c as u32;
+    }
+    let rows: Vec<T> = picked.iter().flat_map(|&j| x[j as usize * d..(j as usize + 1) * d].iter().copied()).collect();
+    let prep = SqEuclid::new(x, n, Some((&rows, s)), d);
+    let mut thr = vec![T::infinity(); n];
+    thr.par_chunks_mut(QUERY_TILE).enumerate().for_each_init(
+        || vec![T::zero(); QUERY_TILE * s],
+        |blk, (t, out)| {
+            let r0 = t * QUERY_TILE;
+            let r1 = r0 + out.len();
+            let blk = &mut blk[..out.len() * s];
+            prep.fill_block_sq(r0, r1, 0, s, blk);
+            for (qi, o) in out.iter_mut().enumerate() {
+                let i = r0 + qi;
+                let cap = cap_of(i);
+                let mu = (s * cap) as f64 / (n - 1) as f64;
+                let j = (mu + 4.0 * mu.sqrt() + 4.0).ceil() as usize;
+                if cap == 0 || j >= s {
+                    continue;
+                }
+                let row = &mut blk[qi * s..(qi + 1) * s];
+                if let Some(c) = row.get_mut(col_of[i] as usize) {
+                    *c = T::infinity();
+                }
+                let (_, v, _) = row.select_nth_unstable_by(j - 1, |a, b| a.partial_cmp(b).unwrap_or(Ordering::Equal));
+                *o = *v;
+            }
+        },
+    );
+    thr
+}
+
+/// Every row's top `cap_of(i)` pairs (and, with `labels`, its nearest
+/// same-label row) over the set `s` against itself, by the fused symmetric
+/// scan started at sampled thresholds; the rare rows a threshold left short
+/// are rescanned from +∞ (only their row blocks' distance blocks), so the
+/// result is the exact one whatever the sample.
+fn top_rows<T: Real>(
+    s: &Scan<'_, T>, n: usize, d: usize, cap_of: &(dyn Fn(usize) -> usize + Sync), labels: Option<&[u32]>, sample: usize,
+) -> Vec<Row<T>> {
+    top_rows_from(s, n, cap_of, labels, sampled_thresholds(s.q, n, d, cap_of, sample))
+}
+
+/// [`top_rows`] from given starting thresholds (any: exact whatever they are).
+fn top_rows_from<T: Real>(
+    s: &Scan<'_, T>, n: usize, cap_of: &(dyn Fn(usize) -> usize + Sync), labels: Option<&[u32]>, thr: Vec<T>,
+) -> Vec<Row<T>> {
+    let rows = blocked(n, |i| Row::below(cap_of(i), thr[i]));
+    drop(thr);
+    symmetric_rows(&s.prep, n, &rows, labels);
+    let mut states = unblocked(rows);
+    let short: Vec<bool> = states.iter().map(|st| st.best.short()).collect();
+    if short.iter().any(|&w| w) {
+        let redo = blocked(n, |i| Row::new(if short[i] { cap_of(i) } else { 0 }));
+        let wanted: Vec<bool> = short.chunks(scan::SYM_TILE).map(|c| c.iter().any(|&w| w)).collect();
+        let feed = |st: &mut Row<T>, i: usize, c0: usize, vals: &[T]| match labels {
+            Some(l) => st.offer(c0, vals, &l[c0..c0 + vals.len()], l[i], true),
+            None => st.offer(c0, vals, &[], 0, false),
+        };
+        symmetric(&s.prep, n, &redo, &|b| wanted[b], &feed);
+        for (i, st) in unblocked(redo).into_iter().enumerate() {
+            if short[i] {
+                states[i] = st;
+            }
+        }
+    }
+    states
+}
+
 /// Exact kNN of `nq` query rows among `nr` reference rows (`r = None`: the
 /// queries themselves, each skipping itself). `exclude[q]` names a reference
 /// row query q must skip (a sampled query's own row). Distances are exact
@@ -134,14 +237,15 @@ fn check_exclude(exclude: Option<&[u32]>, nq: usize, nr: usize) -> Result<()> {
 pub fn knn_cross<T: Real>(
     q: &[T], nq: usize, r: Option<(&[T], usize)>, d: usize, k: usize, metric: Metric, exclude: Option<&[u32]>,
 ) -> Result<Knn<T>> {
-    knn_cross_in(q, nq, r, d, k, metric, exclude, SYM_BUDGET)
+    knn_cross_in(q, nq, r, d, k, metric, exclude, SYM_BUDGET, SAMPLE)
 }
 
-/// [`knn_cross`] with the memory the symmetric scan may take (0: always stream).
+/// [`knn_cross`] with the memory the symmetric scan may take (0: always stream)
+/// and the size of its threshold sample (0: none).
 #[allow(clippy::too_many_arguments)]
 fn knn_cross_in<T: Real>(
     q: &[T], nq: usize, r: Option<(&[T], usize)>, d: usize, k: usize, metric: Metric, exclude: Option<&[u32]>,
-    budget: usize,
+    budget: usize, sample: usize,
 ) -> Result<Knn<T>> {
     let p = prepare(q, nq, r, d, metric)?;
     let s = scan(&p, q, nq, r, d);
@@ -178,11 +282,9 @@ fn knn_cross_in<T: Real>(
     };
     if same && nq * Best::<T>::slots(k) * std::mem::size_of::<(T, u32)>() <= budget {
         // A set against itself: each distance block once, fed to both of its row blocks.
-        let rows = blocked(nq, |_| Best::new(k));
-        symmetric(&s.prep, nq, &rows, &|_| true, &|b: &mut Best<T>, _, c0, vals| b.offer(c0, vals));
-        let best = unblocked(rows);
+        let best = top_rows(&s, nq, d, &|_| k, None, sample);
         indices.par_chunks_mut(k).zip(distances.par_chunks_mut(k)).zip(best).enumerate().for_each(
-            |(i, ((it, dt), b))| write(i, b, it, dt),
+            |(i, ((it, dt), b))| write(i, b.best, it, dt),
         );
         return Ok(Knn { n: nq, k, indices, distances });
     }
@@ -230,14 +332,15 @@ pub struct Retrieval {
 pub fn retrieval<T: Real>(
     q: &[T], nq: usize, q_labels: &[u32], r: Option<(&[T], usize, &[u32])>, d: usize, k: Option<usize>, metric: Metric,
 ) -> Result<Retrieval> {
-    retrieval_in(q, nq, q_labels, r, d, k, metric, SYM_BUDGET)
+    retrieval_in(q, nq, q_labels, r, d, k, metric, SYM_BUDGET, SAMPLE)
 }
 
-/// [`retrieval`] with the memory the symmetric scan may take (0: always stream).
+/// [`retrieval`] with the memory the symmetric scan may take (0: always stream)
+/// and the size of its threshold sample (0: none).
 #[allow(clippy::too_many_arguments)]
 fn retrieval_in<T: Real>(
     q: &[T], nq: usize, q_labels: &[u32], r: Option<(&[T], usize, &[u32])>, d: usize, k: Option<usize>, metric: Metric,
-    budget: usize,
+    budget: usize, sample: usize,
 ) -> Result<Retrieval> {
     let rr = r.map(|(a, n, _)| (a, n));
     let p = prepare(q, nq, rr, d, metric)?;
@@ -300,12 +403,7 @@ fn retrieval_in<T: Real>(
     let slots: usize = (0..nq).map(|i| Best::<T>::slots(cap_of(i))).sum();
     let out: Vec<[f64; 4]> = if same && slots * std::mem::size_of::<(T, u32)>() <= budget {
         // Queries = references: each distance block once, fed to both of its row blocks.
-        let rows = blocked(nq, |i| Row::new(cap_of(i)));
-        let feed = |st: &mut Row<T>, i: usize, c0: usize, vals: &[T]| {
-            st.offer(c0, vals, &r_labels[c0..c0 + vals.len()], q_labels[i], track);
-        };
-        symmetric(&s.prep, nq, &rows, &|_| true, &feed);
-        let states = unblocked(rows);
+        let states = top_rows(&s, nq, d, &cap_of, track.then_some(q_labels), sample);
         let nears: Vec<(T, u32)> = states.iter().map(|st| st.near).collect();
         let (mut out, second): (Vec<[f64; 4]>, Vec<bool>) =
             states.into_par_iter().enumerate().map(|(i, st)| score(i, st)).unzip();
@@ -641,27 +739,84 @@ mod tests {
         let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
         let y = grid_labels(n);
         for k in [None, Some(9)] {
-            let sym = retrieval_in(&x, n, &y, None, d, k, Metric::Euclidean, usize::MAX).unwrap();
-            let st = retrieval_in(&x, n, &y, None, d, k, Metric::Euclidean, 0).unwrap();
+            let sym = retrieval_in(&x, n, &y, None, d, k, Metric::Euclidean, usize::MAX, SAMPLE).unwrap();
+            let st = retrieval_in(&x, n, &y, None, d, k, Metric::Euclidean, 0, SAMPLE).unwrap();
             assert_same(&sym, &st, "f64");
             assert!(sym.reciprocal_rank.iter().zip(&sym.r_count).any(|(&rr, &rc)| rc > 0 && rr < 1.0 / rc as f64 - 1e-12 && rr > 0.0)
                 || k.is_some(), "some query needs the second pass");
-            let sym = retrieval_in(&xf, n, &y, None, d, k, Metric::Euclidean, usize::MAX).unwrap();
-            let st = retrieval_in(&xf, n, &y, None, d, k, Metric::Euclidean, 0).unwrap();
+            let sym = retrieval_in(&xf, n, &y, None, d, k, Metric::Euclidean, usize::MAX, SAMPLE).unwrap();
+            let st = retrieval_in(&xf, n, &y, None, d, k, Metric::Euclidean, 0, SAMPLE).unwrap();
             assert_same(&sym, &st, "f32");
             // Cosine: unit rows through the same scan (random rows: no ties within rounding).
             let z = data(n, d, 8);
-            let sym = retrieval_in(&z, n, &y, None, d, k, Metric::Cosine, usize::MAX).unwrap();
-            let st = retrieval_in(&z, n, &y, None, d, k, Metric::Cosine, 0).unwrap();
+            let sym = retrieval_in(&z, n, &y, None, d, k, Metric::Cosine, usize::MAX, SAMPLE).unwrap();
+            let st = retrieval_in(&z, n, &y, None, d, k, Metric::Cosine, 0, SAMPLE).unwrap();
             assert_same(&sym, &st, "cosine");
         }
-        let a = knn_cross_in(&x, n, None, d, 6, Metric::Euclidean, None, usize::MAX).unwrap();
-        let b = knn_cross_in(&x, n, None, d, 6, Metric::Euclidean, None, 0).unwrap();
+        let a = knn_cross_in(&x, n, None, d, 6, Metric::Euclidean, None, usize::MAX, SAMPLE).unwrap();
+        let b = knn_cross_in(&x, n, None, d, 6, Metric::Euclidean, None, 0, SAMPLE).unwrap();
         assert_eq!(a.indices, b.indices);
         assert_eq!(a.distances, b.distances);
         for i in [0usize, 5, 511, 512, 1299] {
             let want: Vec<u32> = sorted_row(&x, d, i, n)[..6].iter().map(|p| p.1).collect();
             assert_eq!(&a.indices[i * 6..(i + 1) * 6], &want[..], "row {i}");
+        }
+    }
+
+    /// Rows whose starting threshold is too tight (here: forced) are rescanned: the
+    /// result equals the scan from +∞ and the streaming scan, for k = None (near
+    /// tracking, classes of varying R) and a fixed k, on label-sorted data with
+    /// duplicate rows.
+    #[test]
+    fn tight_thresholds_are_redone_exactly() {
+        let (n, d) = (1500, 4);
+        let mut x = grid(n, d, 21);
+        // Sorted by label (R varies per class), duplicates across blocks.
+        let mut y: Vec<u32> = (0..n as u32).map(|i| (i * i / 997) % 9).collect();
+        y.sort_unstable();
+        for (a, b) in [(3usize, 1400usize), (600, 601), (10, 1000)] {
+            let r = x[a * d..(a + 1) * d].to_vec();
+            x[b * d..(b + 1) * d].copy_from_slice(&r);
+        }
+        let p = prepare(&x, n, None, d, Metric::Euclidean).unwrap();
+        let s = scan(&p, &x, n, None, d);
+        let mut counts = [0usize; 9];
+        y.iter().for_each(|&l| counts[l as usize] += 1);
+        for fixed_k in [None, Some(7usize)] {
+            let cap_of = |i: usize| fixed_k.unwrap_or(counts[y[i] as usize] - 1);
+            let labels = fixed_k.is_none().then_some(&y[..]);
+            let free = top_rows_from(&s, n, &cap_of, labels, vec![f64::INFINITY; n]);
+            // Too tight for every third row (0: only exact duplicates pass), loose elsewhere.
+            let thr: Vec<f64> = (0..n).map(|i| if i % 3 == 0 { 0.0 } else { 1e9 }).collect();
+            let tight = top_rows_from(&s, n, &cap_of, labels, thr);
+            for (i, (a, b)) in free.into_iter().zip(tight).enumerate() {
+                assert_eq!(a.near, b.near, "row {i}");
+                assert_eq!(a.best.finish(), b.best.finish(), "row {i}");
+            }
+        }
+        // Through the public path (sampled thresholds) against the streaming scan.
+        for k in [None, Some(5)] {
+            let sym = retrieval_in(&x, n, &y, None, d, k, Metric::Euclidean, usize::MAX, 64).unwrap();
+            let st = retrieval_in(&x, n, &y, None, d, k, Metric::Euclidean, 0, 64).unwrap();
+            assert_same(&sym, &st, "sorted labels");
+        }
+        let a = knn_cross_in(&x, n, None, d, 3, Metric::Euclidean, None, usize::MAX, 64).unwrap();
+        let b = knn_cross_in(&x, n, None, d, 3, Metric::Euclidean, None, 0, 64).unwrap();
+        assert_eq!(a.indices, b.indices);
+        assert_eq!(a.distances, b.distances);
+    }
+
+    /// Tiny sets (no sample) and a sample that covers most of a small set.
+    #[test]
+    fn symmetric_scan_tiny_sets() {
+        for n in [2usize, 3, 17, 40, 70] {
+            let x = data(n, 2, n as u64);
+            let y: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+            for k in [None, Some(1)] {
+                let sym = retrieval_in(&x, n, &y, None, 2, k, Metric::Euclidean, usize::MAX, SAMPLE).unwrap();
+                let st = retrieval_in(&x, n, &y, None, 2, k, Metric::Euclidean, 0, SAMPLE).unwrap();
+                assert_same(&sym, &st, "tiny");
+            }
         }
     }
 

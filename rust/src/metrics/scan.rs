@@ -83,7 +83,19 @@ pub(super) struct Best<T> {
 
 impl<T: Real> Best<T> {
     pub fn new(cap: usize) -> Self {
-        Best { buf: Vec::new(), cap, lim: Self::slots(cap), thr: (T::infinity(), u32::MAX) }
+        Self::below(cap, T::infinity())
+    }
+
+    /// Keeps only pairs at distance ≤ `t` (a sampled bound on the cap-th
+    /// distance). Exact iff at least `cap` pairs pass it: see [`Self::short`].
+    pub fn below(cap: usize, t: T) -> Self {
+        Best { buf: Vec::new(), cap, lim: Self::slots(cap), thr: (t, u32::MAX) }
+    }
+
+    /// Whether fewer than `cap` pairs passed the threshold: the row's top
+    /// `cap` is then not known (its starting threshold was too tight).
+    pub fn short(&self) -> bool {
+        self.buf.len() < self.cap
     }
 
     /// Buffer slots a row keeping `cap` pairs may hold.
@@ -166,7 +178,27 @@ pub(super) struct Row<T> {
 
 impl<T: Real> Row<T> {
     pub fn new(cap: usize) -> Self {
-        Row { best: Best::new(cap), near: (T::infinity(), u32::MAX) }
+        Self::below(cap, T::infinity())
+    }
+
+    /// A row whose top list starts at the threshold `t` (see [`Best::below`]).
+    pub fn below(cap: usize, t: T) -> Self {
+        Row { best: Best::below(cap, t), near: (T::infinity(), u32::MAX) }
+    }
+
+    /// The values the fused filter of [`symmetric_rows`] compares with: any
+    /// value ≤ the first is a candidate, a same-label value ≤ the second
+    /// may improve `near` (−∞ when no test applies: a row with cap 0, or a
+    /// nearest match already within the threshold, which the first test finds).
+    #[inline]
+    fn filt(&self, track: bool) -> (T, T) {
+        if self.best.cap == 0 {
+            (T::neg_infinity(), T::neg_infinity())
+        } else if track && self.near.0 > self.best.thr.0 {
+            (self.best.thr.0, self.near.0)
+        } else {
+            (self.best.thr.0, T::neg_infinity())
+        }
     }
 
     /// Offers the distances `vals` to columns `c0, ...` whose labels are `labs`.
@@ -211,7 +243,7 @@ impl<T: Real> Row<T> {
     }
 
     #[inline]
-    fn one(&mut self, p: (T, u32), same_label: bool) {
+    pub fn one(&mut self, p: (T, u32), same_label: bool) {
         self.best.push(p.0, p.1);
         if same_label && before(p, self.near) {
             self.near = p;
@@ -313,4 +345,147 @@ pub(super) fn blocked<S>(n: usize, mut make: impl FnMut(usize) -> S) -> Vec<Mute
 /// The states of [`blocked`] back in row order.
 pub(super) fn unblocked<S>(rows: Vec<Mutex<Vec<S>>>) -> Vec<S> {
     rows.into_iter().flat_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).collect()
+}
+
+/// One block row of the fused pass of [`symmetric_rows`]: the distances
+/// `vals` of row `i` (state `ri`, label `li`) to the rows whose states are
+/// `cols` (first index `c0`, labels `labs`), offered in ONE read both to row
+/// i (against its scalar threshold) and to each column's row (against the
+/// vector `ct`/`cn` of their thresholds, refreshed here when one changes).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn fused_row<T: Real, const TRACK: bool>(
+    ri: &mut Row<T>, i: usize, li: u32, vals: &[T], c0: usize, cols: &mut [Row<T>], ct: &mut [T], cn: &mut [T],
+    labs: &[u32], col_near: &mut bool,
+) {
+    let w = vals.len();
+    debug_assert!(cols.len() == w && ct.len() == w && cn.len() == w && (!TRACK || labs.len() == w));
+    let (mut rt, mut rn) = ri.filt(TRACK);
+    let ninf = T::neg_infinity();
+    let full = w - w % CHUNK;
+    let mut j0 = 0;
+    while j0 < full {
+        let v = <&[T; CHUNK]>::try_from(&vals[j0..j0 + CHUNK]);
+        let t = <&[T; CHUNK]>::try_from(&ct[j0..j0 + CHUNK]);
+        let u = <&[T; CHUNK]>::try_from(&cn[j0..j0 + CHUNK]);
+        if let (Ok(v), Ok(t), Ok(u)) = (v, t, u) {
+            // Branch-free: one or-reduction over the chunk; the rare chunks holding a
+            // candidate for either side build their bit masks. The label test is
+            // needed only while some nearest match lies beyond its row's threshold
+            // (`rn`, `col_near`): early in the scan, for a few outliers later.
+            let hit = if TRACK && (rn > ninf || *col_near) {
+                let l = <&[u32; CHUNK]>::try_from(&labs[j0..j0 + CHUNK]).unwrap_or(&[u32::MAX; CHUNK]);
+                (0..CHUNK).fold(false, |a, o| {
+                    let x = v[o];
+                    a | (x <= rt) | (x <= t[o]) | ((l[o] == li) & ((x <= rn) | (x <= u[o])))
+                })
+            } else {
+                (0..CHUNK).fold(false, |a, o| a | (v[o] <= rt) | (v[o] <= t[o]))
+            };
+            if hit {
+                let same = |o: usize| TRACK && labs[j0 + o] == li;
+                let mut mr = 0u32;
+                let mut mc = 0u32;
+                for o in 0..CHUNK {
+                    let x = v[o];
+                    let s = same(o);
+                    mr |= u32::from((x <= rt) | (s & (x <= rn))) << o;
+                    mc |= u32::from((x <= t[o]) | (s & (x <= u[o]))) << o;
+                }
+                if mr != 0 {
+                    while mr != 0 {
+                        let o = mr.trailing_zeros() as usize;
+                        ri.one((v[o], (c0 + j0 + o) as u32), same(o));
+                        mr &= mr - 1;
+                    }
+                    (rt, rn) = ri.filt(TRACK);
+                }
+                while mc != 0 {
+                    let o = mc.trailing_zeros() as usize;
+                    let c = &mut cols[j0 + o];
+                    c.one((v[o], i as u32), same(o));
+                    (ct[j0 + o], cn[j0 + o]) = c.filt(TRACK);
+                    *col_near |= cn[j0 + o] > ninf;
+                    mc &= mc - 1;
+                }
+            }
+        }
+        j0 += CHUNK;
+    }
+    for o in full..w {
+        let x = vals[o];
+        let s = TRACK && labs[o] == li;
+        if (x <= rt) | (s & (x <= rn)) {
+            ri.one((x, (c0 + o) as u32), s);
+            (rt, rn) = ri.filt(TRACK);
+        }
+        if (x <= ct[o]) | (s & (x <= cn[o])) {
+            cols[o].one((x, i as u32), s);
+            (ct[o], cn[o]) = cols[o].filt(TRACK);
+            *col_near |= cn[o] > ninf;
+        }
+    }
+}
+
+/// Every pair (i, j ≠ i) of the `n` rows of `s` offered to both rows' [`Row`]
+/// states (`labels`: track each row's nearest same-label row; `None` for a
+/// plain top-k). Like [`symmetric`], each block pair a ≤ b is one GEMM, but
+/// the block is read once: each entry is tested against its row's threshold
+/// and, lane-wise, against its column's (the thresholds of block b's rows in
+/// a small local array), so no transposed copy is made. Both row blocks are
+/// locked for the pass, in the order a then b (a < b: no deadlock).
+pub(super) fn symmetric_rows<T: Real>(s: &SqEuclid<'_, T>, n: usize, rows: &[Mutex<Vec<Row<T>>>], labels: Option<&[u32]>) {
+    match labels {
+        Some(l) => symmetric_rows_in::<T, true>(s, n, rows, l),
+        None => symmetric_rows_in::<T, false>(s, n, rows, &[]),
+    }
+}
+
+fn symmetric_rows_in<T: Real, const TRACK: bool>(s: &SqEuclid<'_, T>, n: usize, rows: &[Mutex<Vec<Row<T>>>], labels: &[u32]) {
+    let nb = n.div_ceil(SYM_TILE);
+    debug_assert_eq!(rows.len(), nb);
+    let pairs: Vec<(usize, usize)> = (0..nb).flat_map(|a| (a..nb).map(move |b| (a, b))).collect();
+    let span = |b: usize| (b * SYM_TILE, ((b + 1) * SYM_TILE).min(n));
+    let tt = SYM_TILE.min(n);
+    let lab = |c0: usize, c1: usize| if TRACK { &labels[c0..c1] } else { &labels[..0] };
+    let pad = |c0: usize, c1: usize, o: usize| if TRACK { &labels[c0 + o..c1] } else { &labels[..0] };
+    pairs.par_iter().for_each_init(
+        || (vec![T::zero(); tt * tt], vec![T::zero(); tt], vec![T::zero(); tt]),
+        |(blk, ct, cn), &(a, b)| {
+            let ((r0, r1), (c0, c1)) = (span(a), span(b));
+            let (h, w) = (r1 - r0, c1 - c0);
+            let blk = &mut blk[..h * w];
+            s.fill_block_sq(r0, r1, c0, c1, blk);
+            let (ct, cn) = (&mut ct[..w], &mut cn[..w]);
+            let li = |i: usize| if TRACK { labels[i] } else { 0 };
+            if a == b {
+                // Upper triangle only: entry (t, u > t) is d(t, u) = d(u, t) for both rows.
+                let mut g = lock(&rows[a]);
+                for (u, st) in g.iter().enumerate().take(w) {
+                    (ct[u], cn[u]) = st.filt(TRACK);
+                }
+                // Conservative: whether any row of the block still tracks its nearest match.
+                let mut col_near = cn.iter().any(|&x| x > T::neg_infinity());
+                for t in 0..h {
+                    let (left, right) = g.split_at_mut(t + 1);
+                    let vals = &blk[t * w + t + 1..(t + 1) * w];
+                    fused_row::<T, TRACK>(
+                        &mut left[t], r0 + t, li(r0 + t), vals, c0 + t + 1, &mut right[..w - t - 1],
+                        &mut ct[t + 1..], &mut cn[t + 1..], pad(c0, c1, t + 1), &mut col_near,
+                    );
+                }
+                return;
+            }
+            let mut ga = lock(&rows[a]);
+            let mut gb = lock(&rows[b]);
+            for (u, st) in gb.iter().enumerate().take(w) {
+                (ct[u], cn[u]) = st.filt(TRACK);
+            }
+            let mut col_near = cn.iter().any(|&x| x > T::neg_infinity());
+            for (t, ri) in ga.iter_mut().enumerate().take(h) {
+                let vals = &blk[t * w..(t + 1) * w];
+                fused_row::<T, TRACK>(ri, r0 + t, li(r0 + t), vals, c0, &mut gb[..w], ct, cn, lab(c0, c1), &mut col_near);
+            }
+        },
+    );
 }
