@@ -295,9 +295,12 @@ def _fused_mean(name: str, fwd: Any, loss: str) -> Any:
     def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
         ctx.has_r = inputs[1] is not None
         ctx.mark_non_differentiable(output[1], output[2])
+        ctx.set_materialize_grads(False)  # else backward is handed zero tensors the size of x and r
         ctx.save_for_backward(output[1], output[2], inputs[0], inputs[1])
 
     def backward(ctx: Any, g: Any, *_: Any) -> Any:
+        if g is None:
+            return (None,) * 8
         gx, gr, x, r = ctx.saved_tensors
         grads = (gx * g, gr * g if ctx.has_r else None)
         return _ops.refuse_double_backward(loss, grads, (x, r)) + (None,) * 6

@@ -177,9 +177,12 @@ class _Siglip(torch.autograd.Function):
         x, y, scale, bias = inputs[:4]
         ctx.save_for_backward(*output[1:], x, y, scale, bias)
         ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)  # else backward is handed zero tensors the size of x and y
 
     @staticmethod
     def backward(ctx: Any, g: Any, *_: Any) -> Any:  # type: ignore[override]
+        if g is None:
+            return (None,) * 6
         gx, gy, gs, gb, x, y, scale, bias = ctx.saved_tensors
         grads = _siglip_backward(*_ops.detached(g, gx, gy, gs, gb, x, y, scale, bias))
         return _ops.refuse_double_backward("siglip_loss", grads, (x, y, scale, bias)) + (None, None)

@@ -80,9 +80,12 @@ class _SoftmaxXent(torch.autograd.Function):
         ctx.has_k = k is not None
         ctx.save_for_backward(output[1], output[2], q, k)
         ctx.mark_non_differentiable(output[1], output[2])
+        ctx.set_materialize_grads(False)  # else backward is handed two B×d zero tensors for the kept gradients
 
     @staticmethod
     def backward(ctx: Any, g: Any, _gq: Any, _gk: Any) -> Any:  # type: ignore[override]
+        if g is None:
+            return (None,) * 8
         gq, gk, q, k = ctx.saved_tensors
         tq, tk = _xent_backward(*_ops.detached(g, gq, gk, q, k))
         grads = _ops.refuse_double_backward("the softmax losses", (tq, tk if ctx.has_k else None), (q, k))
