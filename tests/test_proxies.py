@@ -437,3 +437,18 @@ def test_chunked_torch_path_compiles_fullgraph_and_works_with_torch_func(kind):
     xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
     for a, b in zip(torch.func.grad(fn, argnums=(0, 1))(x, w), torch.autograd.grad(fn(xr, wr), (xr, wr))):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("weights", [None, "random", "zeros", "one_nonzero"])
+def test_reduce_weights_give_the_reduction_as_a_weighted_sum(reduction, weights):
+    # The fused kernels differentiate Σ c_i·ℓ_i: c must reproduce reference.proxies.reduce exactly.
+    g = torch.Generator().manual_seed(3)
+    per = torch.rand(7, generator=g, dtype=torch.float64) * 5
+    w = {None: None, "random": torch.rand(7, generator=g, dtype=torch.float64), "zeros": torch.zeros(7, dtype=torch.float64),
+         "one_nonzero": torch.tensor([0, 0, 2.5, 0, 0, 0, 0], dtype=torch.float64)}[weights]
+    c = RP.reduce_weights(7, reduction, w)
+    assert c.dtype == torch.float64 and c.shape == (7,)
+    torch.testing.assert_close((c * per).sum(), RP.reduce(per, reduction, w), rtol=1e-14, atol=1e-14)
+    with pytest.raises(ValueError, match="reduction"):
+        RP.reduce_weights(7, "none", w)

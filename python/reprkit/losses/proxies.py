@@ -194,17 +194,6 @@ _AnchorFused = _ops.fused_function(_anchor_fused, "proxy_anchor_loss")
 _NCAFused = _ops.fused_function(_nca_fused, "proxy_nca_loss")
 
 
-def _row_weights(n: int, reduction: str, wt: Optional[Any], device: Any) -> Any:
-    """c with Σ_i c_i·ℓ_i = the reduction of ℓ (:func:`reprkit.reference.proxies.reduce`), float64."""
-    if wt is None:
-        return torch.full((n,), 1.0 / n if reduction == "mean" else 1.0, dtype=torch.float64, device=device)
-    c = wt.detach().to(torch.float64)
-    if reduction == "mean":
-        tot = c.sum()
-        c = torch.where(tot > 0, c / torch.where(tot > 0, tot, torch.ones_like(tot)), c * 0.0)
-    return c
-
-
 # ----------------------------------------------------------------- functions
 
 
@@ -273,7 +262,7 @@ def proxy_nca_loss(
         return ref.proxy_nca_loss(x, y, w, scale, reduction=reduction, weights=wt, chunk_size=_chunk(x.shape[0]))
     if _ops.needs_grad(x, w) and reduction != "none" and not (wt is not None and _ops.needs_grad(wt)):
         nx, nw = x.requires_grad, w.requires_grad
-        c = _row_weights(x.shape[0], reduction, wt, x.device)
+        c = ref.reduce_weights(x.shape[0], reduction, wt, x.device)
         return _NCAFused.apply(x, w, y, c, 2.0 * scale, nx, nw, op_threads(n_jobs))[0]
     u = F.normalize(x, dim=1)
     per, _ = _ProxyNCA.apply(u, w, y, 2.0 * scale, op_threads(n_jobs))

@@ -185,6 +185,21 @@ def reduce(per: Any, reduction: str, weights: Optional[Any]) -> Any:
     return _reduce(per, torch.ones_like(per), reduction, weights)
 
 
+def reduce_weights(n: int, reduction: str, weights: Optional[Any], device: Any = None) -> Any:
+    """The row weights c (float64, (n,)) with Σ_i c_i·per_i = ``reduce(per, reduction, weights)`` for
+    ``"sum"`` and ``"mean"`` (both linear in per for fixed weights): what the fused kernels, which
+    differentiate Σ c_i·ℓ_i in one pass, need. Kept beside :func:`reduce`; tests check they agree."""
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduce_weights: reduction must be 'sum' or 'mean', got {reduction!r}")
+    if weights is None:
+        return torch.full((n,), 1.0 / n if reduction == "mean" else 1.0, dtype=torch.float64, device=device)
+    c = torch.as_tensor(weights, device=device).detach().to(torch.float64)
+    if reduction == "mean":
+        tot = c.sum()
+        c = torch.where(tot > 0, c / torch.where(tot > 0, tot, torch.ones_like(tot)), c * 0.0)
+    return c
+
+
 def proxy_nca_loss(
     embeddings: Any,
     labels: Any,
