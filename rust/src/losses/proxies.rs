@@ -37,6 +37,11 @@ pub const CT: usize = 256;
 pub const RB: usize = 256;
 /// At most this many parallel tasks (groups of class tiles); each holds a B×d gradient share.
 pub const MAX_GROUPS: usize = 16;
+/// Bytes the groups' ∂L/∂û shares may hold together (see [`Proxies::groups`]).
+pub const SHARE_BUDGET: usize = 256 << 20;
+/// Bytes of CT × n cosine buffers the fused Proxy-Anchor pass may hold (one per running task);
+/// above it the two-pass kernels (CT × [`RB`] tiles) serve the call.
+pub const FUSED_BUDGET: usize = 512 << 20;
 /// The floor of a norm in the normalisation (torch.nn.functional.normalize's eps).
 pub const NORM_EPS: f64 = 1e-12;
 
@@ -75,10 +80,14 @@ impl<'a, T: Real> Proxies<'a, T> {
         Ok(())
     }
 
-    /// Class ranges of the parallel tasks: whole tiles, balanced, fixed by C.
+    /// Class ranges of the parallel tasks: whole tiles, balanced, fixed by C, n and d (never by
+    /// the thread count). Each group holds its own n×d share of ∂L/∂û, so the shares together
+    /// stay within [`SHARE_BUDGET`] (at least one group): 16 shares of a 65,536 × 512 batch
+    /// would be 2 GiB in f32.
     fn groups(&self) -> Vec<(usize, usize)> {
         let tiles = self.c.div_ceil(CT);
-        let g = tiles.min(MAX_GROUPS);
+        let share = (self.n * self.d * std::mem::size_of::<T>()).max(1);
+        let g = tiles.min(MAX_GROUPS).min((SHARE_BUDGET / share).max(1));
         (0..g)
             .map(|k| ((k * tiles / g) * CT, (((k + 1) * tiles / g) * CT).min(self.c)))
             .collect()
@@ -481,6 +490,10 @@ pub fn proxy_anchor_fused<T: Real>(
     }
     let (a, dl) = (T::c(alpha), T::c(margin));
     let (uh, inx) = unit_rows(&p.u[..n * d], d);
+    // By the group count, not the thread count: the path taken must not depend on the pool.
+    if p.groups().len() * CT.min(c) * n * std::mem::size_of::<T>() > FUSED_BUDGET {
+        return anchor_two_pass(p, &uh, &inx, margin, alpha, gx, gw);
+    }
     let um = MatRef::new(&uh, n, d);
     let mut terms = AnchorTerms { pos: vec![T::zero(); c], neg: vec![T::zero(); c], count: vec![T::zero(); c] };
     for &y in p.labels {
@@ -552,6 +565,32 @@ pub fn proxy_anchor_fused<T: Real>(
     if let Some(gx) = gx.as_deref_mut() {
         sum_parts(&mut gx[..n * d], &parts, d);
         unit_rows_backward(&mut gx[..n * d], &uh, &inx, d);
+    }
+    Ok(proxy_anchor_loss(&terms))
+}
+
+/// [`proxy_anchor_fused`]'s results from the two-pass kernels on the normalised rows `uh`
+/// (1/‖u‖ in `inx`): for batches whose CT × n cosine buffers would exceed [`FUSED_BUDGET`].
+fn anchor_two_pass<T: Real>(
+    p: &Proxies<T>, uh: &[T], inx: &[T], margin: f64, alpha: f64, gx: Option<&mut [T]>, gw: Option<&mut [T]>,
+) -> Result<f64> {
+    let (n, c, d) = (p.n, p.c, p.d);
+    let q = Proxies { u: uh, ..*p };
+    let terms = proxy_anchor_forward(&q, margin, alpha)?;
+    if gx.is_some() || gw.is_some() {
+        let present = terms.count.iter().filter(|&&v| v > T::zero()).count().max(1);
+        let g_pos = vec![T::c(1.0 / present as f64); c];
+        let g_neg = vec![T::c(1.0 / c as f64); c];
+        let mut gu = vec![T::zero(); n * d];
+        let mut gwl = vec![T::zero(); c * d];
+        proxy_anchor_backward(&q, margin, alpha, &terms.pos, &terms.neg, &g_pos, &g_neg, &mut gu, &mut gwl)?;
+        if let Some(g) = gx {
+            g[..n * d].copy_from_slice(&gu);
+            unit_rows_backward(&mut g[..n * d], uh, inx, d);
+        }
+        if let Some(g) = gw {
+            g[..c * d].copy_from_slice(&gwl);
+        }
     }
     Ok(proxy_anchor_loss(&terms))
 }
@@ -749,6 +788,43 @@ mod tests {
         let one = run(1);
         assert_eq!(one, run(2));
         assert_eq!(one, run(3));
+    }
+
+    #[test]
+    fn groups_keep_the_gradient_shares_within_the_budget() {
+        let none: [f64; 0] = [];
+        let g = |n: usize, c: usize, d: usize| Proxies { u: &none, n, w: &none, c, d, labels: &[] }.groups();
+        // Small batches: one group per tile up to MAX_GROUPS, covering 0..c in whole tiles.
+        assert_eq!(g(512, 100 * CT, 64).len(), MAX_GROUPS);
+        assert_eq!(g(512, 3 * CT + 1, 64).len(), 4);
+        // 16 f64 shares of 65,536 × 512 would be 4 GiB: the budget allows one.
+        let big = g(65_536, 100 * CT, 512);
+        assert_eq!(big.len(), (SHARE_BUDGET / (65_536 * 512 * 8)).max(1));
+        for gs in [g(512, 3 * CT + 1, 64), big] {
+            assert_eq!(gs[0].0, 0);
+            assert_eq!(gs.last().unwrap().1, if gs.len() == 4 { 3 * CT + 1 } else { 100 * CT });
+            assert!(gs.windows(2).all(|w| w[0].1 == w[1].0 && w[0].1 % CT == 0));
+        }
+    }
+
+    #[test]
+    fn the_two_pass_fallback_equals_the_fused_pass() {
+        let mut rng = Rng(23);
+        for &(n, c, d) in &[(7usize, 5usize, 3usize), (300, 600, 4), (40, 1, 2)] {
+            let x: Vec<f64> = rng.normal_vec(n * d).iter().map(|v| 3.0 * v).collect();
+            let w = rng.normal_vec(c * d);
+            let y = rng.labels(n, c.min(5) as u64);
+            let p = Proxies { u: &x, n, w: &w, c, d, labels: &y };
+            let (mut gx, mut gw) = (vec![7.0; n * d], vec![7.0; c * d]);
+            let v = proxy_anchor_fused(&p, 0.1, 8.0, Some(&mut gx), Some(&mut gw)).unwrap();
+            let (uh, inx) = unit_rows(&x, d);
+            let (mut hx, mut hw) = (vec![-3.0; n * d], vec![-3.0; c * d]);
+            let t = anchor_two_pass(&p, &uh, &inx, 0.1, 8.0, Some(&mut hx), Some(&mut hw)).unwrap();
+            assert!((t - v).abs() < 1e-12 * (1.0 + v.abs()), "{t} vs {v}");
+            assert_close(&hx, &gx, 1e-10);
+            assert_close(&hw, &gw, 1e-10);
+            assert_eq!(anchor_two_pass(&p, &uh, &inx, 0.1, 8.0, None, None).unwrap().to_bits(), t.to_bits());
+        }
     }
 
     #[test]
