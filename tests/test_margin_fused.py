@@ -115,3 +115,23 @@ def test_fused_bits_do_not_depend_on_the_thread_count():
     outs = [M._margin_fused(zs, ws, ys, m, 20.0, "arcface", True, 3, True, True, nj) for nj in (1, 3)]
     for a, b in zip(*outs):
         assert torch.equal(a, b)
+
+
+def test_a_torch_without_the_trace_internals_takes_the_dispatcher_path(monkeypatch):
+    # _ops.traced relies on torch internals (FakeTensor, FunctionalTensor, functorch wrappers); where
+    # they are missing it must answer "traced", the path that is right in every mode.
+    from reprkit import _ops
+
+    z, w, y = data(40, 5, 90, seed=6)
+    want = []
+    for probes in ("real", None):
+        if probes is None:
+            monkeypatch.setattr(_ops, "_PROBES", None)
+        assert _ops.traced(z) is (probes is None)
+        zb, wb = z.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        loss = M.arcface_loss(zb, y, wb, 0.4, 12.0)
+        (2.0 * loss).backward(retain_graph=True)
+        loss.backward()
+        want.append((loss.detach(), zb.grad, wb.grad))
+    for a, b in zip(*want):
+        assert torch.equal(a, b)

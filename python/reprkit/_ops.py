@@ -123,14 +123,32 @@ def as_list(v: Any) -> Sequence[Any]:
     return v if isinstance(v, (tuple, list)) else (v,)
 
 
-def traced(*ts: Any) -> bool:
-    """Whether these tensors belong to a compile trace or a torch.func transform."""
-    from torch._subclasses.fake_tensor import FakeTensor
-    from torch._subclasses.functional_tensor import FunctionalTensor
+def _trace_probes() -> Any:
+    """(tensor types of a trace, functorch-wrapper test), or None where this torch lacks them."""
+    global _PROBES
+    if _PROBES is False:
+        try:
+            from torch._subclasses.fake_tensor import FakeTensor
+            from torch._subclasses.functional_tensor import FunctionalTensor
 
-    return torch.compiler.is_compiling() or any(
-        isinstance(t, (FakeTensor, FunctionalTensor)) or torch._C._functorch.is_functorch_wrapped_tensor(t) for t in ts
-    )
+            _PROBES = ((FakeTensor, FunctionalTensor), torch._C._functorch.is_functorch_wrapped_tensor)
+        except (ImportError, AttributeError):
+            _PROBES = None
+    return _PROBES
+
+
+_PROBES: Any = False
+
+
+def traced(*ts: Any) -> bool:
+    """Whether these tensors belong to a compile trace or a torch.func transform. These are torch
+    internals: a torch without them gets True, the dispatcher path, which is right in every mode
+    (only slower in eager)."""
+    probes = _trace_probes()
+    if probes is None:
+        return True
+    types, wrapped = probes
+    return torch.compiler.is_compiling() or any(isinstance(t, types) or wrapped(t) for t in ts)
 
 
 def fused_function(fused: Any, loss: str) -> Any:
