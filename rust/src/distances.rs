@@ -298,7 +298,9 @@ impl<'a, T: Real> SqEuclid<'a, T> {
             if let Some(jj) = diag {
                 row[jj] = T::zero();
             }
-            simd::finish(row, finish);
+            if finish != Finish::Raw {
+                simd::finish(row, finish);
+            }
             if let Some(inv) = self.unscale {
                 unscale_row(row, inv, finish);
             }
@@ -309,6 +311,12 @@ impl<'a, T: Real> SqEuclid<'a, T> {
     /// ((r1−r0) × (c1−c0), row-major). Single-threaded: callers parallelise.
     pub fn fill_block_sq(&self, r0: usize, r1: usize, c0: usize, c1: usize, out: &mut [T]) {
         self.fill_block(r0, r1, c0, c1, out, c1 - c0, Finish::Squared);
+    }
+
+    /// [`Self::fill_block_sq`] without the clamp at 0: entries may be slightly negative
+    /// (rounding of the GEMM form), saving a pass for callers that clamp what they keep.
+    pub fn fill_block_raw(&self, r0: usize, r1: usize, c0: usize, c1: usize, out: &mut [T]) {
+        self.fill_block(r0, r1, c0, c1, out, c1 - c0, Finish::Raw);
     }
 
     /// Writes the squared distances of rows `r0..r1` of x to all rows of y into
@@ -430,7 +438,7 @@ fn scaled_rows<T: Real>(v: &[T], s: f64) -> Vec<T> {
 fn unscale_row<T: Real>(row: &mut [T], inv: T, finish: Finish) {
     match finish {
         Finish::Sqrt => row.iter_mut().for_each(|v| *v *= inv),
-        Finish::Squared => row.iter_mut().for_each(|v| *v = *v * inv * inv),
+        Finish::Squared | Finish::Raw => row.iter_mut().for_each(|v| *v = *v * inv * inv),
         Finish::HalfCapped => {}
     }
 }

@@ -11,6 +11,8 @@ pub(crate) enum Finish {
     Sqrt,
     /// Cosine on unit rows: d²/2, capped at 2.
     HalfCapped,
+    /// Squared, not clamped: may be slightly negative (rounding); the caller clamps at +0.
+    Raw,
 }
 
 /// Whether the AVX2+FMA builds of the hot loops can run here (detected once).
@@ -76,6 +78,7 @@ multiversion! {
     pub fn finish<T>(row: &mut [T], how: Finish) -> () {
         let zero = T::zero();
         match how {
+            Finish::Raw => {}
             Finish::Squared => row.iter_mut().for_each(|v| *v = if *v > zero { *v } else { zero }),
             Finish::Sqrt => row.iter_mut().for_each(|v| *v = (if *v > zero { *v } else { zero }).sqrt()),
             Finish::HalfCapped => {

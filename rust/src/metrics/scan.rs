@@ -17,6 +17,7 @@
 //! bit-identical for any thread count.
 
 use crate::distances::SqEuclid;
+use crate::simd::multiversion;
 use crate::Real;
 use rayon::prelude::*;
 use std::cmp::Ordering;
@@ -242,8 +243,13 @@ impl<T: Real> Row<T> {
         self.scalar(c0 + full, &vals[full..n], &labs[full..n], lq);
     }
 
+    /// Offers one pair. Its value is clamped at +0 here: the symmetric scan reads its
+    /// blocks unclamped (a rounding-negative value passes every filter test that +0
+    /// passes, as all thresholds are ≥ 0 or −∞), so the pair is kept as the finished
+    /// block would have it.
     #[inline]
     pub fn one(&mut self, p: (T, u32), same_label: bool) {
+        let p = (if p.0 > T::zero() { p.0 } else { T::zero() }, p.1);
         self.best.push(p.0, p.1);
         if same_label && before(p, self.near) {
             self.near = p;
@@ -447,45 +453,78 @@ fn symmetric_rows_in<T: Real, const TRACK: bool>(s: &SqEuclid<'_, T>, n: usize, 
     let pairs: Vec<(usize, usize)> = (0..nb).flat_map(|a| (a..nb).map(move |b| (a, b))).collect();
     let span = |b: usize| (b * SYM_TILE, ((b + 1) * SYM_TILE).min(n));
     let tt = SYM_TILE.min(n);
-    let lab = |c0: usize, c1: usize| if TRACK { &labels[c0..c1] } else { &labels[..0] };
-    let pad = |c0: usize, c1: usize, o: usize| if TRACK { &labels[c0 + o..c1] } else { &labels[..0] };
     pairs.par_iter().for_each_init(
         || (vec![T::zero(); tt * tt], vec![T::zero(); tt], vec![T::zero(); tt]),
         |(blk, ct, cn), &(a, b)| {
             let ((r0, r1), (c0, c1)) = (span(a), span(b));
             let (h, w) = (r1 - r0, c1 - c0);
             let blk = &mut blk[..h * w];
-            s.fill_block_sq(r0, r1, c0, c1, blk);
+            // Unclamped: `Row::one` clamps the few values it keeps.
+            s.fill_block_raw(r0, r1, c0, c1, blk);
             let (ct, cn) = (&mut ct[..w], &mut cn[..w]);
-            let li = |i: usize| if TRACK { labels[i] } else { 0 };
+            let labs = if TRACK { labels } else { &labels[..0] };
             if a == b {
-                // Upper triangle only: entry (t, u > t) is d(t, u) = d(u, t) for both rows.
                 let mut g = lock(&rows[a]);
-                for (u, st) in g.iter().enumerate().take(w) {
-                    (ct[u], cn[u]) = st.filt(TRACK);
-                }
-                // Conservative: whether any row of the block still tracks its nearest match.
-                let mut col_near = cn.iter().any(|&x| x > T::neg_infinity());
-                for t in 0..h {
-                    let (left, right) = g.split_at_mut(t + 1);
-                    let vals = &blk[t * w + t + 1..(t + 1) * w];
-                    fused_row::<T, TRACK>(
-                        &mut left[t], r0 + t, li(r0 + t), vals, c0 + t + 1, &mut right[..w - t - 1],
-                        &mut ct[t + 1..], &mut cn[t + 1..], pad(c0, c1, t + 1), &mut col_near,
-                    );
-                }
+                fused_block(blk, w, r0, c0, &mut g[..h], &mut [], ct, cn, labs, TRACK);
                 return;
             }
             let mut ga = lock(&rows[a]);
             let mut gb = lock(&rows[b]);
-            for (u, st) in gb.iter().enumerate().take(w) {
-                (ct[u], cn[u]) = st.filt(TRACK);
-            }
-            let mut col_near = cn.iter().any(|&x| x > T::neg_infinity());
-            for (t, ri) in ga.iter_mut().enumerate().take(h) {
-                let vals = &blk[t * w..(t + 1) * w];
-                fused_row::<T, TRACK>(ri, r0 + t, li(r0 + t), vals, c0, &mut gb[..w], ct, cn, lab(c0, c1), &mut col_near);
-            }
+            fused_block(blk, w, r0, c0, &mut ga[..h], &mut gb[..w], ct, cn, labs, TRACK);
         },
     );
+}
+
+multiversion! {
+    /// One block of [`symmetric_rows`] through the fused filter (compiled for AVX2
+    /// where available: the 16-lane tests are most of the scan's work after the GEMM).
+    /// `blk` is h × w for rows r0.. (states `ga`) against columns c0.. (states `gb`);
+    /// `gb` empty means a diagonal block (c0 = r0, w = h), read on its upper triangle
+    /// only: entry (t, u > t) is d(t, u) = d(u, t) for both rows. `labels`: all rows'
+    /// labels when `track`.
+    fn fused_block<T>(
+        blk: &[T], w: usize, r0: usize, c0: usize, ga: &mut [Row<T>], gb: &mut [Row<T>], ct: &mut [T], cn: &mut [T],
+        labels: &[u32], track: bool,
+    ) -> () {
+        if track {
+            fused_block_in::<T, true>(blk, w, r0, c0, ga, gb, ct, cn, labels)
+        } else {
+            fused_block_in::<T, false>(blk, w, r0, c0, ga, gb, ct, cn, labels)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn fused_block_in<T: Real, const TRACK: bool>(
+    blk: &[T], w: usize, r0: usize, c0: usize, ga: &mut [Row<T>], gb: &mut [Row<T>], ct: &mut [T], cn: &mut [T],
+    labels: &[u32],
+) {
+    let h = ga.len();
+    let li = |i: usize| if TRACK { labels[i] } else { 0 };
+    let lab = |c: usize| if TRACK { &labels[c..c0 + w] } else { &labels[..0] };
+    if gb.is_empty() {
+        for (u, st) in ga.iter().enumerate().take(w) {
+            (ct[u], cn[u]) = st.filt(TRACK);
+        }
+        // Conservative: whether any row of the block still tracks its nearest match.
+        let mut col_near = cn.iter().any(|&x| x > T::neg_infinity());
+        for t in 0..h {
+            let (left, right) = ga.split_at_mut(t + 1);
+            let vals = &blk[t * w + t + 1..(t + 1) * w];
+            fused_row::<T, TRACK>(
+                &mut left[t], r0 + t, li(r0 + t), vals, c0 + t + 1, &mut right[..w - t - 1], &mut ct[t + 1..],
+                &mut cn[t + 1..], lab(c0 + t + 1), &mut col_near,
+            );
+        }
+        return;
+    }
+    for (u, st) in gb.iter().enumerate().take(w) {
+        (ct[u], cn[u]) = st.filt(TRACK);
+    }
+    let mut col_near = cn.iter().any(|&x| x > T::neg_infinity());
+    for (t, ri) in ga.iter_mut().enumerate() {
+        let vals = &blk[t * w..(t + 1) * w];
+        fused_row::<T, TRACK>(ri, r0 + t, li(r0 + t), vals, c0, gb, ct, cn, lab(c0), &mut col_near);
+    }
 }
