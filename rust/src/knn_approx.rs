@@ -141,6 +141,20 @@ fn prefetch<V>(v: &[V]) {
     }
 }
 
+/// Hints the cache line at `p` into L1 (see [`prefetch`]); any address is allowed.
+#[inline(always)]
+fn prefetch_line<V>(p: *const V) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a hint; prefetches never fault and `p` is not dereferenced.
+        #[allow(unused_unsafe)]
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+        };
+    }
+}
+
 crate::simd::multiversion! {
     /// [`sq_dist`], AVX2 where available.
     fn dist2<T>(a: &[T], b: &[T]) -> T {
@@ -305,6 +319,14 @@ impl<T: Real> Graph<T> {
             flag: std::slice::from_raw_parts_mut(self.flag.add(r * k), k),
         }
     }
+    /// Hints row r's cached threshold and the heads of its heap (the first
+    /// reads of a push) into cache.
+    #[inline(always)]
+    fn prefetch_row(&self, r: usize) {
+        prefetch_line(self.thr.as_ptr().wrapping_add(r));
+        prefetch_line(self.d.wrapping_add(r * self.k));
+        prefetch_line(self.i.wrapping_add(r * self.k));
+    }
     /// (index, flag) of heap slot `e`.
     ///
     /// # Safety
@@ -357,6 +379,7 @@ fn join_block<T: Real>(g: &Graph<T>, locks: &Locks, x: &[T], d: usize, idx: &[u3
     buf.dist.resize(l * l, T::zero());
     for &c in idx {
         prefetch(&x[c as usize * d..c as usize * d + d]);
+        g.prefetch_row(c as usize);
     }
     block_dist(x, d, idx, a, &mut buf.dist);
     for t in 0..l {
@@ -572,6 +595,14 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
         // Reverse candidates: i into j's lists, under lock j.
         (0..n).into_par_iter().with_min_len(ROWS_TILE).for_each(|i| {
             for t in 0..k {
+                // The lists written are scattered: hint the one a few entries ahead.
+                if t + 8 < k {
+                    // SAFETY: the heaps are not written in this pass.
+                    let (j, f) = unsafe { g.entry(i * k + t + 8) };
+                    if j != u32::MAX {
+                        prefetch_line(if f == OLD { co.p } else { cn.p }.wrapping_add(j as usize * m));
+                    }
+                }
                 // SAFETY: the heaps are not written in this pass.
                 let (j, f) = unsafe { g.entry(i * k + t) };
                 if j != u32::MAX {
