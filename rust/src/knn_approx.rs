@@ -44,42 +44,144 @@ const NEW: u8 = 1;
 const FRESH: u8 = 2;
 const EMPTY: u64 = u64::MAX;
 
+/// Σ (a_k − b_k)²: 8 lanes (one AVX register of f32) over the 8-element chunks,
+/// the tail added serially, then the lanes reduced pairwise. The summation order
+/// is fixed by the element index (independent of threads, of the instruction set
+/// — no contraction into FMA — and of which row is `a`), so sq_dist(a, b) ==
+/// sq_dist(b, a) bit for bit; [`sq_dist4`] computes the same bits.
+#[inline(always)]
+fn sq_dist<T: Real>(a: &[T], b: &[T]) -> T {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [T::zero(); 8];
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for l in 0..8 {
+            let t = x[l] - y[l];
+            acc[l] += t * t;
+        }
+    }
+    let mut s = T::zero();
+    for i in n / 8 * 8..n {
+        let t = a[i] - b[i];
+        s += t * t;
+    }
+    reduce8(acc, s)
+}
+
+#[inline(always)]
+fn reduce8<T: Real>(mut acc: [T; 8], s: T) -> T {
+    for l in 0..4 {
+        acc[l] += acc[l + 4];
+    }
+    for l in 0..2 {
+        acc[l] += acc[l + 2];
+    }
+    s + (acc[0] + acc[1])
+}
+
+/// [`sq_dist`] of `a` against four rows at once (the loads of `a` shared, four
+/// independent accumulators in flight), the same bits as four calls.
+#[inline(always)]
+fn sq_dist4<T: Real>(a: &[T], b: [&[T]; 4]) -> [T; 4] {
+    let n = b.iter().fold(a.len(), |m, r| m.min(r.len()));
+    let a = &a[..n];
+    let (b0, b1, b2, b3) = (&b[0][..n], &b[1][..n], &b[2][..n], &b[3][..n]);
+    let mut acc = [[T::zero(); 8]; 4];
+    let mut c = 0;
+    while c + 8 <= n {
+        let x = &a[c..c + 8];
+        let (y0, y1, y2, y3) = (&b0[c..c + 8], &b1[c..c + 8], &b2[c..c + 8], &b3[c..c + 8]);
+        for l in 0..8 {
+            let t0 = x[l] - y0[l];
+            let t1 = x[l] - y1[l];
+            let t2 = x[l] - y2[l];
+            let t3 = x[l] - y3[l];
+            acc[0][l] += t0 * t0;
+            acc[1][l] += t1 * t1;
+            acc[2][l] += t2 * t2;
+            acc[3][l] += t3 * t3;
+        }
+        c += 8;
+    }
+    let mut s = [T::zero(); 4];
+    for i in c..n {
+        for (j, y) in [b0, b1, b2, b3].iter().enumerate() {
+            let t = a[i] - y[i];
+            s[j] += t * t;
+        }
+    }
+    [reduce8(acc[0], s[0]), reduce8(acc[1], s[1]), reduce8(acc[2], s[2]), reduce8(acc[3], s[3])]
+}
+
+/// Hints the cache lines of `v` into L1: the join reads ~30 rows and heaps
+/// scattered over memory, and issuing their loads together overlaps the misses.
+#[inline(always)]
+fn prefetch<V>(v: &[V]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(v);
+        let p = v.as_ptr() as *const i8;
+        let mut o = 0;
+        while o < bytes {
+            // SAFETY: a hint on an address inside `v`; prefetches never fault.
+            #[allow(unused_unsafe)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(p.add(o))
+            };
+            o += 64;
+        }
+        if bytes > 0 {
+            // The last line, when the slice is not line-aligned.
+            #[allow(unused_unsafe)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(p.add(bytes - 1))
+            };
+        }
+    }
+}
+
+/// Hints the cache line at `p` into L1 (see [`prefetch`]); any address is allowed.
+#[inline(always)]
+fn prefetch_line<V>(p: *const V) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a hint; prefetches never fault and `p` is not dereferenced.
+        #[allow(unused_unsafe)]
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+        };
+    }
+}
+
 crate::simd::multiversion! {
-    /// Σ (a_k − b_k)², AVX2 where available, with 32 independent accumulators: the
-    /// search is bound by this call, and one 8-lane accumulator would serialise on
-    /// the add latency. The summation order is fixed (independent of threads), and
-    /// symmetric: dist2(a, b) == dist2(b, a) bit for bit.
+    /// [`sq_dist`], AVX2 where available.
     fn dist2<T>(a: &[T], b: &[T]) -> T {
-        let n = a.len().min(b.len());
-        let (a, b) = (&a[..n], &b[..n]);
-        let mut acc = [T::zero(); 32];
-        let chunks = n / 32;
-        for c in 0..chunks {
-            for l in 0..32 {
-                let t = a[c * 32 + l] - b[c * 32 + l];
-                acc[l] += t * t;
+        sq_dist(a, b)
+    }
+}
+
+crate::simd::multiversion! {
+    /// The distances of one join block: rows `idx` of the n × d `x`, of which the
+    /// first `a` are "new"; out[s·L + t] for s < a, s < t < L (L = idx.len()) is
+    /// [`sq_dist`] of rows idx[s] and idx[t] — the same bits as [`dist2`], so the
+    /// values stay a fixed, symmetric function of the pair. One dispatch per block.
+    fn block_dist<T>(x: &[T], d: usize, idx: &[u32], a: usize, out: &mut [T]) -> () {
+        let l = idx.len();
+        let row = |i: u32| &x[i as usize * d..i as usize * d + d];
+        for s in 0..a.min(l) {
+            let xs = row(idx[s]);
+            let mut t = s + 1;
+            while t + 4 <= l {
+                let v = sq_dist4(xs, [row(idx[t]), row(idx[t + 1]), row(idx[t + 2]), row(idx[t + 3])]);
+                out[s * l + t..s * l + t + 4].copy_from_slice(&v);
+                t += 4;
+            }
+            for t in t..l {
+                out[s * l + t] = sq_dist(xs, row(idx[t]));
             }
         }
-        // Then 8 lanes at a time (d = 50 would otherwise leave 18 serial adds).
-        let mut c8 = chunks * 32;
-        while c8 + 8 <= n {
-            for l in 0..8 {
-                let t = a[c8 + l] - b[c8 + l];
-                acc[l] += t * t;
-            }
-            c8 += 8;
-        }
-        let mut s = T::zero();
-        for i in c8..n {
-            let t = a[i] - b[i];
-            s += t * t;
-        }
-        for w in [16, 8, 4, 2, 1] {
-            for l in 0..w {
-                acc[l] += acc[l + w];
-            }
-        }
-        s + acc[0]
     }
 }
 
@@ -217,6 +319,14 @@ impl<T: Real> Graph<T> {
             flag: std::slice::from_raw_parts_mut(self.flag.add(r * k), k),
         }
     }
+    /// Hints row r's cached threshold and the heads of its heap (the first
+    /// reads of a push) into cache.
+    #[inline(always)]
+    fn prefetch_row(&self, r: usize) {
+        prefetch_line(self.thr.as_ptr().wrapping_add(r));
+        prefetch_line(self.d.wrapping_add(r * self.k));
+        prefetch_line(self.i.wrapping_add(r * self.k));
+    }
     /// (index, flag) of heap slot `e`.
     ///
     /// # Safety
@@ -225,19 +335,75 @@ impl<T: Real> Graph<T> {
     unsafe fn entry(&self, e: usize) -> (u32, u8) {
         (*self.i.add(e), *self.flag.add(e))
     }
+    /// Offers the batch to row r under one hold of its lock (the heap's set does
+    /// not depend on the order of the offers).
     #[inline]
-    fn offer(&self, locks: &Locks, r: usize, dist: T, idx: u32) {
-        if dist.to_f64_() > f64::from_bits(self.thr[r].load(Ordering::Relaxed)) {
+    fn offer_all(&self, locks: &Locks, r: usize, offers: &[(T, u32)]) {
+        if offers.is_empty() {
             return;
         }
         locks.lock(r);
         // SAFETY: lock r is held.
         let mut h = unsafe { self.heap(r) };
-        if h.push(dist, idx) {
+        let mut changed = false;
+        for &(dist, idx) in offers {
+            changed |= h.push(dist, idx);
+        }
+        if changed {
             self.thr[r].store(h.d[0].to_f64_().to_bits(), Ordering::Relaxed);
         }
         locks.unlock(r);
     }
+}
+
+/// Scratch of [`join_block`], one per worker.
+struct JoinBuf<T> {
+    dist: Vec<T>,
+    offers: Vec<(T, u32)>,
+}
+
+impl<T: Real> JoinBuf<T> {
+    fn new() -> Self {
+        JoinBuf { dist: Vec::new(), offers: Vec::new() }
+    }
+}
+
+/// One join block over rows `idx` of `x`, the first `a` of them new: each pair
+/// (s, t), s < t, with s < a and idx[s] ≠ idx[t] is one distance, offered to both
+/// ends. The offers are batched per row: those within the row's cached k-th
+/// distance are pushed under one lock hold, instead of one lock (and one
+/// threshold load from far memory) per offer. Returns the number of pairs.
+fn join_block<T: Real>(g: &Graph<T>, locks: &Locks, x: &[T], d: usize, idx: &[u32], a: usize, buf: &mut JoinBuf<T>) -> usize {
+    let l = idx.len();
+    let a = a.min(l);
+    buf.dist.resize(l * l, T::zero());
+    for &c in idx {
+        prefetch(&x[c as usize * d..c as usize * d + d]);
+        g.prefetch_row(c as usize);
+    }
+    block_dist(x, d, idx, a, &mut buf.dist);
+    for t in 0..l {
+        let c = idx[t];
+        let thr = f64::from_bits(g.thr[c as usize].load(Ordering::Relaxed));
+        buf.offers.clear();
+        // Pairs (s, t) with s < t: s new; (t, s) with s > t: t new.
+        for s in 0..t.min(a) {
+            let v = buf.dist[s * l + t];
+            if idx[s] != c && v.to_f64_() <= thr {
+                buf.offers.push((v, idx[s]));
+            }
+        }
+        if t < a {
+            for s in t + 1..l {
+                let v = buf.dist[t * l + s];
+                if idx[s] != c && v.to_f64_() <= thr {
+                    buf.offers.push((v, idx[s]));
+                }
+            }
+        }
+        g.offer_all(locks, c as usize, &buf.offers);
+    }
+    (0..a).map(|s| l - s - 1).sum()
 }
 
 /// Candidate lists (n × m keys), shared like the graph.
@@ -381,25 +547,19 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
     let mut hf = vec![OLD; n * k];
     let g = Graph { d: hd.as_mut_ptr(), i: hi.as_mut_ptr(), flag: hf.as_mut_ptr(), thr: (0..n).map(|_| AtomicU64::new(f64::INFINITY.to_bits())).collect(), k };
     let locks = Locks((0..n).map(|_| AtomicBool::new(false)).collect());
-    let pair = |a: u32, b: u32| {
-        let dist = dist2(row(a as usize), row(b as usize));
-        g.offer(&locks, a as usize, dist, b);
-        g.offer(&locks, b as usize, dist, a);
-    };
     // Seed: all pairs within each leaf of every tree (in permuted indices; the
     // first tree's leaves are contiguous ranges).
     let leaves: Vec<(usize, usize)> = trees.iter().enumerate().flat_map(|(t, tr)| (0..tr.bounds.len() - 1).map(move |l| (t, l))).collect();
     let mut seed_pairs = 0usize;
-    leaves.par_iter().with_min_len(16).for_each_init(Vec::new, |members: &mut Vec<u32>, &(t, l)| {
-        let tr = &trees[t];
-        members.clear();
-        members.extend(tr.perm[tr.bounds[l] as usize..tr.bounds[l + 1] as usize].iter().map(|&i| pos[i as usize]));
-        for a in 0..members.len() {
-            for b in a + 1..members.len() {
-                pair(members[a], members[b]);
-            }
-        }
-    });
+    leaves.par_iter().with_min_len(16).for_each_init(
+        || (Vec::new(), JoinBuf::new()),
+        |(members, buf): &mut (Vec<u32>, JoinBuf<T>), &(t, l)| {
+            let tr = &trees[t];
+            members.clear();
+            members.extend(tr.perm[tr.bounds[l] as usize..tr.bounds[l + 1] as usize].iter().map(|&i| pos[i as usize]));
+            join_block(&g, &locks, &xp, d, members, members.len(), buf);
+        },
+    );
     if trace {
         seed_pairs = trees.iter().map(|tr| tr.bounds.windows(2).map(|w| { let m = (w[1] - w[0]) as usize; m * (m - 1) / 2 }).sum::<usize>()).sum();
     }
@@ -435,6 +595,14 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
         // Reverse candidates: i into j's lists, under lock j.
         (0..n).into_par_iter().with_min_len(ROWS_TILE).for_each(|i| {
             for t in 0..k {
+                // The lists written are scattered: hint the one a few entries ahead.
+                if t + 8 < k {
+                    // SAFETY: the heaps are not written in this pass.
+                    let (j, f) = unsafe { g.entry(i * k + t + 8) };
+                    if j != u32::MAX {
+                        prefetch_line(if f == OLD { co.p } else { cn.p }.wrapping_add(j as usize * m));
+                    }
+                }
                 // SAFETY: the heaps are not written in this pass.
                 let (j, f) = unsafe { g.entry(i * k + t) };
                 if j != u32::MAX {
@@ -461,36 +629,25 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
                 }
             }
         });
+        let t_cands = tr.elapsed().as_secs_f64();
         // Local join: pairs among new × (new ∪ old), each offered to both ends.
         let joined: usize = (0..n)
             .into_par_iter()
             .with_min_len(ROWS_TILE)
             .map_init(
-                || (Vec::with_capacity(m), Vec::with_capacity(m)),
-                |(nv, ov): &mut (Vec<u32>, Vec<u32>), u| {
+                || (Vec::with_capacity(2 * m), JoinBuf::new()),
+                |(cv, buf): &mut (Vec<u32>, JoinBuf<T>), u| {
                     // SAFETY: the lists are not written in this pass.
                     let (ni, oi) = unsafe { (&*cn.row(u), &*co.row(u)) };
-                    nv.clear();
-                    ov.clear();
-                    // Sorted by index: the pairs visited do not depend on the heaps' layout.
-                    nv.extend(ni.iter().filter(|&&v| v != EMPTY).map(|&v| v as u32));
-                    ov.extend(oi.iter().filter(|&&v| v != EMPTY).map(|&v| v as u32));
-                    nv.sort_unstable();
-                    ov.sort_unstable();
-                    let mut c = 0;
-                    for a in 0..nv.len() {
-                        let p = nv[a];
-                        for &q in &nv[a + 1..] {
-                            pair(p, q);
-                        }
-                        for &q in ov.iter() {
-                            if q != p {
-                                pair(p, q);
-                            }
-                        }
-                        c += nv.len() - a - 1 + ov.len();
-                    }
-                    c
+                    // New then old, each sorted by index: the pairs visited do not
+                    // depend on the heaps' layout.
+                    cv.clear();
+                    cv.extend(ni.iter().filter(|&&v| v != EMPTY).map(|&v| v as u32));
+                    let a = cv.len();
+                    cv.sort_unstable();
+                    cv.extend(oi.iter().filter(|&&v| v != EMPTY).map(|&v| v as u32));
+                    cv[a..].sort_unstable();
+                    join_block(&g, &locks, &xp, d, cv, a, buf)
                 },
             )
             .sum();
@@ -509,7 +666,7 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
             })
             .sum();
         if trace {
-            eprintln!("[knn_approx] round {round}: {joined} distances, {updates} updates, {:.2} s", tr.elapsed().as_secs_f64());
+            eprintln!("[knn_approx] round {round}: {joined} distances, {updates} updates, {:.2} s ({t_cands:.2} s candidates)", tr.elapsed().as_secs_f64());
         }
         if (updates as f64) < DELTA * (n * k) as f64 {
             break;
