@@ -222,3 +222,34 @@ def test_bad_input_errors():
         _core.TsneOptimizer(
             P2.indptr.astype(np.int64), P2.indices.astype(np.int32), P2.data, np.zeros((100, 2)), "gaussian", 1.0, "fft", 0.5, None
         )
+
+
+@pytest.mark.parametrize("method", ["fft", "barnes_hut"])
+def test_large_fit_reorders_points_and_maps_everything_back(method):
+    # From 20,000 points the optimiser stores the points in the embedding's Morton order
+    # (rust/src/tsne/locality.rs) and reorders every 100 iterations; what Python sees
+    # (embedding, callbacks, affinities_) must stay in the input's order.
+    n = 21_000
+    X = _blobs(n, d=6, centers=7, seed=11)
+    lab = np.arange(n) % 7
+    seen = []
+    kw = dict(perplexity=10.0, method=method, max_iter=230, exaggeration_iter=60, random_state=0)
+    a = reprkit.TSNE(n_jobs=2, callbacks=[lambda it, kl, e: seen.append(e.copy())], callbacks_every=115, **kw)
+    Ya = a.fit_transform(X)
+    b = reprkit.TSNE(n_jobs=1, **kw).fit_transform(X)
+    np.testing.assert_array_equal(Ya, b)  # any thread count, reorders included
+    np.testing.assert_array_equal(seen[-1], Ya)
+    # Points keep their identity: a blob stays a blob (a scrambled order would mix them).
+    from sklearn.neighbors import KNeighborsClassifier
+
+    acc = KNeighborsClassifier(5).fit(Ya[::2], lab[::2]).score(Ya[1::2], lab[1::2])
+    assert acc > 0.99
+    # affinities_ is P in the input's labels: reusing it reproduces the fit.
+    P = a.affinities_
+    assert sp.issparse(P) and P.shape == (n, n)
+    np.testing.assert_allclose(abs(P - P.T).max(), 0.0, atol=1e-15)
+    ref = _core.tsne_p_held(np.ascontiguousarray(X), 10.0, 30, "euclidean", "exact", 0, 1)[0].arrays()
+    R = sp.csr_matrix((ref[2], ref[1], ref[0]), shape=(n, n))
+    np.testing.assert_allclose(abs(P - R).max(), 0.0, atol=1e-15)
+    c = reprkit.TSNE(n_jobs=2, **kw).fit(X, affinities=P).embedding_
+    np.testing.assert_array_equal(c, Ya)

@@ -9,7 +9,7 @@ use pyo3::IntoPyObjectExt;
 use reprkit_core::distances::Metric;
 use reprkit_core::knn::{knn_from_dense, Knn};
 use reprkit_core::tsne::affinity::{conditional, knn_to_csr, symmetrize, Csr};
-use reprkit_core::tsne::optimize::{optimize, transform, Method, Problem, Schedule, State};
+use reprkit_core::tsne::optimize::{optimize_local, transform, Method, Problem, Schedule, State};
 use reprkit_core::tsne::Kernel;
 use reprkit_core::{Error, Real};
 
@@ -214,6 +214,9 @@ impl TsneOptimizer {
             return Err(taken_err());
         }
         self.taken = true;
+        // The state goes back to the original order with P's labels (the embedding stays readable).
+        self.state.y = self.prob.to_original(&self.state.y);
+        self.prob.restore_labels();
         crate::knn::csr_arrays(py, std::mem::take(&mut self.prob.p))
     }
 
@@ -228,9 +231,9 @@ impl TsneOptimizer {
             return Err(taken_err());
         }
         let sch = Schedule { n_iter, exaggeration, momentum, learning_rate, max_step_norm };
-        let (prob, state) = (&self.prob, &mut self.state);
+        let (prob, state) = (&mut self.prob, &mut self.state);
         run_interruptible(py, n_threads, move |stop| {
-            optimize(prob, state, &sch, stop)?;
+            optimize_local(prob, state, &sch, stop)?;
             if want_kl {
                 prob.kl(&state.y)
             } else {
@@ -241,7 +244,7 @@ impl TsneOptimizer {
 
     /// A copy of the current embedding.
     fn embedding<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        PyArray1::from_vec(py, self.state.y.clone()).reshape([self.prob.n, self.prob.dim])
+        PyArray1::from_vec(py, self.prob.to_original(&self.state.y)).reshape([self.prob.n, self.prob.dim])
     }
 
     /// (∂KL/∂Y, KL) at `y` (the true gradient of the reported KL; tests use it).
@@ -253,7 +256,8 @@ impl TsneOptimizer {
         let prob = &self.prob;
         let (g, kl) = run(py, n_threads, || {
             let mut g = vec![0.0; ys.len()];
-            let kl = prob.gradient(ys, exaggeration, &mut g, true)?;
+            let kl = prob.gradient(&prob.to_positions(ys), exaggeration, &mut g, true)?;
+            let mut g = prob.to_original(&g);
             let scale = if prob.kernel == Kernel::Sne { 4.0 * prob.n as f64 } else { 4.0 };
             g.iter_mut().for_each(|v| *v *= scale);
             Ok((g, kl))

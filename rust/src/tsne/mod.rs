@@ -17,6 +17,7 @@ pub mod affinity;
 pub mod bh;
 pub mod exact;
 pub mod fft;
+pub mod locality;
 pub mod optimize;
 pub mod simd;
 

@@ -15,6 +15,7 @@
 use super::affinity::Csr;
 use super::bh::bh_repulsion;
 use super::exact::{exact_repulsion, fsum};
+use super::locality::{self as loc, Locality};
 use super::Kernel;
 use crate::error::{Error, Result};
 use rayon::prelude::*;
@@ -45,6 +46,9 @@ pub struct Problem {
     plogp: f64,
     /// Kernel transform and plans of the FFT method, reused across iterations.
     pub fft_cache: std::sync::Mutex<super::fft::Cache>,
+    /// Where the points are stored, once [`Problem::reorder`] has moved them: then `y`,
+    /// gradients and P (rows and columns) are in stored positions.
+    pub locality: Option<Locality>,
 }
 
 fn plogp_of(p: &Csr) -> f64 {
@@ -95,7 +99,65 @@ impl Problem {
             (Kernel::Sne, None) => return Err(Error::InvalidParameter("SNE needs the conditional affinities".into())),
             _ => plogp_of(&p),
         };
-        Ok(Problem { n, dim, p, p_cond, kernel, method, plogp, fft_cache: Default::default() })
+        Ok(Problem { n, dim, p, p_cond, kernel, method, plogp, fft_cache: Default::default(), locality: None })
+    }
+
+    /// Whether [`Problem::reorder`] pays off here (large n, a sparse P; the exact
+    /// method's dense fast path assumes the input order).
+    pub fn wants_locality(&self) -> bool {
+        self.n >= loc::MIN_POINTS && self.method != Method::Exact && (1..=3).contains(&self.dim)
+    }
+
+    /// Stores the points (`st`'s rows, P's columns) in the Morton order of the current
+    /// embedding; see [`super::locality`].
+    pub fn reorder(&mut self, st: &mut State) {
+        let (n, dim) = (self.n, self.dim);
+        let perm = loc::morton_order(&st.y, n, dim);
+        let old_to_new = loc::inverse(&perm);
+        loc::permute_csr(&mut self.p, &perm, &old_to_new);
+        if let Some(pc) = self.p_cond.as_mut() {
+            loc::permute_csr(pc, &perm, &old_to_new);
+        }
+        let row: Vec<u32> = match &self.locality {
+            Some(l) => perm.iter().map(|&q| l.row[q as usize]).collect(),
+            None => perm.clone(),
+        };
+        let pos = loc::inverse(&row);
+        self.locality = Some(Locality { row, pos });
+        for a in [&mut st.y, &mut st.update, &mut st.gains] {
+            loc::gather_rows(a, &perm, dim);
+        }
+    }
+
+    /// Gives P (and the conditional P) back their original column indices; the
+    /// caller keeps or maps the state with [`Problem::to_original`] first.
+    pub fn restore_labels(&mut self) {
+        if let Some(l) = self.locality.take() {
+            // Stored position q holds original point row[q]: original i comes from position pos[i].
+            loc::permute_csr(&mut self.p, &l.pos, &l.row);
+            if let Some(pc) = self.p_cond.as_mut() {
+                loc::permute_csr(pc, &l.pos, &l.row);
+            }
+        }
+    }
+
+    /// n × dim rows in original point order → stored order.
+    pub fn to_positions(&self, a: &[f64]) -> Vec<f64> {
+        let mut v = a.to_vec();
+        // (A wrong length is left for `gradient` to report.)
+        if let (Some(l), true) = (&self.locality, a.len() == self.n * self.dim) {
+            loc::gather_rows(&mut v, &l.row, self.dim);
+        }
+        v
+    }
+
+    /// n × dim rows in stored order → original point order.
+    pub fn to_original(&self, a: &[f64]) -> Vec<f64> {
+        let mut v = a.to_vec();
+        if let (Some(l), true) = (&self.locality, a.len() == self.n * self.dim) {
+            loc::gather_rows(&mut v, &l.pos, self.dim);
+        }
+        v
     }
 
     /// Writes the gradient (÷4) at `y` with exaggeration `exag` into `grad`;
@@ -105,7 +167,7 @@ impl Problem {
         if y.len() != n * dim || grad.len() != n * dim {
             return Err(Error::Shape(format!("embedding must be {n} x {dim}")));
         }
-        let complete = self.p.nnz() == n * (n - 1);
+        let complete = self.p.nnz() == n * (n - 1) && self.locality.is_none();
         if !want_kl && complete && self.method == Method::Exact && self.kernel == Kernel::StudentT(1.0) && (dim == 2 || dim == 3) {
             if dim == 2 {
                 super::exact::fused_tsne_gradient::<2>(y, n, &self.p.data, exag, grad);
@@ -259,12 +321,14 @@ pub struct State {
     pub y: Vec<f64>,
     pub update: Vec<f64>,
     pub gains: Vec<f64>,
+    /// Iterations since the points were last reordered ([`optimize_local`]).
+    pub since_reorder: usize,
 }
 
 impl State {
     pub fn new(y: Vec<f64>) -> Self {
         let m = y.len();
-        State { y, update: vec![0.0; m], gains: vec![1.0; m] }
+        State { y, update: vec![0.0; m], gains: vec![1.0; m], since_reorder: 0 }
     }
 }
 
@@ -336,6 +400,42 @@ pub fn optimize(prob: &Problem, st: &mut State, sch: &Schedule, should_stop: &(d
         return Err(Error::NonFinite("the embedding diverged (NaN or infinity); try a smaller learning_rate".into()));
     }
     Ok(())
+}
+
+/// [`optimize`], with the points stored in the embedding's Morton order where that pays
+/// ([`Problem::wants_locality`]): reordered before the first iteration and every
+/// [`loc::EVERY`] iterations after. `st` is in stored order throughout.
+pub fn optimize_local(
+    prob: &mut Problem,
+    st: &mut State,
+    sch: &Schedule,
+    should_stop: &(dyn Fn() -> bool + Sync),
+) -> Result<()> {
+    if !prob.wants_locality() {
+        return optimize(prob, st, sch, should_stop);
+    }
+    let mut left = sch.n_iter;
+    loop {
+        if prob.locality.is_none() || st.since_reorder >= loc::EVERY {
+            prob.reorder(st);
+            st.since_reorder = 0;
+        }
+        let step = left.min(loc::EVERY - st.since_reorder);
+        optimize(
+            prob,
+            st,
+            &Schedule {
+                n_iter: step,
+                ..*sch
+            },
+            should_stop,
+        )?;
+        st.since_reorder += step;
+        left -= step;
+        if left == 0 {
+            return Ok(());
+        }
+    }
 }
 
 /// Places new points against a fixed reference embedding (openTSNE-style).
@@ -527,5 +627,103 @@ mod tests {
         for (a, b) in g1.iter().zip(&g3) {
             assert!((a - b).abs() < 1e-12, "{a} {b}");
         }
+    }
+
+    /// Stored in Morton order, a problem gives the same gradient, KL and trajectory
+    /// (mapped back to the original points), and P gets its labels back.
+    #[test]
+    fn reordered_points_same_gradient_and_run() {
+        let cases = [
+            (2, Kernel::StudentT(1.0), Method::Fft),
+            (1, Kernel::StudentT(0.5), Method::Fft),
+            (2, Kernel::StudentT(1.0), Method::BarnesHut(0.5)),
+            (3, Kernel::StudentT(1.0), Method::Exact),
+            (2, Kernel::Sne, Method::Exact),
+        ];
+        for (dim, kernel, method) in cases {
+            let n = 120;
+            let (plain, y) = problem(n, dim, kernel, method);
+            let (mut moved, _) = problem(n, dim, kernel, method);
+            let p0 = moved.p.clone();
+            let mut st = State::new(y.clone());
+            moved.reorder(&mut st);
+            assert!(moved
+                .locality
+                .as_ref()
+                .unwrap()
+                .row
+                .iter()
+                .enumerate()
+                .any(|(q, &r)| q as u32 != r));
+            assert_eq!(moved.to_original(&st.y), y);
+            let (mut g0, mut g1) = (vec![0.0; n * dim], vec![0.0; n * dim]);
+            let kl0 = plain.gradient(&y, 4.0, &mut g0, true).unwrap();
+            let kl1 = moved.gradient(&st.y, 4.0, &mut g1, true).unwrap();
+            let g1 = moved.to_original(&g1);
+            let scale = g0.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            for (a, b) in g0.iter().zip(&g1) {
+                assert!(
+                    (a - b).abs() <= 1e-9 * scale,
+                    "{method:?} {kernel:?}: {a} vs {b}"
+                );
+            }
+            assert!(
+                (kl0 - kl1).abs() <= 1e-9 * kl0.abs().max(1.0),
+                "{kl0} vs {kl1}"
+            );
+            // A run with reorderings in between (EVERY < 150) follows the plain run.
+            let sch = Schedule {
+                n_iter: 150,
+                exaggeration: 1.0,
+                momentum: 0.5,
+                learning_rate: 10.0,
+                max_step_norm: 5.0,
+            };
+            let mut s0 = State::new(y.clone());
+            optimize(&plain, &mut s0, &sch, &|| false).unwrap();
+            let mut left = sch.n_iter;
+            while left > 0 {
+                let step = left.min(60);
+                optimize(
+                    &moved,
+                    &mut st,
+                    &Schedule {
+                        n_iter: step,
+                        ..sch
+                    },
+                    &|| false,
+                )
+                .unwrap();
+                moved.reorder(&mut st);
+                left -= step;
+            }
+            let y1 = moved.to_original(&st.y);
+            let spread = s0.y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            for (a, b) in s0.y.iter().zip(&y1) {
+                assert!(
+                    (a - b).abs() <= 1e-6 * spread,
+                    "{method:?} {kernel:?}: {a} vs {b}"
+                );
+            }
+            moved.restore_labels();
+            assert!(moved.locality.is_none());
+            assert_eq!(moved.p.indices, p0.indices);
+            assert_eq!(moved.p.data, p0.data);
+        }
+    }
+
+    #[test]
+    fn optimize_local_reorders_only_large_sparse_problems() {
+        let (mut small, y) = problem(60, 2, Kernel::StudentT(1.0), Method::Fft);
+        let mut st = State::new(y);
+        let sch = Schedule {
+            n_iter: 3,
+            exaggeration: 1.0,
+            momentum: 0.5,
+            learning_rate: 10.0,
+            max_step_norm: 5.0,
+        };
+        optimize_local(&mut small, &mut st, &sch, &|| false).unwrap();
+        assert!(small.locality.is_none());
     }
 }
