@@ -273,7 +273,7 @@ def test_plot_format_and_same_path(tmp_path, capsys, no_fit, x_npy):
 def test_parameters_checked_before_fit(tmp_path, capsys, no_fit, x_npy):
     out = ["-o", tmp_path / "o.npy"]
     assert_usage_error(["tsne", x_npy, "--perplexity", "60", *out], capsys, "--perplexity (60)", "60")
-    assert_usage_error(["tsne", x_npy, "--n-components", "4", *out], capsys, "--method exact")
+    assert_usage_error(["tsne", x_npy, "--method", "barnes_hut", "--n-components", "4", *out], capsys, "--method exact")
     assert_usage_error(["tsne", x_npy, "--metric", "precomputed", *out], capsys, "square")
     assert_usage_error(["tsne", "--demo", x_npy, *out], capsys, "not both")
 

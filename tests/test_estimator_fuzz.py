@@ -24,7 +24,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 FAST = dict(perplexity=4.0, max_iter=25, exaggeration_iter=10, random_state=0)
 ESTIMATORS = {
-    "TSNE": lambda **p: reprkit.TSNE(**{"n_components": 2, **FAST, **p}),
+    "TSNE": lambda **p: reprkit.TSNE(**{"n_components": 2, "method": "barnes_hut", **FAST, **p}),
     "TSNE(exact)": lambda **p: reprkit.TSNE(**{"n_components": 2, "method": "exact", **FAST, **p}),
     "SNE": lambda **p: reprkit.SNE(**{"n_components": 2, **FAST, **p}),
     "SymmetricSNE": lambda **p: reprkit.SymmetricSNE(**{"n_components": 2, **FAST, **p}),

@@ -386,7 +386,7 @@ def test_bad_input_gets_clear_errors():
     with pytest.raises(InvalidParameterError, match="perplexity"):
         reprkit.TSNE(perplexity=30).fit(X)
     with pytest.raises(InvalidParameterError, match="n_components"):
-        reprkit.TSNE(4, perplexity=5).fit(X)
+        reprkit.TSNE(4, perplexity=5, method="barnes_hut").fit(X)
     with pytest.raises(ShapeError):
         reprkit.TSNE(perplexity=0.5).fit(X[:1])
     with pytest.raises(InvalidParameterError):
@@ -397,8 +397,9 @@ def test_bad_input_gets_clear_errors():
         reprkit.TSNE(perplexity=5, metric="precomputed").fit(X)
     with pytest.raises(InvalidParameterError):
         reprkit.TSNE(perplexity=5).transform(X)
-    # Exact t-SNE does go beyond 3 components.
+    # Exact t-SNE does go beyond 3 components, and "auto" (the default) picks it there.
     assert reprkit.TSNE(4, perplexity=5, method="exact", max_iter=50, n_jobs=1).fit_transform(X).shape == (30, 4)
+    assert reprkit.TSNE(4, perplexity=5, max_iter=50, n_jobs=1).fit(X).method_ == "exact"
 
 
 # ---------------------------------------------------------------- command line

@@ -334,7 +334,7 @@ def _add_tsne(sub: Any) -> None:
                          "scikit-learn's) (default: %(default)s)")
     tp.add_argument("--metric", default="euclidean", choices=["euclidean", "sqeuclidean", "cosine", "precomputed"],
                     help="input distance; precomputed = INPUT is a square matrix of distances (default: %(default)s)")
-    tp.add_argument("--method", default="barnes_hut", choices=["auto", "barnes_hut", "exact", "fft"],
+    tp.add_argument("--method", default="auto", choices=["auto", "barnes_hut", "exact", "fft"],
                     help="barnes_hut: O(N log N) tree approximation; fft: grid interpolation (1-D/2-D); exact: "
                          "O(N^2); auto: chosen by N and dimension (default: %(default)s)")
     tp.add_argument("--init", default=None, choices=["pca", "spectral", "random"],

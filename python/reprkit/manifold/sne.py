@@ -566,7 +566,9 @@ def check_affinities(P: Any, tol: float = 1e-6) -> Any:
 class TSNE(_SNEBase):
     """t-Distributed Stochastic Neighbour Embedding (see the module docstring for the formulas).
 
-    ``method="barnes_hut"`` (default) approximates the repulsion with a quadtree
+    ``method="auto"`` (default) picks by size (:func:`auto_method`: Barnes-Hut below
+    100,000 points in 2-D and in 3-D, FFT from there on and in 1-D above 1,000 points,
+    exact otherwise). ``"barnes_hut"`` approximates the repulsion with a quadtree
     (2-D) or octree (3-D) at opening angle ``angle``; ``"exact"`` is O(N²) and
     supports any ``n_components``. ``"fft"`` (1-D and 2-D; Linderman et al. 2019,
     "Fast interpolation-based t-SNE", Nature Methods 16) interpolates the charges
@@ -619,7 +621,7 @@ class TSNE(_SNEBase):
         max_iter: int = 750,
         metric: str = "euclidean",
         init: Union[str, np.ndarray] = "pca",
-        method: str = "barnes_hut",
+        method: str = "auto",
         angle: float = 0.5,
         dof: float = 1.0,
         neighbors: str = "auto",
