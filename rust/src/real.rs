@@ -13,6 +13,12 @@ pub trait Real:
     /// which the fast product form ‖x‖²+‖y‖²−2x·y is recomputed as Σ(x−y)².
     const CANCEL_TOL: Self;
 
+    /// The (value, index) order as one integer, for values ≥ 0: the bit patterns
+    /// of non-negative floats order as the values do (`+ 0.0` turns a −0 into +0).
+    /// 64 bits for f32, so a top-k cut compares one word per step.
+    type PairKey: Ord + Copy + Send;
+    fn pair_key(self, j: u32) -> Self::PairKey;
+
     /// `C = alpha * A·B + beta * C` with arbitrary (row, column) strides.
     ///
     /// # Safety
@@ -39,6 +45,11 @@ pub trait Real:
 impl Real for f32 {
     const EPS: Self = f32::EPSILON;
     const CANCEL_TOL: Self = 1.0 / 1024.0;
+    type PairKey = u64;
+    #[inline(always)]
+    fn pair_key(self, j: u32) -> u64 {
+        (u64::from((self + 0.0).to_bits()) << 32) | u64::from(j)
+    }
     unsafe fn gemm_raw(
         m: usize, k: usize, n: usize, alpha: f32,
         a: *const f32, rsa: isize, csa: isize,
@@ -52,6 +63,11 @@ impl Real for f32 {
 impl Real for f64 {
     const EPS: Self = f64::EPSILON;
     const CANCEL_TOL: Self = 1.0e-7;
+    type PairKey = u128;
+    #[inline(always)]
+    fn pair_key(self, j: u32) -> u128 {
+        (u128::from((self + 0.0).to_bits()) << 32) | u128::from(j)
+    }
     unsafe fn gemm_raw(
         m: usize, k: usize, n: usize, alpha: f64,
         a: *const f64, rsa: isize, csa: isize,

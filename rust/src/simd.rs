@@ -1,5 +1,5 @@
-//! Element-wise loops compiled twice: for the x86-64 baseline and for
-//! AVX2+FMA, chosen at run time (wheels must run on any x86-64, so no
+//! Element-wise loops compiled for the x86-64 baseline, AVX2+FMA and AVX-512,
+//! chosen at run time (wheels must run on any x86-64, so no
 //! `-C target-cpu=native`). The bodies are plain loops the compiler vectorises.
 
 use crate::Real;
@@ -29,8 +29,34 @@ pub(crate) fn has_avx2() -> bool {
     }
 }
 
-/// Declares `$vis fn $name<T: Real>(..)` whose body is compiled twice, for the
-/// x86-64 baseline and for AVX2+FMA, the latter chosen at run time. Helpers the
+/// Whether the AVX-512 builds of the hot loops can run here (F, BW, DQ, VL with
+/// AVX2, FMA and BMI; detected once). 16 f32 lanes per compare: the threshold
+/// filters' masks come straight from a mask register.
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            has_avx2()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512dq")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("bmi1")
+                && is_x86_feature_detected!("bmi2")
+                && std::env::var_os("REPRKIT_NO_AVX512").is_none()
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Declares `$vis fn $name<T: Real>(..)` whose body is compiled three times, for
+/// the x86-64 baseline, AVX2+FMA and AVX-512, the best chosen at run time (the
+/// same operations in the same order: results do not depend on which runs). Helpers the
 /// body calls should be `#[inline(always)]` so that their loops vectorise in it.
 macro_rules! multiversion {
     ($(#[$m:meta])* $vis:vis fn $name:ident<$T:ident>($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
@@ -42,6 +68,15 @@ macro_rules! multiversion {
             fn body<$T: Real>($($arg: $ty),*) -> $ret $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi1,bmi2")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512<$T: Real>($($arg: $ty),*) -> $ret {
+                    body($($arg),*)
+                }
+                if $crate::simd::has_avx512() {
+                    // SAFETY: the CPU supports these AVX-512 subsets, AVX2, FMA and BMI (checked at run time).
+                    return unsafe { avx512($($arg),*) };
+                }
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2<$T: Real>($($arg: $ty),*) -> $ret {

@@ -41,11 +41,10 @@ pub(super) fn cmp_pair<T: Real>(a: &(T, u32), b: &(T, u32)) -> Ordering {
 }
 
 /// The (distance, index) order as one integer, for distances ≥ 0 (squared
-/// distances, clamped at +0 by the GEMM's finishing pass): the bit patterns
-/// of non-negative f64 order as the values do (`+ 0.0` turns a −0 into +0).
+/// distances, clamped at +0 by the GEMM's finishing pass): see [`Real::pair_key`].
 #[inline(always)]
-fn key<T: Real>(p: &(T, u32)) -> u128 {
-    (u128::from((p.0.to_f64_() + 0.0).to_bits()) << 32) | u128::from(p.1)
+fn key<T: Real>(p: &(T, u32)) -> T::PairKey {
+    p.0.pair_key(p.1)
 }
 
 /// Whether `a` comes strictly before `b` in the (distance, index) order.
@@ -66,6 +65,18 @@ fn any_le<T: Real>(v: &[T; CHUNK], t: T) -> bool {
 #[inline(always)]
 fn mask_le<T: Real>(v: &[T; CHUNK], t: T) -> u32 {
     v.iter().enumerate().fold(0u32, |m, (o, &x)| m | (u32::from(x <= t) << o))
+}
+
+/// Bit o set iff v[o] ≤ t[o] (each lane against its own threshold).
+#[inline(always)]
+fn mask_le_each<T: Real>(v: &[T; CHUNK], t: &[T; CHUNK]) -> u32 {
+    v.iter().zip(t).enumerate().fold(0u32, |m, (o, (&x, &y))| m | (u32::from(x <= y) << o))
+}
+
+/// Bit o set iff l[o] = x.
+#[inline(always)]
+fn mask_eq(l: &[u32; CHUNK], x: u32) -> u32 {
+    l.iter().enumerate().fold(0u32, |m, (o, &y)| m | (u32::from(y == x) << o))
 }
 
 /// The `cap` smallest (distance, index) pairs seen so far, in the total order
@@ -390,13 +401,17 @@ fn fused_row<T: Real, const TRACK: bool>(
             };
             if hit {
                 let same = |o: usize| TRACK && labs[j0 + o] == li;
-                let mut mr = 0u32;
-                let mut mc = 0u32;
-                for o in 0..CHUNK {
-                    let x = v[o];
-                    let s = same(o);
-                    mr |= u32::from((x <= rt) | (s & (x <= rn))) << o;
-                    mc |= u32::from((x <= t[o]) | (s & (x <= u[o]))) << o;
+                // Whole-chunk masks (one vector compare each; a mask register under AVX-512).
+                let mut mr = mask_le(v, rt);
+                let mut mc = mask_le_each(v, t);
+                if TRACK {
+                    if let Ok(l) = <&[u32; CHUNK]>::try_from(&labs[j0..j0 + CHUNK]) {
+                        let ms = mask_eq(l, li);
+                        if ms != 0 {
+                            mr |= ms & mask_le(v, rn);
+                            mc |= ms & mask_le_each(v, u);
+                        }
+                    }
                 }
                 if mr != 0 {
                     while mr != 0 {
