@@ -79,7 +79,8 @@ impl Real for f64 {
 }
 
 /// `C = alpha·A·B + beta·C` through the `gemm` crate's run-time dispatched micro-kernels
-/// (FMA/AVX2 on x86-64; about 95 GFLOP/s per core here against matrixmultiply's 80).
+/// (AVX-512 or FMA/AVX2 on x86-64, through the `x86-v4` feature; about 95 GFLOP/s per core with AVX2 on an
+/// earlier box against matrixmultiply's 80, about 100 with AVX-512 on the Xeon of BENCHMARKS.md).
 /// Called single-threaded: reprkit's kernels parallelise over their own fixed tiles, so the order
 /// of a product's sums never depends on the thread count.
 #[allow(clippy::too_many_arguments)]
