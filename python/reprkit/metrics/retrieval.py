@@ -19,7 +19,7 @@ MAP@R sums over the top min(R, k) places but still divides by R (PML's
 convention), and a query without a match in its top k has reciprocal rank 0.
 
 The neighbour search is the exact tiled Rust kernel, never n × n in memory.
-With ``reference=None`` (queries = references) each 512 × 512 block of
+With ``reference=None`` (queries = references) each 1024 × 1024 block of
 distances is computed once and ranked for both of its row blocks (half the
 GEMM of a row-by-row scan) while every query keeps its ~1.25 R candidates:
 about 10 · n · R bytes in float32 (1 GB at n = 100k, R = 1000), up to 2 GiB;

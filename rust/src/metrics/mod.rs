@@ -676,7 +676,7 @@ mod tests {
 
     #[test]
     fn retrieval_against_loop() {
-        let (n, d) = (1100, 3);
+        let (n, d) = (2200, 3);
         let x = data(n, d, 5);
         let labels: Vec<u32> = (0..n as u32).map(|i| (i * 13 % 7) % 5).collect();
         for k in [None, Some(20)] {
@@ -717,7 +717,7 @@ mod tests {
         let mut y: Vec<u32> = (0..n as u32).map(|i| (i * 7 + i / 13) % 8).collect();
         y[5] = 100; // present once: left out
         y[40] = 101; // a class of two across blocks: second pass
-        y[900] = 101;
+        y[1900] = 101;
         for i in (700..n).step_by(37) {
             y[i] = 102;
         }
@@ -734,7 +734,7 @@ mod tests {
 
     #[test]
     fn symmetric_scan_equals_streaming_with_exact_ties() {
-        let (n, d) = (1300, 3);
+        let (n, d) = (2600, 3);
         let x = grid(n, d, 7);
         let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
         let y = grid_labels(n);
@@ -757,7 +757,7 @@ mod tests {
         let b = knn_cross_in(&x, n, None, d, 6, Metric::Euclidean, None, 0, SAMPLE).unwrap();
         assert_eq!(a.indices, b.indices);
         assert_eq!(a.distances, b.distances);
-        for i in [0usize, 5, 511, 512, 1299] {
+        for i in [0usize, 5, scan::SYM_TILE - 1, scan::SYM_TILE, 2599] {
             let want: Vec<u32> = sorted_row(&x, d, i, n)[..6].iter().map(|p| p.1).collect();
             assert_eq!(&a.indices[i * 6..(i + 1) * 6], &want[..], "row {i}");
         }
@@ -769,12 +769,12 @@ mod tests {
     /// duplicate rows.
     #[test]
     fn tight_thresholds_are_redone_exactly() {
-        let (n, d) = (1500, 4);
+        let (n, d) = (3000, 4);
         let mut x = grid(n, d, 21);
         // Sorted by label (R varies per class), duplicates across blocks.
         let mut y: Vec<u32> = (0..n as u32).map(|i| (i * i / 997) % 9).collect();
         y.sort_unstable();
-        for (a, b) in [(3usize, 1400usize), (600, 601), (10, 1000)] {
+        for (a, b) in [(3usize, 2800usize), (600, 601), (10, 2000)] {
             let r = x[a * d..(a + 1) * d].to_vec();
             x[b * d..(b + 1) * d].copy_from_slice(&r);
         }
@@ -822,7 +822,7 @@ mod tests {
 
     #[test]
     fn symmetric_scan_thread_count_invariant() {
-        let (n, d) = (1200, 5);
+        let (n, d) = (2400, 5);
         let x: Vec<f32> = data(n, d, 9).iter().map(|&v| v as f32).collect();
         let y: Vec<u32> = (0..n as u32).map(|i| (i * 31 % 11) % 6).collect();
         let in_pool = |t: usize| {
