@@ -16,8 +16,10 @@ pub trait Real:
     /// The (value, index) order as one integer, for values ≥ 0: the bit patterns
     /// of non-negative floats order as the values do (`+ 0.0` turns a −0 into +0).
     /// 64 bits for f32, so a top-k cut compares one word per step.
-    type PairKey: Ord + Copy + Send;
+    type PairKey: Ord + Copy + Send + Sync + Debug;
     fn pair_key(self, j: u32) -> Self::PairKey;
+    /// The pair a key was made from (a −0 comes back as +0).
+    fn from_pair_key(k: Self::PairKey) -> (Self, u32);
 
     /// `C = alpha * A·B + beta * C` with arbitrary (row, column) strides.
     ///
@@ -50,6 +52,10 @@ impl Real for f32 {
     fn pair_key(self, j: u32) -> u64 {
         (u64::from((self + 0.0).to_bits()) << 32) | u64::from(j)
     }
+    #[inline(always)]
+    fn from_pair_key(k: u64) -> (f32, u32) {
+        (f32::from_bits((k >> 32) as u32), k as u32)
+    }
     unsafe fn gemm_raw(
         m: usize, k: usize, n: usize, alpha: f32,
         a: *const f32, rsa: isize, csa: isize,
@@ -67,6 +73,10 @@ impl Real for f64 {
     #[inline(always)]
     fn pair_key(self, j: u32) -> u128 {
         (u128::from((self + 0.0).to_bits()) << 32) | u128::from(j)
+    }
+    #[inline(always)]
+    fn from_pair_key(k: u128) -> (f64, u32) {
+        (f64::from_bits((k >> 32) as u64), k as u32)
     }
     unsafe fn gemm_raw(
         m: usize, k: usize, n: usize, alpha: f64,
