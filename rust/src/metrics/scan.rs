@@ -90,7 +90,8 @@ pub(super) struct Best<T: Real> {
     buf: Vec<T::PairKey>,
     pub cap: usize,
     lim: usize,
-    pub thr: (T, u32),
+    /// The running threshold as a key: (t, u32::MAX) at the start, then the
+    /// cap-th pair of the last cut.
     thr_key: T::PairKey,
 }
 
@@ -103,7 +104,13 @@ impl<T: Real> Best<T> {
     /// distance). Exact iff at least `cap` pairs pass it: see [`Self::short`].
     pub fn below(cap: usize, t: T) -> Self {
         debug_assert!(t >= T::zero());
-        Best { buf: Vec::new(), cap, lim: Self::slots(cap), thr: (t, u32::MAX), thr_key: t.pair_key(u32::MAX) }
+        Best { buf: Vec::new(), cap, lim: Self::slots(cap), thr_key: t.pair_key(u32::MAX) }
+    }
+
+    /// The running threshold's distance: pairs beyond it are never kept.
+    #[inline]
+    pub fn thr(&self) -> T {
+        T::from_pair_key(self.thr_key).0
     }
 
     /// Whether fewer than `cap` pairs passed the threshold: the row's top
@@ -135,7 +142,6 @@ impl<T: Real> Best<T> {
             if self.buf.len() >= self.lim {
                 self.cut();
                 self.thr_key = self.buf[self.cap - 1];
-                self.thr = T::from_pair_key(self.thr_key);
             }
         }
     }
@@ -151,8 +157,9 @@ impl<T: Real> Best<T> {
         let mut j0 = c0;
         for v in chunks {
             if let Ok(v) = <&[T; CHUNK]>::try_from(v) {
-                if any_le(v, self.thr.0) {
-                    let mut m = mask_le(v, self.thr.0);
+                let t = self.thr();
+                if any_le(v, t) {
+                    let mut m = mask_le(v, t);
                     while m != 0 {
                         let o = m.trailing_zeros() as usize;
                         self.push(v[o], (j0 + o) as u32);
@@ -211,10 +218,10 @@ impl<T: Real> Row<T> {
     fn filt(&self, track: bool) -> (T, T) {
         if self.best.cap == 0 {
             (T::neg_infinity(), T::neg_infinity())
-        } else if track && self.near.0 > self.best.thr.0 {
-            (self.best.thr.0, self.near.0)
+        } else if track && self.near.0 > self.best.thr() {
+            (self.best.thr(), self.near.0)
         } else {
-            (self.best.thr.0, T::neg_infinity())
+            (self.best.thr(), T::neg_infinity())
         }
     }
 
@@ -238,7 +245,7 @@ impl<T: Real> Row<T> {
             let v = <&[T; CHUNK]>::try_from(&vals[j0..j0 + CHUNK]);
             let l = <&[u32; CHUNK]>::try_from(&labs[j0..j0 + CHUNK]);
             if let (Ok(v), Ok(l)) = (v, l) {
-                let (t, nd) = (self.best.thr.0, self.near.0);
+                let (t, nd) = (self.best.thr(), self.near.0);
                 // A same-label value that improves the nearest match lies below it; once the
                 // nearest match is within the threshold, the threshold test alone finds it.
                 let same = nd > t && v.iter().zip(l).fold(false, |a, (&x, &y)| a | ((y == lq) & (x <= nd)));
@@ -519,8 +526,11 @@ impl PairQueue {
     }
 
     fn take(&mut self) -> Option<(usize, usize)> {
+        if self.left.is_empty() {
+            return None;
+        }
         let free = self.left.iter().position(|&(a, b)| self.claimed[a] == 0 && self.claimed[b] == 0);
-        let p = self.left.remove(free.or((!self.left.is_empty()).then_some(0))?);
+        let p = self.left.remove(free.unwrap_or(0));
         self.claimed[p.0] += 1;
         self.claimed[p.1] += 1;
         Some(p)
