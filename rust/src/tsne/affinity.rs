@@ -171,24 +171,37 @@ fn symmetrize_with<P: Pos>(a: &Csr) -> Csr {
         }
     };
     let tpos_of = |i: usize| &tpos[tptr[i]..tptr[i + 1]];
-    let merged_len = |i: usize| {
+    // Row i of a + aᵀ in column order: `a`'s own row merged with the transposed entries
+    // (positions in `a`, their rows ascending). `emit(col, x, p)` gets the index x in
+    // `a`'s row and the position p of the transposed entry, `NONE` where one side is absent.
+    // Each transposed entry's row is derived once per step, not once per comparison.
+    const NONE: usize = usize::MAX;
+    let merge_row = |i: usize, emit: &mut dyn FnMut(u32, usize, usize)| {
         let (ca, pb) = (a.row(i).0, tpos_of(i));
-        let cb = |y: usize| row_of(pb[y].get());
-        let (mut x, mut y, mut c) = (0, 0, 0);
+        let row_at = |y: usize| if y < pb.len() { row_of(pb[y].get()) } else { u32::MAX };
+        let (mut x, mut y, mut by) = (0, 0, row_at(0));
         while x < ca.len() || y < pb.len() {
-            if y == pb.len() || (x < ca.len() && ca[x] < cb(y)) {
+            let ax = if x < ca.len() { ca[x] } else { u32::MAX };
+            if ax < by {
+                emit(ax, x, NONE);
                 x += 1;
-            } else if x == ca.len() || cb(y) < ca[x] {
-                y += 1;
             } else {
-                x += 1;
+                emit(by, if ax == by { x } else { NONE }, pb[y].get());
+                x += (ax == by) as usize;
                 y += 1;
+                by = row_at(y);
             }
-            c += 1;
         }
-        c
     };
-    let lens: Vec<usize> = (0..n).into_par_iter().with_min_len(ROWS_TILE).map(merged_len).collect();
+    let lens: Vec<usize> = (0..n)
+        .into_par_iter()
+        .with_min_len(ROWS_TILE)
+        .map(|i| {
+            let mut c = 0;
+            merge_row(i, &mut |_, _, _| c += 1);
+            c
+        })
+        .collect();
     let mut indptr = vec![0usize; n + 1];
     for i in 0..n {
         indptr[i + 1] = indptr[i] + lens[i];
@@ -209,27 +222,17 @@ fn symmetrize_with<P: Pos>(a: &Csr) -> Csr {
         }
     }
     rows.par_iter_mut().with_min_len(ROWS_TILE).enumerate().for_each(|(i, (oi, od))| {
-        let ((ca, va), pb) = (a.row(i), tpos_of(i));
-        let cb = |y: usize| row_of(pb[y].get());
-        let vb = |y: usize| a.data[pb[y].get()];
-        let (mut x, mut y, mut c) = (0, 0, 0);
-        while x < ca.len() || y < pb.len() {
-            if y == pb.len() || (x < ca.len() && ca[x] < cb(y)) {
-                oi[c] = ca[x];
-                od[c] = va[x];
-                x += 1;
-            } else if x == ca.len() || cb(y) < ca[x] {
-                oi[c] = cb(y);
-                od[c] = vb(y);
-                y += 1;
-            } else {
-                oi[c] = ca[x];
-                od[c] = va[x] + vb(y);
-                x += 1;
-                y += 1;
-            }
+        let va = a.row(i).1;
+        let mut c = 0;
+        merge_row(i, &mut |col, x, p| {
+            oi[c] = col;
+            od[c] = match (x, p) {
+                (x, NONE) => va[x],
+                (NONE, p) => a.data[p],
+                (x, p) => va[x] + a.data[p],
+            };
             c += 1;
-        }
+        });
     });
     drop(rows);
     drop(tpos);
