@@ -579,6 +579,7 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
         oldc.par_iter_mut().for_each(|v| *v = EMPTY);
         let cn = Cands { p: newc.as_mut_ptr(), m };
         let co = Cands { p: oldc.as_mut_ptr(), m };
+        let tf = tr.elapsed().as_secs_f64();
         // Forward candidates: each row fills its own lists (no other writer in this pass).
         (0..n).into_par_iter().with_min_len(ROWS_TILE).for_each(|i| {
             // SAFETY: row i is written only by this task in this pass.
@@ -592,6 +593,7 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
                 }
             }
         });
+        let tfw = tr.elapsed().as_secs_f64();
         // Reverse candidates: i into j's lists, under lock j.
         (0..n).into_par_iter().with_min_len(ROWS_TILE).for_each(|i| {
             for t in 0..k {
@@ -615,15 +617,20 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
                 }
             }
         });
+        let trv = tr.elapsed().as_secs_f64();
         // Entries sampled as new candidates are joined now: mark them old; the
-        // rest stay new for a later round.
+        // rest stay new for a later round. The list keeps the m smallest distinct
+        // keys offered, so an offered key is in it exactly when it is at most the
+        // list's maximum (EMPTY, larger than any key, while the list is not full):
+        // one comparison instead of a scan of the list.
         (0..n).into_par_iter().with_min_len(ROWS_TILE).for_each(|i| {
             // SAFETY: row i of the heap and of the lists is touched only by this task in this pass.
             let (h, ni) = unsafe { (g.heap(i), cn.row(i)) };
+            let top = ni[0];
             for t in 0..k {
                 if h.flag[t] != OLD {
                     let key = priority(rs, i as u32, h.i[t]) << 32 | h.i[t] as u64;
-                    if ni.contains(&key) {
+                    if key <= top {
                         h.flag[t] = OLD;
                     }
                 }
@@ -666,7 +673,7 @@ pub fn knn_approx<T: Real>(x: &[T], n: usize, d: usize, k: usize, metric: Metric
             })
             .sum();
         if trace {
-            eprintln!("[knn_approx] round {round}: {joined} distances, {updates} updates, {:.2} s ({t_cands:.2} s candidates)", tr.elapsed().as_secs_f64());
+            eprintln!("[knn_approx] round {round}: {joined} distances, {updates} updates, {:.2} s ({t_cands:.2} s candidates: fill {tf:.2} fwd {tfw:.2} rev {trv:.2})", tr.elapsed().as_secs_f64());
         }
         if (updates as f64) < DELTA * (n * k) as f64 {
             break;
@@ -717,11 +724,14 @@ fn tree_count(n: usize) -> usize {
 }
 
 /// Candidates sampled per point and round, for new and for old neighbours: a
-/// round costs about n·m·(3m/2) distances. Measured on the 100k × 50 mixture at
-/// k = 90 (loaded box): m = 30 ran 6 rounds to recall 0.999 in 35 CPU s, m = 15
-/// (with δ = 0.015) 0.975 in 19 CPU s, m = 10 0.950.
+/// round costs about n·m·(3m/2) distances, but a larger m needs fewer rounds
+/// before δ stops the search, most of all at large n. Mixture × 50 at k = 90
+/// (`benches/bench_knn_approx.py`, quiet box, wall s / recall@90): m = 15 (the
+/// old k/6) 72.5 s / 0.888 at 1M (12 rounds, the cap, still changing 1.5 % of
+/// the entries), m = 24 (4k/15) 92.4 s / 0.9625 (9 rounds); at 250k 15 s / 0.9625
+/// against 21 s / 0.991; at 100k 5.6 s / 0.984 against 5.2 s / 0.996.
 fn max_candidates(k: usize) -> usize {
-    k.min((k / 6).max(12))
+    k.min((k * 4 / 15).max(12))
 }
 
 /// In place: row i of the n × k `a` becomes the old row `src[i]` (`src` a permutation).
