@@ -145,6 +145,7 @@ def _worker(rank, world, port, sizes, out, ddp):
                 h = torch.nn.parallel.DistributedDataParallel(h)
                 res["ddp_" + kind] = _ddp_step(kind, f, h, _local(data, sl), True)
         torch.save(res, os.path.join(out, f"rank{rank}.pt"))
+        dist.barrier()  # no rank tears gloo down while a peer still uses it
     finally:
         dist.destroy_process_group()
 

@@ -573,6 +573,10 @@ def _ddp_worker(rank, world, port, x, batches, init, out):
         opt.step()
     if rank == 0:
         torch.save(net.state_dict(), out)
+    # Both ranks reach the end before either tears gloo down: a rank that exits
+    # while its peer's gloo thread still talks to it can abort the peer
+    # ("terminate called without an active exception", seen once in CI under load).
+    dist.barrier()
     dist.destroy_process_group()
 
 
